@@ -1,0 +1,162 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unsafe"
+
+	"github.com/songgao/water"
+	"golang.org/x/sys/unix"
+)
+
+// TUNSETOFFLOAD flags (linux/if_tun.h); x/sys/unix does not define them.
+const (
+	tunFCsum = 0x01
+	tunFTSO4 = 0x02
+	tunFTSO6 = 0x04
+)
+
+// OffloadMode selects how Open sets up the device.
+type OffloadMode int
+
+const (
+	// OffloadAuto tries the virtio-net header path and falls back to plain.
+	OffloadAuto OffloadMode = iota
+	// OffloadOn requires the virtio-net header path.
+	OffloadOn
+	// OffloadOff uses the plain path only.
+	OffloadOff
+)
+
+// String returns "auto", "on" or "off".
+func (m OffloadMode) String() string {
+	switch m {
+	case OffloadOn:
+		return "on"
+	case OffloadOff:
+		return "off"
+	}
+	return "auto"
+}
+
+// ParseOffloadMode parses "auto", "on" or "off".
+func ParseOffloadMode(s string) (OffloadMode, error) {
+	switch s {
+	case "auto", "":
+		return OffloadAuto, nil
+	case "on":
+		return OffloadOn, nil
+	case "off":
+		return OffloadOff, nil
+	}
+	return 0, fmt.Errorf("tun: offload mode %q: want auto, on or off", s)
+}
+
+// Config describes a TUN device to create.
+type Config struct {
+	// Name is the interface name; empty lets the kernel choose (tunN).
+	Name string
+	// Offload selects the virtio-net header path (see OffloadMode).
+	Offload OffloadMode
+}
+
+// Device is an open TUN device.
+type Device struct {
+	// File is the device's queue file descriptor.
+	File *os.File
+	// Name is the interface name the kernel assigned.
+	Name string
+	// Offload reports whether the device carries virtio-net headers with
+	// checksum and TSO offload enabled.
+	Offload bool
+}
+
+// Close closes the device's file descriptor. The interface disappears once
+// no descriptor refers to it (devices are never made persistent).
+func (d *Device) Close() error { return d.File.Close() }
+
+// Open creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling process's
+// network namespace.
+func Open(cfg Config) (*Device, error) {
+	if cfg.Offload != OffloadOff {
+		d, err := openOffload(cfg.Name)
+		if err == nil {
+			return d, nil
+		}
+		if cfg.Offload == OffloadOn || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, explain(err)
+		}
+	}
+	ifc, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
+	})
+	if err != nil {
+		return nil, explain(err)
+	}
+	f, ok := ifc.ReadWriteCloser.(*os.File)
+	if !ok {
+		ifc.Close()
+		return nil, errors.New("tun: water returned a device that is not a file")
+	}
+	return &Device{File: f, Name: ifc.Name(), Offload: false}, nil
+}
+
+// explain turns the common failures of opening /dev/net/tun into errors that
+// name the fix.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, os.ErrNotExist) || strings.Contains(err.Error(), "no such file"):
+		return fmt.Errorf("tun: /dev/net/tun does not exist (load the tun module: modprobe tun): %w", err)
+	case errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM) || strings.Contains(err.Error(), "permission denied"):
+		return fmt.Errorf("tun: permission denied on /dev/net/tun (run as root, or make it usable: chmod 0666 /dev/net/tun): %w", err)
+	}
+	return fmt.Errorf("tun: %w", err)
+}
+
+// ifreq is struct ifreq as TUNSETIFF reads it: a name, then a flag word.
+type ifreq struct {
+	name  [unix.IFNAMSIZ]byte
+	flags uint16
+	_     [22]byte
+}
+
+func openOffload(name string) (*Device, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
+	}
+	var req ifreq
+	copy(req.name[:], name)
+	req.flags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	if err := ioctlPtr(fd, unix.TUNSETIFF, unsafe.Pointer(&req)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+	}
+	hdrSize := int32(virtioNetHdrLen)
+	if err := ioctlPtr(fd, unix.TUNSETVNETHDRSZ, unsafe.Pointer(&hdrSize)); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+	}
+	// No USO: gVisor's UDP would not split the kernel's UDP super-packets.
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETOFFLOAD: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set non-blocking: %w", err)
+	}
+	ifname := unix.ByteSliceToString(req.name[:])
+	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true}, nil
+}
+
+func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

@@ -1,0 +1,358 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+const (
+	// headView is the size of the first read buffer. Headers (up to 100
+	// bytes for IPv6+TCP with options) land in it, so parsing never pulls
+	// up into the large buffer, and small packets (ACKs, DNS) do not pin a
+	// 64 KiB chunk while they wait in a receive queue.
+	headView = 128
+	// tailView holds the rest: up to a 64 KiB GSO super-packet. It is the
+	// largest chunk buffer.View pools.
+	tailView = buffer.MaxChunkSize
+
+	// gsoMaxSize is what the endpoint tells gVisor TCP: super-packets up to
+	// the IPv4 total-length limit.
+	gsoMaxSize = 1<<16 - 1
+)
+
+// EndpointStats counts what the endpoint moved and dropped.
+type EndpointStats struct {
+	RxPackets, RxBytes, RxGSO, RxErrors, RxDropped atomic.Uint64
+	TxPackets, TxBytes, TxGSO, TxErrors            atomic.Uint64
+}
+
+// Endpoint is a gVisor stack.LinkEndpoint backed by a TUN device. It owns
+// the device: Close (called when the NIC is removed) closes it.
+type Endpoint struct {
+	dev     *Device
+	raw     syscall.RawConn
+	log     *slog.Logger
+	mtu     atomic.Uint32
+	onClose func()
+
+	mu         sync.Mutex
+	dispatcher stack.NetworkDispatcher
+	wg         sync.WaitGroup
+	closeOnce  sync.Once
+
+	// Stats are the endpoint's counters.
+	Stats EndpointStats
+}
+
+var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var _ stack.GSOEndpoint = (*Endpoint)(nil)
+
+// NewEndpoint wraps dev. mtu must match the interface's MTU.
+func NewEndpoint(dev *Device, mtu uint32, log *slog.Logger) (*Endpoint, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// Never call dev.File.Fd() here: it would switch the descriptor to
+	// blocking mode and take it off the runtime poller.
+	raw, err := dev.File.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("tun: %w", err)
+	}
+	e := &Endpoint{dev: dev, raw: raw, log: log}
+	e.mtu.Store(mtu)
+	return e, nil
+}
+
+// Device returns the wrapped device.
+func (e *Endpoint) Device() *Device { return e.dev }
+
+// MTU implements stack.LinkEndpoint.
+func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
+
+// SetMTU implements stack.LinkEndpoint.
+func (e *Endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
+
+// MaxHeaderLength implements stack.LinkEndpoint: a TUN has no link header.
+func (e *Endpoint) MaxHeaderLength() uint16 { return 0 }
+
+// LinkAddress implements stack.LinkEndpoint: a TUN has none.
+func (e *Endpoint) LinkAddress() tcpip.LinkAddress { return "" }
+
+// SetLinkAddress implements stack.LinkEndpoint; it is ignored.
+func (e *Endpoint) SetLinkAddress(tcpip.LinkAddress) {}
+
+// Capabilities implements stack.LinkEndpoint. With offload on, the kernel
+// hands over packets whose TCP checksum holds only the pseudo-header sum, so
+// gVisor must not verify checksums (it would drop them all).
+func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
+	if e.dev.Offload {
+		return stack.CapabilityRXChecksumOffload
+	}
+	return 0
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.dev.Offload {
+		return gsoMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.dev.Offload {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// ARPHardwareType implements stack.LinkEndpoint.
+func (e *Endpoint) ARPHardwareType() header.ARPHardwareType { return header.ARPHardwareNone }
+
+// AddHeader implements stack.LinkEndpoint; a TUN has no link header.
+func (e *Endpoint) AddHeader(*stack.PacketBuffer) {}
+
+// ParseHeader implements stack.LinkEndpoint; a TUN has no link header.
+func (e *Endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
+
+// SetOnCloseAction implements stack.LinkEndpoint.
+func (e *Endpoint) SetOnCloseAction(f func()) { e.onClose = f }
+
+// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
+// the reader.
+func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	start := e.dispatcher == nil && d != nil
+	e.dispatcher = d
+	if start {
+		e.wg.Add(1)
+		go e.readLoop()
+	}
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+// Wait implements stack.LinkEndpoint: it waits for the reader to stop.
+func (e *Endpoint) Wait() { e.wg.Wait() }
+
+// Close implements stack.LinkEndpoint: it closes the device, which stops the
+// reader.
+func (e *Endpoint) Close() {
+	e.closeOnce.Do(func() {
+		if e.onClose != nil {
+			e.onClose()
+		}
+		e.dev.File.Close()
+	})
+}
+
+func (e *Endpoint) currentDispatcher() stack.NetworkDispatcher {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher
+}
+
+func (e *Endpoint) readLoop() {
+	defer e.wg.Done()
+	var vh [virtioNetHdrLen]byte
+	var iov [3]unix.Iovec
+	for {
+		head := buffer.NewViewSize(headView)
+		tail := buffer.NewViewSize(tailView)
+		n, err := e.readPacket(&iov, vh[:], head, tail)
+		if err != nil {
+			head.Release()
+			tail.Release()
+			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, unix.EBADFD) {
+				return
+			}
+			e.Stats.RxErrors.Add(1)
+			e.log.Warn("tun read failed", "dev", e.dev.Name, "err", err)
+			if errors.Is(err, unix.EBADF) {
+				return
+			}
+			continue
+		}
+		e.deliver(vh[:], head, tail, n)
+	}
+}
+
+// readPacket reads one frame into (virtio header,) head and tail and returns
+// the packet length without the virtio header.
+func (e *Endpoint) readPacket(iov *[3]unix.Iovec, vh []byte, head, tail *buffer.View) (int, error) {
+	i := 0
+	if e.dev.Offload {
+		iov[i].Base, iov[i].Len = &vh[0], uint64(len(vh))
+		i++
+	}
+	hb, tb := head.AsSlice()[:headView], tail.AsSlice()[:tailView]
+	iov[i].Base, iov[i].Len = &hb[0], uint64(len(hb))
+	iov[i+1].Base, iov[i+1].Len = &tb[0], uint64(len(tb))
+	i += 2
+	var n int
+	var serr error
+	err := e.raw.Read(func(fd uintptr) bool {
+		r, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(i))
+		if errno == unix.EAGAIN || errno == unix.EINTR {
+			return false
+		}
+		n, serr = int(r), nil
+		if errno != 0 {
+			serr = errno
+		}
+		return true
+	})
+	if err != nil {
+		return 0, err
+	}
+	if serr != nil {
+		return 0, serr
+	}
+	if e.dev.Offload {
+		if n < len(vh) {
+			return 0, fmt.Errorf("short read of %d bytes", n)
+		}
+		n -= len(vh)
+	}
+	if n == 0 {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) {
+	var proto tcpip.NetworkProtocolNumber
+	first := head.AsSlice()[0] >> 4
+	switch first {
+	case header.IPv4Version:
+		proto = header.IPv4ProtocolNumber
+	case header.IPv6Version:
+		proto = header.IPv6ProtocolNumber
+	default:
+		e.Stats.RxDropped.Add(1)
+		head.Release()
+		tail.Release()
+		return
+	}
+	if e.dev.Offload {
+		var h virtioHdr
+		h.decode(vh)
+		if h.gsoType != virtioGSONone {
+			e.Stats.RxGSO.Add(1)
+		}
+	}
+	var payload buffer.Buffer
+	if n <= headView {
+		head.CapLength(n)
+		tail.Release()
+		payload = buffer.MakeWithView(head)
+	} else {
+		tail.CapLength(n - headView)
+		payload = buffer.MakeWithView(head)
+		payload.Append(tail)
+	}
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: payload})
+	e.Stats.RxPackets.Add(1)
+	e.Stats.RxBytes.Add(uint64(n))
+	if d := e.currentDispatcher(); d != nil {
+		d.DeliverNetworkPacket(proto, pkt)
+	}
+	pkt.DecRef()
+}
+
+// writeBuf is per-write scratch space, pooled so writes do not allocate.
+type writeBuf struct {
+	vh    [virtioNetHdrLen]byte
+	iov   []unix.Iovec
+	errno unix.Errno
+	// write is wb.writev bound once, so RawConn.Write gets no fresh closure.
+	write func(fd uintptr) bool
+}
+
+func (wb *writeBuf) writev(fd uintptr) bool {
+	_, _, wb.errno = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&wb.iov[0])), uintptr(len(wb.iov)))
+	return wb.errno != unix.EAGAIN && wb.errno != unix.EINTR
+}
+
+var writeBufs = sync.Pool{New: func() any {
+	wb := &writeBuf{iov: make([]unix.Iovec, 0, 8)}
+	wb.write = wb.writev
+	return wb
+}}
+
+// WritePackets implements stack.LinkEndpoint: one writev per packet (a TUN
+// takes one frame per call; with offload a frame is a whole super-packet).
+func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	wb := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(wb)
+	sent := 0
+	for _, pkt := range pkts.AsSlice() {
+		if err := e.writePacket(wb, pkt); err != nil {
+			if sent == 0 {
+				return 0, err
+			}
+			break
+		}
+		sent++
+	}
+	return sent, nil
+}
+
+func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Error {
+	wb.iov = wb.iov[:0]
+	if e.dev.Offload {
+		var h virtioHdr
+		h.forPacket(pkt)
+		if h.gsoType != virtioGSONone {
+			e.Stats.TxGSO.Add(1)
+		}
+		h.encode(wb.vh[:])
+		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.vh[0], Len: virtioNetHdrLen})
+	}
+	vl, off := pkt.AsViewList()
+	size := 0
+	for v := vl.Front(); v != nil; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b = b[off:]
+		off = 0
+		wb.iov = append(wb.iov, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+		size += len(b)
+	}
+	// RawConn.Write holds the descriptor against a concurrent Close, so a
+	// write never lands on a reused descriptor number.
+	if err := e.raw.Write(wb.write); err != nil {
+		return &tcpip.ErrClosedForSend{}
+	}
+	if wb.errno != 0 {
+		e.Stats.TxErrors.Add(1)
+		e.log.Debug("tun write failed", "dev", e.dev.Name, "err", wb.errno, "len", size)
+		return &tcpip.ErrInvalidEndpointState{}
+	}
+	e.Stats.TxPackets.Add(1)
+	e.Stats.TxBytes.Add(uint64(size))
+	return nil
+}
