@@ -28,6 +28,11 @@ type Options struct {
 	TCP TCPOptions
 	// Forwarding enables IP forwarding between NICs.
 	Forwarding bool
+	// NoLocalDelivery stops the stack from delivering packets it sends
+	// to its own addresses internally. A stack with a promiscuous NIC
+	// must set it: otherwise every source address counts as its own, and
+	// all inbound packets are dropped as spoofed.
+	NoLocalDelivery bool
 }
 
 // TCPOptions tune TCP. Zero fields keep the defaults noted on each.
@@ -71,7 +76,7 @@ func New(opts Options) (*Stack, error) {
 	gs := gstack.New(gstack.Options{
 		NetworkProtocols:   []gstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
 		TransportProtocols: []gstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6},
-		HandleLocal:        true,
+		HandleLocal:        !opts.NoLocalDelivery,
 	})
 	s := &Stack{gs: gs, log: log, nextID: 1}
 	if err := s.tune(opts); err != nil {

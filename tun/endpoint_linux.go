@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -132,16 +133,22 @@ func (e *Endpoint) ParseHeader(*stack.PacketBuffer) bool { return true }
 // SetOnCloseAction implements stack.LinkEndpoint.
 func (e *Endpoint) SetOnCloseAction(f func()) { e.onClose = f }
 
-// Attach implements stack.LinkEndpoint. The first non-nil dispatcher starts
-// the reader.
+// Attach implements stack.LinkEndpoint. A dispatcher starts the reader;
+// nil (the NIC is being removed) stops it. gVisor waits for the reader
+// (Wait) before it closes the endpoint, so the reader is woken with a read
+// deadline rather than by closing the device.
 func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	start := e.dispatcher == nil && d != nil
 	e.dispatcher = d
 	if start {
+		e.dev.File.SetReadDeadline(time.Time{})
 		e.wg.Add(1)
 		go e.readLoop()
+	}
+	if d == nil {
+		e.dev.File.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
@@ -185,6 +192,12 @@ func (e *Endpoint) readLoop() {
 			tail.Release()
 			if errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, unix.EBADFD) {
 				return
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if e.currentDispatcher() == nil {
+					return
+				}
+				continue
 			}
 			e.Stats.RxErrors.Add(1)
 			e.log.Warn("tun read failed", "dev", e.dev.Name, "err", err)

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunstack/tunstack/sandbox"
+	"github.com/tunstack/tunstack/stack/gateway"
+	"github.com/tunstack/tunstack/tun"
+)
+
+const runLong = `Run COMMAND in a new network namespace whose only interface besides lo is
+tun0, a TUN device served by tunstack's userspace stack. As an unprivileged
+user a new user namespace maps you to root inside (/dev/net/tun must be
+usable: mode 0666); as root a network namespace alone is created.
+
+TCP and UDP to any address are terminated in the stack and redialled from
+host sockets, so the command sees what the host sees: a closed port is
+refused at once, an unreachable network reports ICMP unreachable, a silent
+host times out. 10.0.2.2 (fd00::2) reaches the host's loopback; 10.0.2.3
+(fd00::3) relays DNS to the host's resolvers; ping works through the host's
+ICMP datagram sockets (net.ipv4.ping_group_range).
+
+The command gets the terminal, stdin, stdout and stderr as they are, and
+the signals tunstack receives (INT, TERM, HUP, QUIT, USR1, USR2). It starts
+only once the network is up. tunstack exits with its status.`
+
+// runOptions are the flags of "tunstack run".
+type runOptions struct {
+	cidr, cidr6         string
+	noIPv6              bool
+	mtu                 int
+	txQueueLen          int
+	offload             string
+	disableHostLoopback bool
+	dnsUpstreams        []string
+}
+
+func newRunCmd(g *globalFlags) *cobra.Command {
+	o := &runOptions{}
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- COMMAND [ARG...]",
+		Short: "Run a command in a sandboxed network namespace",
+		Long:  runLong,
+		Example: `  tunstack run -- curl http://10.0.2.2:8080/
+  tunstack run --disable-host-loopback -- ping -c1 198.18.0.1
+  tunstack run --mtu 1500 --dns-upstream 127.0.0.1:5353 -- bash
+  tunstack run --cidr 10.9.0.0/24 -- ip addr`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			code, err := runSandbox(o, args, log)
+			if err != nil {
+				if errors.Is(err, sandbox.ErrNotFound) {
+					fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
+					return exitError{127}
+				}
+				return err
+			}
+			return exitError{code}
+		},
+	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.StringVar(&o.cidr, "cidr", gateway.DefaultCIDR.String(), "IPv4 network of the sandbox (sandbox .100, gateway .2, DNS .3)")
+	f.StringVar(&o.cidr6, "cidr6", gateway.DefaultCIDR6.String(), "IPv6 network of the sandbox (::100, ::2, ::3)")
+	f.BoolVar(&o.noIPv6, "no-ipv6", false, "configure no IPv6 in the sandbox")
+	f.IntVar(&o.mtu, "mtu", 65520, "MTU of tun0 (1280..65520)")
+	f.IntVar(&o.txQueueLen, "txqueuelen", 10000, "transmit queue length of tun0")
+	f.StringVar(&o.offload, "offload", "auto", "TUN offloads (virtio-net header, TSO): auto, on or off")
+	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
+	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
+	return cmd
+}
+
+// plan is the validated form of runOptions.
+type plan struct {
+	v4, v6    gateway.Addresses
+	mtu       int
+	offload   tun.OffloadMode
+	upstreams []netip.AddrPort
+}
+
+func (o *runOptions) plan() (*plan, error) {
+	p := &plan{mtu: o.mtu}
+	if o.mtu < 1280 || o.mtu > 65520 {
+		return nil, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
+	}
+	var err error
+	if p.offload, err = tun.ParseOffloadMode(o.offload); err != nil {
+		return nil, fmt.Errorf("--offload: %w", err)
+	}
+	if p.v4, err = parseNetwork("--cidr", o.cidr, false); err != nil {
+		return nil, err
+	}
+	if !o.noIPv6 {
+		if p.v6, err = parseNetwork("--cidr6", o.cidr6, true); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range o.dnsUpstreams {
+		ap, err := parseUpstream(s)
+		if err != nil {
+			return nil, err
+		}
+		p.upstreams = append(p.upstreams, ap)
+	}
+	return p, nil
+}
+
+func parseNetwork(flag, s string, v6 bool) (gateway.Addresses, error) {
+	pfx, err := netip.ParsePrefix(s)
+	if err != nil {
+		return gateway.Addresses{}, fmt.Errorf("%s %q: %v", flag, s, err)
+	}
+	if pfx.Addr().Is6() != v6 {
+		return gateway.Addresses{}, fmt.Errorf("%s %q: wrong address family", flag, s)
+	}
+	a, err := gateway.AddressesFor(pfx)
+	if err != nil {
+		return gateway.Addresses{}, fmt.Errorf("%s: %w", flag, err)
+	}
+	return a, nil
+}
+
+func parseUpstream(s string) (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("--dns-upstream %q: want ADDR or ADDR:PORT", s)
+	}
+	return netip.AddrPortFrom(a, 53), nil
+}
+
+// forwardSignals relays the signals tunstack receives to the command until
+// stop is called.
+func forwardSignals(sb *sandbox.Sandbox) (stop func()) {
+	ch := make(chan os.Signal, 8)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-ch:
+				sb.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}

@@ -1,0 +1,233 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunstack/tunstack/tun"
+)
+
+// Config describes a sandbox to start.
+type Config struct {
+	// Command is the program and its arguments.
+	Command []string
+	// TunName is the interface name inside (default "tun0").
+	TunName string
+	// Offload selects the TUN path (see tun.OffloadMode).
+	Offload tun.OffloadMode
+	// MTU of the TUN device.
+	MTU int
+	// TxQueueLen of the TUN device (default 10000: a short queue
+	// overflows at small MTUs, as pasta's does at 1500).
+	TxQueueLen int
+	// Addr4/Gateway4 and Addr6/Gateway6 configure the device and default
+	// routes; zero values skip a family.
+	Addr4    netip.Prefix
+	Gateway4 netip.Addr
+	Addr6    netip.Prefix
+	Gateway6 netip.Addr
+	// ResolvConf, if not empty, replaces /etc/resolv.conf for the command.
+	ResolvConf string
+	// Stdin, Stdout, Stderr are the command's; nil means the null device.
+	Stdin  *os.File
+	Stdout *os.File
+	Stderr *os.File
+}
+
+// Sandbox is a started sandbox whose command has not run yet (see Release).
+type Sandbox struct {
+	cmd  *exec.Cmd
+	ctrl *net.UnixConn
+	// Device is the TUN device, open in this process.
+	Device *tun.Device
+	// Notes are non-fatal problems the child reported.
+	Notes []string
+}
+
+// ErrNotFound is returned (wrapped) when the command does not exist.
+var ErrNotFound = errors.New("command not found")
+
+// Start creates the namespace and the TUN device and returns once the
+// device is in this process. The command waits for Release.
+func Start(cfg Config) (*Sandbox, error) {
+	if len(cfg.Command) == 0 {
+		return nil, errors.New("sandbox: no command")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: find own executable: %w", err)
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: socketpair: %w", err)
+	}
+	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
+	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
+	defer childEnd.Close()
+	fc, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: control socket: %w", err)
+	}
+	ctrl := fc.(*net.UnixConn)
+
+	cmd := exec.Command(self, childArg)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
+	cmd.ExtraFiles = []*os.File{childEnd}
+	cmd.SysProcAttr = sysProcAttr(cfg.Stdin)
+	if err := cmd.Start(); err != nil {
+		ctrl.Close()
+		return nil, explainStart(err)
+	}
+	sb := &Sandbox{cmd: cmd, ctrl: ctrl}
+	if err := sb.handshake(cfg); err != nil {
+		ctrl.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, err
+	}
+	return sb, nil
+}
+
+func sysProcAttr(stdin *os.File) *syscall.SysProcAttr {
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
+		// If tunstack dies, so does the command: nothing outlives it.
+		Pdeathsig: syscall.SIGKILL,
+		// Its own process group, in the terminal's foreground when there
+		// is one: terminal signals (^C) reach the command once, and
+		// tunstack forwards the signals it receives itself.
+		Setpgid: true,
+	}
+	if stdin != nil && isTerminal(stdin) {
+		attr.Foreground = true
+		attr.Ctty = int(stdin.Fd())
+	}
+	if os.Geteuid() != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	return attr
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
+
+// explainStart names the fix for the usual reasons a namespace cannot be
+// created.
+func explainStart(err error) error {
+	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES) {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("sandbox: cannot create a user namespace (%v): unprivileged user namespaces are disabled; "+
+				"enable them with sysctl -w kernel.unprivileged_userns_clone=1 (Debian), "+
+				"sysctl -w user.max_user_namespaces=15000, or "+
+				"sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), or run as root", err)
+		}
+		return fmt.Errorf("sandbox: cannot create a network namespace: %w", err)
+	}
+	return fmt.Errorf("sandbox: start child: %w", err)
+}
+
+func (sb *Sandbox) handshake(cfg Config) error {
+	cc := childConfig{
+		Command: cfg.Command, TunName: cfg.TunName, Offload: cfg.Offload.String(),
+		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
+		ResolvConf: cfg.ResolvConf,
+	}
+	if cc.TunName == "" {
+		cc.TunName = "tun0"
+	}
+	if cc.TxQueueLen == 0 {
+		cc.TxQueueLen = 10000
+	}
+	b, err := json.Marshal(cc)
+	if err != nil {
+		return err
+	}
+	if _, err := sb.ctrl.Write(b); err != nil {
+		return fmt.Errorf("sandbox: send config: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	n, f, err := tun.ReceiveFile(sb.ctrl, buf, "/dev/net/tun")
+	if err != nil || n == 0 {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("child exited during setup")
+		}
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	var reply childReply
+	if err := json.Unmarshal(buf[:n], &reply); err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return fmt.Errorf("sandbox: bad reply from child: %w", err)
+	}
+	if reply.Error != "" {
+		if f != nil {
+			f.Close()
+		}
+		if name, ok := strings.CutPrefix(reply.Error, "notfound:"); ok {
+			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		return fmt.Errorf("sandbox: %s", reply.Error)
+	}
+	if f == nil {
+		return errors.New("sandbox: child sent no TUN device")
+	}
+	sb.Device = &tun.Device{File: f, Name: reply.TunName, Offload: reply.Offload}
+	sb.Notes = reply.Notes
+	return nil
+}
+
+// Pid returns the command's process ID.
+func (sb *Sandbox) Pid() int { return sb.cmd.Process.Pid }
+
+// Release lets the command run.
+func (sb *Sandbox) Release() error {
+	defer sb.ctrl.Close()
+	if _, err := sb.ctrl.Write([]byte("go")); err != nil {
+		return fmt.Errorf("sandbox: release command: %w", err)
+	}
+	return nil
+}
+
+// Signal sends sig to the command.
+func (sb *Sandbox) Signal(sig os.Signal) error { return sb.cmd.Process.Signal(sig) }
+
+// Kill kills the command (used when setup fails after Start).
+func (sb *Sandbox) Kill() {
+	sb.ctrl.Close()
+	sb.cmd.Process.Kill()
+}
+
+// Wait waits for the command and returns its exit status the way a shell
+// reports it: the exit code, or 128+N when killed by signal N.
+func (sb *Sandbox) Wait() (int, error) {
+	err := sb.cmd.Wait()
+	st, ok := sb.cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ok {
+		return 125, err
+	}
+	switch {
+	case st.Exited():
+		return st.ExitStatus(), nil
+	case st.Signaled():
+		return 128 + int(st.Signal()), nil
+	}
+	return 125, err
+}

@@ -1,0 +1,184 @@
+// Package gateway makes a stack a sandbox's gateway to the host, with
+// slirp4netns-compatible addressing: in a /24 (default 10.0.2.0/24) the
+// sandbox is .100, the gateway .2 (it reaches the host, and the host's
+// loopback unless disabled) and the DNS relay .3; IPv6 likewise in a /64
+// (default fd00::/64: fd00::100, fd00::2, fd00::3).
+//
+// It composes the egress relay (TCP and UDP to host sockets), the DNS relay
+// and the ICMP echo relay, and decides where each destination goes.
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+
+	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/dnsrelay"
+	"github.com/tunstack/tunstack/stack/echo"
+	"github.com/tunstack/tunstack/stack/egress"
+)
+
+// Default networks, as slirp4netns uses them.
+var (
+	DefaultCIDR  = netip.MustParsePrefix("10.0.2.0/24")
+	DefaultCIDR6 = netip.MustParsePrefix("fd00::/64")
+)
+
+// Addresses are the well-known addresses of one family in a sandbox network.
+type Addresses struct {
+	Network netip.Prefix
+	Sandbox netip.Addr // .100
+	Gateway netip.Addr // .2
+	DNS     netip.Addr // .3
+}
+
+// AddressesFor derives the sandbox, gateway and DNS addresses of p. The
+// prefix must leave room for host number 100 (at most /25 for IPv4).
+func AddressesFor(p netip.Prefix) (Addresses, error) {
+	p = p.Masked()
+	maxBits := 25
+	if p.Addr().Is6() {
+		maxBits = 119
+	}
+	if p.Bits() > maxBits {
+		return Addresses{}, fmt.Errorf("gateway: network %s is too small (need at least /%d)", p, maxBits)
+	}
+	sandbox := nth(p, 100)
+	if p.Addr().Is6() {
+		sandbox = nth(p, 0x100) // fd00::100, as slirp4netns writes it
+	}
+	return Addresses{Network: p, Sandbox: sandbox, Gateway: nth(p, 2), DNS: nth(p, 3)}, nil
+}
+
+// nth returns host number n of p.
+func nth(p netip.Prefix, n uint16) netip.Addr {
+	b := p.Addr().AsSlice()
+	b[len(b)-1] += byte(n)
+	b[len(b)-2] += byte(n >> 8)
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// Config configures a gateway.
+type Config struct {
+	// V4 and V6 are the sandbox networks; a zero Network disables that
+	// family.
+	V4, V6 Addresses
+	// DisableHostLoopback refuses connections to the gateway address
+	// instead of carrying them to the host's loopback.
+	DisableHostLoopback bool
+	// DNSUpstreams are the resolvers the DNS relay uses.
+	DNSUpstreams []netip.AddrPort
+	// Dialer reaches the host; nil means a *net.Dialer.
+	Dialer egress.Dialer
+	// Logger receives diagnostics; nil uses the stack's.
+	Logger *slog.Logger
+}
+
+// Gateway is a running gateway. Close stops its services (not the stack).
+type Gateway struct {
+	cfg    Config
+	egress *egress.Egress
+	dns    *dnsrelay.Relay
+	echo   *echo.Relay
+}
+
+// Start assigns the gateway and DNS addresses to NIC nic, routes all
+// traffic through it, and starts the relays.
+func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = s.Logger()
+	}
+	g := &Gateway{cfg: cfg}
+	var dnsAddrs []netip.Addr
+	for _, a := range []Addresses{cfg.V4, cfg.V6} {
+		if !a.Network.IsValid() {
+			continue
+		}
+		for _, own := range []netip.Addr{a.Gateway, a.DNS} {
+			if err := s.AddAddress(nic, netip.PrefixFrom(own, a.Network.Bits())); err != nil {
+				return nil, err
+			}
+		}
+		dnsAddrs = append(dnsAddrs, a.DNS)
+	}
+	s.AddDefaultRoutes(nic)
+	var err error
+	var dialer dnsrelay.Dialer
+	if cfg.Dialer != nil {
+		dialer = cfg.Dialer
+	}
+	g.dns, err = dnsrelay.Start(dnsrelay.Config{Stack: s, Addrs: dnsAddrs, Upstreams: cfg.DNSUpstreams, Dialer: dialer, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	g.egress, err = egress.Start(egress.Config{Stack: s, Dialer: cfg.Dialer, Translate: g.translate, Logger: cfg.Logger})
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	g.echo, err = echo.Start(echo.Config{Stack: s, Translate: g.translatePing, Logger: cfg.Logger})
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	return g, nil
+}
+
+// Close stops the relays.
+func (g *Gateway) Close() error {
+	var errs []error
+	if g.echo != nil {
+		errs = append(errs, g.echo.Close())
+	}
+	if g.egress != nil {
+		errs = append(errs, g.egress.Close())
+	}
+	if g.dns != nil {
+		errs = append(errs, g.dns.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// translate decides where a sandbox flow to dst goes on the host.
+func (g *Gateway) translate(_ string, dst netip.AddrPort) (netip.AddrPort, egress.Verdict) {
+	a, v := g.route(dst.Addr())
+	return netip.AddrPortFrom(a, dst.Port()), v
+}
+
+func (g *Gateway) translatePing(dst netip.Addr) (netip.Addr, bool) {
+	a, v := g.route(dst)
+	return a, v == egress.Dial
+}
+
+func (g *Gateway) route(dst netip.Addr) (netip.Addr, egress.Verdict) {
+	for _, n := range []Addresses{g.cfg.V4, g.cfg.V6} {
+		if !n.Network.IsValid() || !n.Network.Contains(dst) {
+			continue
+		}
+		switch dst {
+		case n.Gateway:
+			if g.cfg.DisableHostLoopback {
+				return netip.Addr{}, egress.Refuse
+			}
+			if dst.Is4() {
+				return netip.AddrFrom4([4]byte{127, 0, 0, 1}), egress.Dial
+			}
+			return netip.IPv6Loopback(), egress.Dial
+		case n.DNS:
+			// Only port 53 is served (by the DNS relay's own sockets).
+			return netip.Addr{}, egress.Refuse
+		}
+		// Nothing else lives on the sandbox network.
+		return netip.Addr{}, egress.Unreachable
+	}
+	switch {
+	case dst.IsLoopback(), dst.IsUnspecified():
+		return netip.Addr{}, egress.Refuse
+	case dst.IsMulticast(), dst == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return netip.Addr{}, egress.Drop
+	}
+	return dst, egress.Dial
+}
