@@ -1,12 +1,12 @@
 package main
 
 import (
-	"reflect"
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"fmt"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 
 	"github.com/tunstack/tunstack/sandbox"
