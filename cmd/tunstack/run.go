@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
@@ -83,39 +85,53 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	return cmd
 }
 
-// plan is the validated form of runOptions.
-type plan struct {
-	v4, v6    gateway.Addresses
-	mtu       int
-	offload   tun.OffloadMode
-	upstreams []netip.AddrPort
-}
-
-func (o *runOptions) plan() (*plan, error) {
-	p := &plan{mtu: o.mtu}
+// config turns the flags into an instance configuration.
+func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config, error) {
+	c := instance.Config{
+		Command: command, MTU: o.mtu, TxQueueLen: o.txQueueLen,
+		DisableHostLoopback: o.disableHostLoopback, Logger: log,
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+	}
 	if o.mtu < 1280 || o.mtu > 65520 {
-		return nil, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
+		return c, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
 	}
 	var err error
-	if p.offload, err = tun.ParseOffloadMode(o.offload); err != nil {
-		return nil, fmt.Errorf("--offload: %w", err)
+	if c.Offload, err = tun.ParseOffloadMode(o.offload); err != nil {
+		return c, fmt.Errorf("--offload: %w", err)
 	}
-	if p.v4, err = parseNetwork("--cidr", o.cidr, false); err != nil {
-		return nil, err
+	if c.V4, err = parseNetwork("--cidr", o.cidr, false); err != nil {
+		return c, err
 	}
 	if !o.noIPv6 {
-		if p.v6, err = parseNetwork("--cidr6", o.cidr6, true); err != nil {
-			return nil, err
+		if c.V6, err = parseNetwork("--cidr6", o.cidr6, true); err != nil {
+			return c, err
 		}
 	}
 	for _, s := range o.dnsUpstreams {
 		ap, err := parseUpstream(s)
 		if err != nil {
-			return nil, err
+			return c, err
 		}
-		p.upstreams = append(p.upstreams, ap)
+		c.DNSUpstreams = append(c.DNSUpstreams, ap)
 	}
-	return p, nil
+	return c, nil
+}
+
+// runSandbox starts the instance, runs the command and returns its status.
+func runSandbox(o *runOptions, command []string, log *slog.Logger) (int, error) {
+	cfg, err := o.config(command, log)
+	if err != nil {
+		return 0, err
+	}
+	in, err := instance.Start(cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer in.Close()
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	return in.Run(sigs)
 }
 
 func parseNetwork(flag, s string, v6 bool) (gateway.Addresses, error) {
@@ -144,24 +160,5 @@ func parseUpstream(s string) (netip.AddrPort, error) {
 	return netip.AddrPortFrom(a, 53), nil
 }
 
-// forwardSignals relays the signals tunstack receives to the command until
-// stop is called.
-func forwardSignals(sb *sandbox.Sandbox) (stop func()) {
-	ch := make(chan os.Signal, 8)
-	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2)
-	done := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case s := <-ch:
-				sb.Signal(s)
-			case <-done:
-				return
-			}
-		}
-	}()
-	return func() {
-		signal.Stop(ch)
-		close(done)
-	}
-}
+// forwardedSignals are relayed to the command.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}

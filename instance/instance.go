@@ -1,0 +1,210 @@
+// Package instance is one running tunstack: a sandbox (or an attached
+// namespace), the stack serving its TUN device, and the gateway services.
+// The command line creates one per "tunstack run"; the control plane and
+// the views read and change it while it runs.
+package instance
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/tunstack/tunstack/sandbox"
+	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/dnsrelay"
+	"github.com/tunstack/tunstack/stack/gateway"
+	"github.com/tunstack/tunstack/tun"
+)
+
+// Config describes an instance.
+type Config struct {
+	// Name identifies the instance to the control plane.
+	Name string
+	// Command is run in the sandbox.
+	Command []string
+	// V4 and V6 are the sandbox networks (a zero V6.Network disables IPv6).
+	V4, V6 gateway.Addresses
+	// MTU of tun0 (1280..65520).
+	MTU int
+	// TxQueueLen of tun0.
+	TxQueueLen int
+	// Offload selects the TUN path.
+	Offload tun.OffloadMode
+	// DisableHostLoopback refuses the gateway address.
+	DisableHostLoopback bool
+	// DNSUpstreams; empty means the host's /etc/resolv.conf.
+	DNSUpstreams []netip.AddrPort
+	// Logger receives diagnostics; nil discards them.
+	Logger *slog.Logger
+	// Stdin, Stdout, Stderr are the command's.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Instance is a running sandbox and its stack.
+type Instance struct {
+	cfg     Config
+	log     *slog.Logger
+	started time.Time
+
+	// Sandbox is the namespace and the command.
+	Sandbox *sandbox.Sandbox
+	// Stack serves tun0.
+	Stack *stack.Stack
+	// NIC is tun0's NIC in Stack.
+	NIC stack.NICID
+	// Endpoint is tun0's link endpoint.
+	Endpoint *tun.Endpoint
+	// Gateway runs the egress, DNS and ping relays.
+	Gateway *gateway.Gateway
+}
+
+// Start creates the sandbox and serves its network. The command does not
+// run until Run.
+func Start(cfg Config) (*Instance, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 65520 {
+		return nil, fmt.Errorf("instance: MTU %d: must be between 1280 and 65520", cfg.MTU)
+	}
+	in := &Instance{cfg: cfg, log: cfg.Logger, started: time.Now()}
+	if len(cfg.DNSUpstreams) == 0 {
+		ups, err := dnsrelay.HostUpstreams("/etc/resolv.conf")
+		if err != nil {
+			in.log.Warn("DNS: cannot read the host's resolvers; queries get SERVFAIL", "err", err)
+		}
+		in.cfg.DNSUpstreams = ups
+	}
+	sb, err := sandbox.Start(in.sandboxConfig())
+	if err != nil {
+		return nil, err
+	}
+	in.Sandbox = sb
+	for _, n := range sb.Notes {
+		in.log.Warn(n)
+	}
+	if err := in.serve(sb.Device); err != nil {
+		sb.Kill()
+		sb.Wait()
+		return nil, err
+	}
+	return in, nil
+}
+
+func (in *Instance) sandboxConfig() sandbox.Config {
+	c := in.cfg
+	sc := sandbox.Config{
+		Command: c.Command, Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen,
+		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
+		ResolvConf: in.resolvConf(),
+		Stdin:      c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,
+	}
+	if c.V6.Network.IsValid() {
+		sc.Addr6 = netip.PrefixFrom(c.V6.Sandbox, c.V6.Network.Bits())
+		sc.Gateway6 = c.V6.Gateway
+	}
+	return sc
+}
+
+func (in *Instance) serve(dev *tun.Device) error {
+	ep, err := tun.NewEndpoint(dev, uint32(in.cfg.MTU), in.log)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	// A promiscuous NIC needs NoLocalDelivery (see stack.Options).
+	st, err := stack.New(stack.Options{Logger: in.log, NoLocalDelivery: true})
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: ep, Promiscuous: true, Spoofing: true})
+	if err != nil {
+		st.Close()
+		dev.Close()
+		return err
+	}
+	gw, err := gateway.Start(st, nic, gateway.Config{
+		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
+		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
+	})
+	if err != nil {
+		st.Close()
+		return err
+	}
+	in.Stack, in.NIC, in.Endpoint, in.Gateway = st, nic, ep, gw
+	return nil
+}
+
+// Run lets the command start and waits for it; it returns the command's
+// exit status (128+N when killed by signal N). signals, if not nil, are
+// forwarded to the command while it runs.
+func (in *Instance) Run(signals <-chan os.Signal) (int, error) {
+	done := make(chan struct{})
+	defer close(done)
+	if signals != nil {
+		go func() {
+			for {
+				select {
+				case s := <-signals:
+					in.Sandbox.Signal(s)
+				case <-done:
+					return
+				}
+			}
+		}()
+	}
+	if err := in.Sandbox.Release(); err != nil {
+		in.Sandbox.Kill()
+	}
+	return in.Sandbox.Wait()
+}
+
+// Close stops the relays and the stack; the TUN device goes with it.
+func (in *Instance) Close() error {
+	var errs []error
+	if in.Gateway != nil {
+		errs = append(errs, in.Gateway.Close())
+	}
+	if in.Stack != nil {
+		in.logCounters()
+		errs = append(errs, in.Stack.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Config returns the instance's configuration.
+func (in *Instance) Config() Config { return in.cfg }
+
+// Started returns when the instance started.
+func (in *Instance) Started() time.Time { return in.started }
+
+func (in *Instance) logCounters() {
+	c := &in.Endpoint.Stats
+	in.log.Debug("tun counters", "dev", in.Endpoint.Device().Name, "offload", in.Endpoint.Device().Offload,
+		"rx_packets", c.RxPackets.Load(), "rx_gso", c.RxGSO.Load(), "rx_dropped", c.RxDropped.Load(), "rx_errors", c.RxErrors.Load(),
+		"tx_packets", c.TxPackets.Load(), "tx_gso", c.TxGSO.Load(), "tx_errors", c.TxErrors.Load())
+}
+
+// resolvConf points the sandbox at the DNS relay and keeps the host's
+// search domains and options.
+func (in *Instance) resolvConf() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by tunstack: the DNS relay on the gateway\nnameserver %s\n", in.cfg.V4.DNS)
+	if in.cfg.V6.Network.IsValid() {
+		fmt.Fprintf(&b, "nameserver %s\n", in.cfg.V6.DNS)
+	}
+	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && (f[0] == "search" || f[0] == "domain" || f[0] == "options") {
+				b.WriteString(line + "\n")
+			}
+		}
+	}
+	return b.String()
+}
