@@ -1,0 +1,84 @@
+package stack_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunstack/tunstack/stack/stacktest"
+)
+
+func TestMain(m *testing.M) { stacktest.VerifyTestMain(m) }
+
+func TestDialListenEcho(t *testing.T) {
+	stacktest.CheckLeaks(t)
+	_, a, b, _ := stacktest.NewPair(t, stacktest.Options{})
+	ln, err := b.Stack.Listen("tcp", ":80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.Close()
+	}()
+	c, err := a.Stack.Dial("tcp", "198.18.0.2:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	c.(interface{ CloseWrite() error }).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+	if c.RemoteAddr().String() != "198.18.0.2:80" {
+		t.Errorf("RemoteAddr = %v", c.RemoteAddr())
+	}
+}
+
+func TestDialRefused(t *testing.T) {
+	stacktest.CheckLeaks(t)
+	_, a, _, _ := stacktest.NewPair(t, stacktest.Options{})
+	_, err := a.Stack.Dial("tcp", "198.18.0.2:81")
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("err = %v, want ECONNREFUSED", err)
+	}
+	t.Log(err)
+}
+
+func TestReadDeadline(t *testing.T) {
+	stacktest.CheckLeaks(t)
+	_, a, b, _ := stacktest.NewPair(t, stacktest.Options{})
+	pc, err := b.Stack.ListenPacket("udp", ":53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	c, err := a.Stack.Dial("udp", "198.18.0.2:53")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err = c.Read(make([]byte, 10))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("err = %v, want timeout", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	_ = ctx
+}
