@@ -406,7 +406,7 @@ func (c *TCPConn) Socket() *Socket { return c.so }
 
 // Read implements net.Conn.
 func (c *TCPConn) Read(b []byte) (int, error) {
-	n, _, err := c.so.recv(b, 0, false)
+	n, _, err := c.so.recv(context.Background(), b, 0, false)
 	if err == nil && n == 0 && len(b) > 0 {
 		return 0, io.EOF
 	}
@@ -548,7 +548,7 @@ func (c *UDPConn) Socket() *Socket { return c.so }
 
 // Read reads one datagram from a connected socket.
 func (c *UDPConn) Read(b []byte) (int, error) {
-	n, _, err := c.so.recv(b, 0, false)
+	n, _, err := c.so.recv(context.Background(), b, 0, false)
 	return n, c.err("read", nil, err)
 }
 
@@ -563,7 +563,7 @@ func (c *UDPConn) ReadFrom(b []byte) (int, net.Addr, error) {
 
 // ReadFromUDPAddrPort reads a datagram and its sender's address.
 func (c *UDPConn) ReadFromUDPAddrPort(b []byte) (int, netip.AddrPort, error) {
-	n, from, err := c.so.recv(b, 0, true)
+	n, from, err := c.so.recv(context.Background(), b, 0, true)
 	return n, from, c.err("read", nil, err)
 }
 

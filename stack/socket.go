@@ -277,7 +277,7 @@ func (so *Socket) connect(ctx context.Context, addr netip.AddrPort) error {
 // Read reads from a connected socket. Unlike Recv it follows io.Reader: the
 // end of the stream is (0, io.EOF).
 func (so *Socket) Read(b []byte) (int, error) {
-	n, _, err := so.recv(b, 0, false)
+	n, _, err := so.recv(context.Background(), b, 0, false)
 	if err == nil && n == 0 && len(b) > 0 && so.typ == syscall.SOCK_STREAM {
 		return 0, io.EOF
 	}
@@ -295,13 +295,13 @@ func (so *Socket) Write(b []byte) (int, error) {
 // syscall.MSG_DONTWAIT and syscall.MSG_WAITALL. The end of a stream is
 // (0, nil), as in C.
 func (so *Socket) Recv(b []byte, flags int) (int, error) {
-	n, _, err := so.recv(b, flags, false)
+	n, _, err := so.recv(context.Background(), b, flags, false)
 	return n, sockErr(err)
 }
 
 // RecvFrom is Recv that also returns the sender's address.
 func (so *Socket) RecvFrom(b []byte, flags int) (int, netip.AddrPort, error) {
-	n, from, err := so.recv(b, flags, true)
+	n, from, err := so.recv(context.Background(), b, flags, true)
 	return n, from, sockErr(err)
 }
 
@@ -327,7 +327,7 @@ const (
 	sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
 )
 
-func (so *Socket) recv(b []byte, flags int, wantFrom bool) (int, netip.AddrPort, error) {
+func (so *Socket) recv(ctx context.Context, b []byte, flags int, wantFrom bool) (int, netip.AddrPort, error) {
 	if flags&^recvFlags != 0 {
 		return 0, netip.AddrPort{}, syscall.EOPNOTSUPP
 	}
@@ -340,7 +340,7 @@ func (so *Socket) recv(b []byte, flags int, wantFrom bool) (int, netip.AddrPort,
 	for {
 		w := tcpip.SliceWriter(b[total:])
 		var res tcpip.ReadResult
-		err := so.blockIf(flags, waiter.ReadableEvents, &so.rd, func() tcpip.Error {
+		err := so.blockIf(ctx, flags, waiter.ReadableEvents, &so.rd, func() tcpip.Error {
 			var terr tcpip.Error
 			res, terr = so.ep.Read(&w, opts)
 			return terr
@@ -373,7 +373,7 @@ func (so *Socket) send(b []byte, flags int, to *tcpip.FullAddress) (int, error) 
 	r.reset(b)
 	for {
 		var n int64
-		err := so.blockIf(flags, waiter.WritableEvents, &so.wd, func() tcpip.Error {
+		err := so.blockIf(context.Background(), flags, waiter.WritableEvents, &so.wd, func() tcpip.Error {
 			var terr tcpip.Error
 			n, terr = so.ep.Write(&r, tcpip.WriteOptions{To: to})
 			return terr
@@ -476,11 +476,11 @@ func sockErr(err error) error {
 	return err
 }
 
-func (so *Socket) blockIf(flags int, mask waiter.EventMask, dl *deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
+func (so *Socket) blockIf(ctx context.Context, flags int, mask waiter.EventMask, dl *deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
 	if flags&syscall.MSG_DONTWAIT != 0 {
 		return errOrNil(conv(op()))
 	}
-	return so.block(context.Background(), mask, dl, op, conv)
+	return so.block(ctx, mask, dl, op, conv)
 }
 
 // block runs op until it stops reporting ErrWouldBlock, sleeping on the
