@@ -1,0 +1,264 @@
+package test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// helperEnv selects a helper mode of the test binary (see helperMain).
+const helperEnv = "TUNSTACK_TEST_HELPER"
+
+// helperPath is a world-readable copy of the test binary, runnable inside
+// sandboxes and host namespaces as a helper program.
+var helperPath string
+
+// payloadSize is the size of the transfer tests' file.
+const payloadSize = 64 << 20
+
+var (
+	payloadOnce sync.Once
+	payload     []byte
+	payloadSum  string
+)
+
+// testPayload returns deterministic pseudo-random bytes and their sha256.
+func testPayload() ([]byte, string) {
+	payloadOnce.Do(func() {
+		payload = make([]byte, payloadSize)
+		r := rand.NewChaCha8([32]byte{'t', 'u', 'n', 's', 't', 'a', 'c', 'k'})
+		r.Read(payload)
+		s := sha256.Sum256(payload)
+		payloadSum = hex.EncodeToString(s[:])
+	})
+	return payload, payloadSum
+}
+
+// fileHandler serves the payload at /file and answers POST /upload with the
+// body's sha256 and length.
+func fileHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/file", func(w http.ResponseWriter, r *http.Request) {
+		p, _ := testPayload()
+		http.ServeContent(w, r, "file", time.Time{}, bytes.NewReader(p))
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello from %s to %s\n", r.Host, r.RemoteAddr)
+	})
+	return mux
+}
+
+// startHTTP serves fileHandler on addr ("127.0.0.1:0", "[::1]:0") until the
+// test ends, and returns the bound port.
+func startHTTP(t *testing.T, addr string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listen %s: %v", addr, err)
+	}
+	srv := &http.Server{Handler: fileHandler()}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startUDPEcho echoes datagrams on addr until the test ends.
+func startUDPEcho(t *testing.T, addr string) int {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		t.Fatalf("listen udp %s: %v", addr, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go udpEcho(pc)
+	return pc.LocalAddr().(*net.UDPAddr).Port
+}
+
+func udpEcho(pc net.PacketConn) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		pc.WriteTo(buf[:n], from)
+	}
+}
+
+// runResult is the outcome of one tunstack invocation.
+type runResult struct {
+	stdout, stderr string
+	code           int
+	elapsed        time.Duration
+}
+
+// runOpts select how tunstack is started.
+type runOpts struct {
+	uid     int      // 0: as is; otherwise run as this uid/gid
+	netns   string   // run inside this named network namespace (ip netns)
+	env     []string // extra environment
+	timeout time.Duration
+	stdin   io.Reader
+}
+
+// tunstack runs the binary with args and returns what it printed and its
+// exit status.
+func tunstack(t *testing.T, o runOpts, args ...string) runResult {
+	t.Helper()
+	if o.timeout == 0 {
+		o.timeout = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
+	defer cancel()
+	argv := append([]string{binPath}, args...)
+	if o.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, o.stdin
+	cmd.Env = append(os.Environ(), o.env...)
+	cmd.Dir = "/"
+	if o.uid != 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+		cmd.Env = append(cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
+	}
+	start := time.Now()
+	err := cmd.Run()
+	res := runResult{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		res.code = ee.ExitCode()
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			res.code = 128 + int(st.Signal())
+		}
+	default:
+		t.Fatalf("run tunstack %v: %v", args, err)
+	}
+	if ctx.Err() != nil {
+		t.Fatalf("tunstack %v did not finish within %v\nstdout: %s\nstderr: %s", args, o.timeout, res.stdout, res.stderr)
+	}
+	return res
+}
+
+// mustRun is tunstack that also requires exit status 0.
+func mustRun(t *testing.T, o runOpts, args ...string) runResult {
+	t.Helper()
+	r := tunstack(t, o, args...)
+	if r.code != 0 {
+		t.Fatalf("tunstack %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r
+}
+
+// users are the identities the sandbox tests run as.
+var users = []struct {
+	name string
+	uid  int
+}{{"root", 0}, {"nobody", 65534}}
+
+// helperMain runs the test binary as a helper program.
+func helperMain(mode string, args []string) int {
+	switch mode {
+	case "udpclient":
+		return udpClient(args[1], args[2])
+	case "server":
+		return serveUntilStdinCloses(args[1:])
+	case "dial":
+		return dialHelper(args[1])
+	}
+	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
+	return 2
+}
+
+// udpClient sends n numbered datagrams to addr one at a time and checks
+// each echo. It prints "lost=K" and exits 1 if any was lost.
+func udpClient(addr, count string) int {
+	n, _ := strconv.Atoi(count)
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer c.Close()
+	lost := 0
+	buf := make([]byte, 2048)
+	for i := 0; i < n; i++ {
+		msg := fmt.Sprintf("datagram %06d %s", i, strings.Repeat("x", i%1000))
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		k, err := c.Read(buf)
+		if err != nil || string(buf[:k]) != msg {
+			lost++
+		}
+	}
+	fmt.Printf("lost=%d\n", lost)
+	if lost > 0 {
+		return 1
+	}
+	return 0
+}
+
+// serveUntilStdinCloses serves fileHandler over TCP and echoes UDP on each
+// address given, prints "ready", and exits when stdin closes.
+func serveUntilStdinCloses(addrs []string) int {
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		go http.Serve(ln, fileHandler())
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		go udpEcho(pc)
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return 0
+}
+
+// dialHelper dials addr ("tcp" network) and prints "ok" or the error.
+func dialHelper(addr string) int {
+	timeout := 10 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("DIAL_TIMEOUT")); err == nil {
+		timeout = d
+	}
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	c.Close()
+	fmt.Println("ok")
+	return 0
+}

@@ -1,0 +1,134 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDownloadFromHostLoopback(t *testing.T) {
+	_, sum := testPayload()
+	port := startHTTP(t, "127.0.0.1:0")
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			needTun(t, u.uid)
+			r := mustRun(t, runOpts{uid: u.uid}, "run", "--", "sh", "-c",
+				fmt.Sprintf("curl -sS --fail http://10.0.2.2:%d/file | sha256sum", port))
+			if got := strings.Fields(r.stdout); len(got) == 0 || got[0] != sum {
+				t.Fatalf("sha256 of the download = %q, want %s\nstderr: %s", r.stdout, sum, r.stderr)
+			}
+		})
+	}
+}
+
+func TestUploadToHost(t *testing.T) {
+	p, sum := testPayload()
+	dir, err := os.MkdirTemp("", "tunstack-upload-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	file := filepath.Join(dir, "payload")
+	if err := os.WriteFile(file, p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	port := startHTTP(t, "127.0.0.1:0")
+	want := fmt.Sprintf("%s %d", sum, len(p))
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			needTun(t, u.uid)
+			r := mustRun(t, runOpts{uid: u.uid}, "run", "--", "curl", "-sS", "--fail", "-T", file, "-X", "POST",
+				fmt.Sprintf("http://10.0.2.2:%d/upload", port))
+			if strings.TrimSpace(r.stdout) != want {
+				t.Fatalf("host received %q, want %q\nstderr: %s", r.stdout, want, r.stderr)
+			}
+		})
+	}
+}
+
+func TestRefusedPortIsImmediate(t *testing.T) {
+	needTun(t, 0)
+	port := closedPort(t)
+	// The sandbox's connect must fail with ECONNREFUSED (an RST), not time
+	// out: the helper dials with a 10 s timeout.
+	r := tunstack(t, runOpts{env: []string{helperEnv + "=dial"}}, "run", "--",
+		helperPath, fmt.Sprintf("10.0.2.2:%d", port))
+	if r.code != 1 || !strings.Contains(r.stdout, "connection refused") {
+		t.Fatalf("dial of a closed host port: exit %d, output %q (want connection refused)\nstderr: %s", r.code, r.stdout, r.stderr)
+	}
+	if r.elapsed.Seconds() > 5 {
+		t.Fatalf("refusal took %v: the RST is not immediate", r.elapsed)
+	}
+}
+
+func TestIPv6ToHostLoopback(t *testing.T) {
+	needTun(t, 0)
+	port := startHTTP(t, "[::1]:0")
+	r := mustRun(t, runOpts{}, "run", "--", "curl", "-6", "-sS", "--fail", fmt.Sprintf("http://[fd00::2]:%d/", port))
+	if !strings.HasPrefix(r.stdout, "hello from") {
+		t.Fatalf("curl -6 [fd00::2] got %q\nstderr: %s", r.stdout, r.stderr)
+	}
+}
+
+func TestUDPEchoNoLoss(t *testing.T) {
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			needTun(t, u.uid)
+			port := startUDPEcho(t, "127.0.0.1:0")
+			r := mustRun(t, runOpts{uid: u.uid, env: []string{helperEnv + "=udpclient"}}, "run", "--",
+				helperPath, fmt.Sprintf("10.0.2.2:%d", port), "1000")
+			if strings.TrimSpace(r.stdout) != "lost=0" {
+				t.Fatalf("UDP echo: %q\nstderr: %s", r.stdout, r.stderr)
+			}
+		})
+	}
+}
+
+func TestPingGateway(t *testing.T) {
+	needTun(t, 0)
+	needProg(t, "ping")
+	for _, target := range []string{"10.0.2.2", "fd00::2"} {
+		r := tunstack(t, runOpts{}, "run", "--", "ping", "-n", "-c", "2", "-W", "3", target)
+		if r.code != 0 || !strings.Contains(r.stdout, " 0% packet loss") {
+			t.Errorf("ping %s: exit %d\n%s\nstderr: %s", target, r.code, r.stdout, r.stderr)
+		}
+	}
+}
+
+func TestExitStatus(t *testing.T) {
+	needTun(t, 0)
+	tests := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"success", []string{"run", "--", "true"}, 0},
+		{"exit code", []string{"run", "--", "sh", "-c", "exit 7"}, 7},
+		{"killed by signal", []string{"run", "--", "sh", "-c", "kill -KILL $$"}, 128 + 9},
+		{"command not found", []string{"run", "--", "no-such-command-tunstack"}, 127},
+		{"bad mtu is tunstack's failure", []string{"run", "--mtu", "100", "--", "true"}, 125},
+		{"bad cidr", []string{"run", "--cidr", "10.0.2.0/30", "--", "true"}, 125},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := tunstack(t, runOpts{}, tt.args...)
+			if r.code != tt.want {
+				t.Fatalf("tunstack %v: exit %d, want %d\nstderr: %s", tt.args, r.code, tt.want, r.stderr)
+			}
+			if (tt.want == 125 || tt.want == 127) && !strings.Contains(r.stderr, "tunstack:") {
+				t.Errorf("tunstack's own failure printed no error: %q", r.stderr)
+			}
+		})
+	}
+}
+
+func TestStdinPassesThrough(t *testing.T) {
+	needTun(t, 0)
+	r := mustRun(t, runOpts{stdin: strings.NewReader("through the sandbox\n")}, "run", "--", "cat")
+	if r.stdout != "through the sandbox\n" {
+		t.Fatalf("stdin to cat came out as %q", r.stdout)
+	}
+}
