@@ -248,6 +248,9 @@ func (so *Socket) connect(ctx context.Context, addr netip.AddrPort) error {
 	if err != nil {
 		return err
 	}
+	if err := so.connectCheck(addr); err != nil {
+		return err
+	}
 	terr := so.ep.Connect(fa)
 	if _, ok := terr.(*tcpip.ErrConnectStarted); !ok {
 		return errOrNil(Errno(terr))
@@ -272,6 +275,22 @@ func (so *Socket) connect(ctx context.Context, addr netip.AddrPort) error {
 			return syscall.EBADF
 		}
 	}
+}
+
+// connectCheck reports the errors Linux gives before connecting where
+// gVisor differs: EISCONN for a connected stream socket (gVisor accepts a
+// repeated connect to the same peer) and ENETUNREACH for an IPv4-mapped
+// peer on an IPV6_V6ONLY socket (gVisor says EHOSTUNREACH).
+func (so *Socket) connectCheck(addr netip.AddrPort) error {
+	if so.typ == syscall.SOCK_STREAM {
+		if _, err := so.ep.GetRemoteAddress(); err == nil {
+			return syscall.EISCONN
+		}
+	}
+	if so.family == syscall.AF_INET6 && addr.Addr().Is4In6() && so.ep.SocketOptions().GetV6Only() {
+		return syscall.ENETUNREACH
+	}
+	return nil
 }
 
 // Read reads from a connected socket. Unlike Recv it follows io.Reader: the
