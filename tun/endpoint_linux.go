@@ -199,6 +199,10 @@ func (e *Endpoint) readLoop() {
 				}
 				continue
 			}
+			if errors.Is(err, errShortFrame) {
+				e.Stats.RxDropped.Add(1)
+				continue
+			}
 			e.Stats.RxErrors.Add(1)
 			e.log.Warn("tun read failed", "dev", e.dev.Name, "err", err)
 			if errors.Is(err, unix.EBADF) {
@@ -241,19 +245,28 @@ func (e *Endpoint) readPacket(iov *[3]unix.Iovec, vh []byte, head, tail *buffer.
 	if serr != nil {
 		return 0, serr
 	}
-	if e.dev.Offload {
-		if n < len(vh) {
-			return 0, fmt.Errorf("short read of %d bytes", n)
-		}
-		n -= len(vh)
-	}
 	if n == 0 {
 		return 0, io.EOF
+	}
+	if e.dev.Offload {
+		if n < len(vh) {
+			return 0, errShortFrame
+		}
+		n -= len(vh)
 	}
 	return n, nil
 }
 
+// errShortFrame is a frame shorter than its virtio-net header.
+var errShortFrame = errors.New("frame shorter than the virtio-net header")
+
 func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) {
+	if n == 0 {
+		e.Stats.RxDropped.Add(1)
+		head.Release()
+		tail.Release()
+		return
+	}
 	var proto tcpip.NetworkProtocolNumber
 	first := head.AsSlice()[0] >> 4
 	switch first {
