@@ -1,0 +1,233 @@
+package netfilter
+
+import (
+	"net/netip"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// cRule is a rule prepared for evaluation: header tests inline, the
+// verdict decoded, gVisor targets built.
+type cRule struct {
+	proto          uint8
+	protoCheck     bool
+	protoInv       bool
+	src, dst       netip.Prefix
+	srcAny, dstAny bool
+	srcInv, dstInv bool
+	in, out        Iface
+	matches        []Match
+	kind           verdictKind
+	jump           int
+	ext            gstack.Target
+	act            actor
+	ctr            *Counters
+}
+
+type cChain struct {
+	rules   []cRule
+	builtin bool
+	policy  Policy
+	pctr    *Counters
+}
+
+type cTable struct {
+	chains []cChain
+	hook   [numHooks]int // chain index of each built-in chain, -1 if none
+}
+
+// compiled is the evaluation form of a Ruleset plus the Go hooks; it is
+// swapped in atomically and never changed.
+type compiled struct {
+	rs     *Ruleset
+	tables [numFamilies][numTables]cTable
+	hooks  [numHooks][]*goHook
+	empty  bool // no rules, all policies ACCEPT, no Go hooks
+}
+
+// rejectHandlers give gVisor's REJECT targets their ICMP/RST senders.
+type rejectHandlers struct {
+	v4 gstack.RejectIPv4WithHandler
+	v6 gstack.RejectIPv6WithHandler
+}
+
+var reject4 = map[string]gstack.RejectIPv4WithICMPType{
+	"icmp-net-unreachable":  gstack.RejectIPv4WithICMPNetUnreachable,
+	"icmp-host-unreachable": gstack.RejectIPv4WithICMPHostUnreachable,
+	"icmp-port-unreachable": gstack.RejectIPv4WithICMPPortUnreachable,
+	// gVisor panics on protocol-unreachable; port-unreachable is the
+	// nearest answer it can send (documented in doc.go).
+	"icmp-proto-unreachable": gstack.RejectIPv4WithICMPPortUnreachable,
+	"icmp-net-prohibited":    gstack.RejectIPv4WithICMPNetProhibited,
+	"icmp-host-prohibited":   gstack.RejectIPv4WithICMPHostProhibited,
+	"icmp-admin-prohibited":  gstack.RejectIPv4WithICMPAdminProhibited,
+	"tcp-reset":              gstack.RejectIPv4WithTCPReset,
+}
+
+var reject6 = map[string]gstack.RejectIPv6WithICMPType{
+	"icmp6-no-route":         gstack.RejectIPv6WithICMPNoRoute,
+	"icmp6-adm-prohibited":   gstack.RejectIPv6WithICMPAdminProhibited,
+	"icmp6-addr-unreachable": gstack.RejectIPv6WithICMPAddrUnreachable,
+	"icmp6-port-unreachable": gstack.RejectIPv6WithICMPPortUnreachable,
+	// gVisor panics on policy-fail and reject-route; both refine
+	// "administratively prohibited" (RFC 4443 codes 5 and 6 vs 1).
+	"icmp6-policy-fail":  gstack.RejectIPv6WithICMPAdminProhibited,
+	"icmp6-reject-route": gstack.RejectIPv6WithICMPAdminProhibited,
+	"tcp-reset":          gstack.RejectIPv6WithTCPReset,
+}
+
+func tcpipAddr(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		return tcpip.AddrFrom4(a.As4())
+	}
+	return tcpip.AddrFrom16(a.As16())
+}
+
+func netProto(f Family) tcpip.NetworkProtocolNumber {
+	if f == IPv6 {
+		return header.IPv6ProtocolNumber
+	}
+	return header.IPv4ProtocolNumber
+}
+
+// compile builds the evaluation form. rs must be valid.
+func compile(rs *Ruleset, hooks [numHooks][]*goHook, rh rejectHandlers) *compiled {
+	c := &compiled{rs: rs, hooks: hooks, empty: true}
+	for _, hs := range hooks {
+		if len(hs) > 0 {
+			c.empty = false
+		}
+	}
+	for f := range rs.tables {
+		fam := Family(f)
+		for ti, t := range rs.tables[f] {
+			ct := &c.tables[f][ti]
+			for h := range ct.hook {
+				ct.hook[h] = -1
+			}
+			idx := map[string]int{}
+			for i, ch := range t.chains {
+				idx[ch.Name] = i
+			}
+			ct.chains = make([]cChain, len(t.chains))
+			for i, ch := range t.chains {
+				cc := &ct.chains[i]
+				cc.builtin, cc.policy, cc.pctr = ch.Builtin, ch.Policy, ch.policyCounters
+				if cc.pctr == nil {
+					cc.pctr = new(Counters)
+				}
+				if ch.Builtin {
+					ct.hook[ch.Hook] = i
+					if ch.Policy != PolicyAccept {
+						c.empty = false
+					}
+				}
+				cc.rules = make([]cRule, len(ch.Rules))
+				for j, r := range ch.Rules {
+					c.empty = false
+					cc.rules[j] = compileRule(fam, r, idx, rh)
+				}
+			}
+		}
+	}
+	return c
+}
+
+func compileRule(f Family, r *Rule, idx map[string]int, rh rejectHandlers) cRule {
+	cr := cRule{
+		proto: r.Protocol, protoCheck: r.Protocol != 0, protoInv: r.ProtocolInvert,
+		src: r.Src.Prefix, dst: r.Dst.Prefix, srcInv: r.Src.Invert, dstInv: r.Dst.Invert,
+		srcAny: r.Src.any(), dstAny: r.Dst.any(),
+		in: r.In, out: r.Out, matches: r.Matches, ctr: r.counters,
+	}
+	if cr.ctr == nil {
+		cr.ctr = new(Counters)
+	}
+	np := netProto(f)
+	switch t := r.Target.(type) {
+	case nil:
+		cr.kind = kContinue
+	case Accept:
+		cr.kind = kAccept
+	case Drop:
+		cr.kind = kDrop
+	case Return:
+		cr.kind = kReturn
+	case Jump:
+		cr.kind, cr.jump = kJump, idx[t.Chain]
+	case Goto:
+		cr.kind, cr.jump = kGoto, idx[t.Chain]
+	case *Reject:
+		cr.kind = kExternal
+		w := t.with(f)
+		if f == IPv4 && rh.v4 != nil {
+			cr.ext = &gstack.RejectIPv4Target{Handler: rh.v4, RejectWith: reject4[w]}
+		} else if f == IPv6 && rh.v6 != nil {
+			cr.ext = &gstack.RejectIPv6Target{Handler: rh.v6, RejectWith: reject6[w]}
+		} else {
+			cr.kind = kDrop
+		}
+	case *DNAT:
+		cr.kind = kExternal
+		d := &gstack.DNATTarget{NetworkProtocol: np, ChangeAddress: t.To.From.IsValid(), ChangePort: t.To.hasPorts(), Port: t.To.PortLo}
+		if d.ChangeAddress {
+			d.Addr = tcpipAddr(t.To.From)
+		}
+		cr.ext = d
+	case *SNAT:
+		cr.kind = kExternal
+		s := &gstack.SNATTarget{NetworkProtocol: np, ChangeAddress: t.To.From.IsValid(), ChangePort: t.To.hasPorts(), Port: t.To.PortLo}
+		if s.ChangeAddress {
+			s.Addr = tcpipAddr(t.To.From)
+		}
+		cr.ext = s
+	case *Masquerade:
+		cr.kind = kExternal
+		cr.ext = &gstack.MasqueradeTarget{NetworkProtocol: np}
+	case *Redirect:
+		cr.kind = kExternal
+		cr.ext = &gstack.RedirectTarget{NetworkProtocol: np, Port: t.PortLo}
+	default:
+		cr.kind = kContinue
+		if a, ok := r.Target.(actor); ok {
+			cr.act = a
+		}
+	}
+	return cr
+}
+
+func matchIface(name string, f Iface) bool {
+	if f.Name == "" {
+		return true
+	}
+	var ok bool
+	if n := len(f.Name); f.Name[n-1] == '+' {
+		ok = len(name) >= n-1 && name[:n-1] == f.Name[:n-1]
+	} else {
+		ok = name == f.Name
+	}
+	return ok != f.Invert
+}
+
+func (cr *cRule) match(p *Packet) bool {
+	if cr.protoCheck && (p.Protocol == cr.proto) == cr.protoInv {
+		return false
+	}
+	if !cr.srcAny && cr.src.Contains(p.Src) == cr.srcInv {
+		return false
+	}
+	if !cr.dstAny && cr.dst.Contains(p.Dst) == cr.dstInv {
+		return false
+	}
+	if !matchIface(p.InInterface, cr.in) || !matchIface(p.OutInterface, cr.out) {
+		return false
+	}
+	for _, m := range cr.matches {
+		if !m.matches(p) {
+			return false
+		}
+	}
+	return true
+}

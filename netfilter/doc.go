@@ -1,0 +1,68 @@
+// Package netfilter is tunstack's iptables: filter, nat, mangle and raw
+// tables with built-in and user chains, the iptables command line
+// (Exec), iptables-save/iptables-restore text (Save, Restore, Validate),
+// ipsets (package ipset), a conntrack view (Conntrack) and Go hook
+// functions (AddHook), installed into a gVisor stack's hooks.
+//
+// # How it sits in gVisor
+//
+// gVisor's own iptables has no counters, LOG, MARK, jumps or port
+// matchers, and panics on tables it considers invalid. So tunstack
+// installs, once, a single dispatcher Target per gVisor (hook, table)
+// slot. The dispatcher evaluates tunstack's compiled ruleset (an atomic
+// pointer, swapped on every commit, so rule changes never touch gVisor
+// again) and returns Accept or Drop. REJECT and the NAT targets are
+// delegated to gVisor's own targets, called only from hooks where they
+// are valid: validation rejects any ruleset that could reach them from
+// elsewhere, as the kernel does, so no input reaches a gVisor panic.
+//
+// # Where packets meet the chains
+//
+// Embedded stacks (Config.Gateway false) map chains 1:1 onto gVisor's
+// hooks, as on a Linux host.
+//
+// In sandbox (gateway) mode the stack terminates all of the sandbox's
+// traffic locally (promiscuous NIC and forwarders that redial from host
+// sockets), so gVisor only runs its Input and Output hooks for it, never
+// Forward. Rules are still written as for a Linux NAT gateway:
+//
+//	sandbox ──tun0──▶ PREROUTING ─▶ routing ─┬─▶ INPUT   (dst local: 10.0.2.2, 10.0.2.3)
+//	                 (raw,mangle,nat)        └─▶ FORWARD (any other dst) ─▶ host egress
+//	sandbox ◀─tun0── POSTROUTING ◀──┬── OUTPUT  (src local: the stack's own replies)
+//	                 (mangle,nat)   └── FORWARD (src not local: replies from "remote" hosts)
+//
+// gVisor Input with a non-local destination traverses mangle FORWARD and
+// filter FORWARD (and not nat INPUT); gVisor Output with a non-local
+// source traverses mangle FORWARD and filter FORWARD instead of the raw,
+// mangle, nat and filter OUTPUT chains. Config.HostInterface names the
+// host side: -o at FORWARD for sandbox egress, -i for replies.
+// PREROUTING and POSTROUTING map directly. DNAT in PREROUTING changes
+// the destination the host egress dials.
+//
+// # Differences from Linux
+//
+//   - gVisor NAT maps to one address and port: of a DNAT/SNAT range or
+//     --to-ports range, the first address and port are used.
+//   - REJECT --reject-with icmp-proto-unreachable sends port unreachable,
+//     and icmp6-policy-fail / icmp6-reject-route send administratively
+//     prohibited (gVisor panics on the exact types).
+//   - gVisor consults the nat table only for a connection's first
+//     packet (as Linux), and runs nat INPUT before filter INPUT.
+//   - mangle INPUT/FORWARD run just before filter INPUT/FORWARD, after
+//     nat INPUT.
+//   - Conntrack states come from gVisor's conntrack (TCP, UDP, ICMP
+//     echo); reply-direction packets are ESTABLISHED, ICMP errors about
+//     a flow RELATED, untracked TCP INVALID and other untracked packets
+//     NEW.
+//   - LOG goes to the configured slog.Logger, not the kernel log.
+//   - Service names in ports come from a built-in table, not
+//     /etc/services; -L does not resolve host names.
+//
+// # Go API
+//
+// Rules can be built as typed values (Rule, TCP, Conntrack, Accept, ...)
+// and applied with Update; Go functions see every packet at any hook
+// with AddHook. All changes, from Go and from text, go through one
+// mutex, produce a new validated ruleset and swap it in atomically.
+// Counters of unchanged rules survive changes, as in iptables.
+package netfilter

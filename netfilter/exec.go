@@ -1,0 +1,407 @@
+package netfilter
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/tunstack/tunstack/netfilter/ipset"
+)
+
+// command is one parsed iptables command line.
+type command struct {
+	fam    Family
+	table  TableID
+	op     string // "-A", "-I", ...
+	chain  string
+	num    int    // rule number for -I, -D, -R, -S, -Z
+	arg2   string // new name for -E, policy for -P
+	rule   []string
+	opts   listOpts
+	hasNum bool
+}
+
+var longCommands = map[string]string{
+	"--append": "-A", "--insert": "-I", "--delete": "-D", "--replace": "-R", "--flush": "-F",
+	"--zero": "-Z", "--new-chain": "-N", "--new": "-N", "--delete-chain": "-X", "--rename-chain": "-E",
+	"--policy": "-P", "--list": "-L", "--list-rules": "-S", "--check": "-C",
+}
+
+// parseCommand separates the command, its positional arguments, the
+// global flags and the rule specification.
+func parseCommand(fam Family, args []string) (*command, error) {
+	c := &command{fam: fam, table: Filter}
+	var rest []string
+	tableSet := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if l, ok := longCommands[a]; ok {
+			a = l
+		}
+		switch {
+		case a == "-t" || a == "--table":
+			if tableSet {
+				return nil, errors.New("the -t option cannot be used twice")
+			}
+			if i+1 >= len(args) {
+				return nil, errors.New("option \"-t\" requires an argument")
+			}
+			i++
+			t, err := ParseTable(args[i])
+			if err != nil {
+				return nil, err
+			}
+			c.table, tableSet = t, true
+		case a == "-4":
+			c.fam = IPv4
+		case a == "-6":
+			c.fam = IPv6
+		case a == "-v" || a == "--verbose":
+			c.opts.verbose = true
+		case a == "-n" || a == "--numeric":
+			c.opts.numeric = true
+		case a == "-x" || a == "--exact":
+			c.opts.exact = true
+		case a == "--line-numbers":
+			c.opts.lineNumbers = true
+		case a == "-w" || a == "--wait":
+			if i+1 < len(args) && isNumber(args[i+1]) {
+				i++
+			}
+		case a == "-A" || a == "-I" || a == "-D" || a == "-R" || a == "-F" || a == "-Z" || a == "-N" ||
+			a == "-X" || a == "-E" || a == "-P" || a == "-L" || a == "-S" || a == "-C":
+			if c.op != "" {
+				return nil, fmt.Errorf("cannot use %s with %s", a, c.op)
+			}
+			c.op = a
+			// Positional arguments follow the command directly.
+			pos := func() (string, bool) {
+				if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && args[i+1] != "!" {
+					i++
+					return args[i], true
+				}
+				return "", false
+			}
+			switch a {
+			case "-A", "-I", "-D", "-R", "-N", "-E", "-P", "-C":
+				ch, ok := pos()
+				if !ok {
+					return nil, fmt.Errorf("option %q requires a chain name", a)
+				}
+				c.chain = ch
+			default:
+				c.chain, _ = pos()
+			}
+			switch a {
+			case "-I", "-D", "-S", "-Z", "-L":
+				if i+1 < len(args) && isNumber(args[i+1]) {
+					i++
+					n, _ := strconv.Atoi(args[i])
+					c.num, c.hasNum = n, true
+				}
+			case "-R":
+				if i+1 >= len(args) || !isNumber(args[i+1]) {
+					return nil, errors.New("-R requires a rule number")
+				}
+				i++
+				c.num, _ = strconv.Atoi(args[i])
+				c.hasNum = true
+			case "-E", "-P":
+				v, ok := pos()
+				if !ok {
+					return nil, fmt.Errorf("option %q requires two arguments", a)
+				}
+				c.arg2 = v
+			}
+		default:
+			rest = append(rest, args[i])
+		}
+	}
+	if c.op == "" {
+		return nil, errors.New("no command specified")
+	}
+	c.rule = rest
+	switch c.op {
+	case "-A", "-I", "-R", "-C":
+	case "-D":
+		if c.hasNum && len(rest) > 0 {
+			return nil, fmt.Errorf("-D: unexpected argument %q after rule number", rest[0])
+		}
+	default:
+		if len(rest) > 0 {
+			return nil, fmt.Errorf("%s: unexpected argument %q", c.op, rest[0])
+		}
+	}
+	if c.hasNum && c.num < 1 && c.op != "-S" && c.op != "-L" && c.op != "-Z" {
+		return nil, fmt.Errorf("invalid rule number %d", c.num)
+	}
+	return c, nil
+}
+
+func isNumber(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+// exec applies c to rs, a private copy. It reports whether rs changed.
+func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool, error) {
+	t := rs.tables[c.fam][c.table]
+	t.used = true
+	chain := func() (*Chain, error) {
+		ch := t.chain(c.chain)
+		if ch == nil {
+			return nil, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+		}
+		return ch, nil
+	}
+	rules := func() ([]*Rule, error) {
+		rs, _, err := parseRule(c.fam, c.rule, sets)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rs {
+			if err := validateRule(c.fam, c.table, r); err != nil {
+				return nil, err
+			}
+		}
+		return rs, nil
+	}
+	switch c.op {
+	case "-A", "-I", "-R", "-D", "-C":
+		ch, err := chain()
+		if err != nil {
+			return "", false, err
+		}
+		if c.op == "-D" && c.hasNum {
+			if c.num > len(ch.Rules) {
+				return "", false, fmt.Errorf("index of deletion too big: rule %d of chain %s", c.num, ch.Name)
+			}
+			ch.Rules = append(ch.Rules[:c.num-1:c.num-1], ch.Rules[c.num:]...)
+			return "", true, nil
+		}
+		nr, err := rules()
+		if err != nil {
+			return "", false, err
+		}
+		switch c.op {
+		case "-A":
+			ch.Rules = append(ch.Rules, nr...)
+		case "-I":
+			pos := 0
+			if c.hasNum {
+				pos = c.num - 1
+			}
+			if pos > len(ch.Rules) {
+				return "", false, fmt.Errorf("index of insertion too big: %d (chain %s has %d rules)", c.num, ch.Name, len(ch.Rules))
+			}
+			ch.Rules = append(ch.Rules[:pos:pos], append(nr, ch.Rules[pos:]...)...)
+		case "-R":
+			if len(nr) != 1 {
+				return "", false, errors.New("-R: the rule must stand for exactly one rule (one -s and one -d address)")
+			}
+			if c.num > len(ch.Rules) {
+				return "", false, fmt.Errorf("index of replacement too big: rule %d of chain %s", c.num, ch.Name)
+			}
+			ch.Rules[c.num-1] = nr[0]
+		case "-D", "-C":
+			for _, r := range nr {
+				want := RuleString(c.fam, r)
+				found := -1
+				for i, x := range ch.Rules {
+					if RuleString(c.fam, x) == want {
+						found = i
+						break
+					}
+				}
+				if found < 0 {
+					return "", false, fmt.Errorf("bad rule (does a matching rule exist in that chain?): %s", want)
+				}
+				if c.op == "-D" {
+					ch.Rules = append(ch.Rules[:found:found], ch.Rules[found+1:]...)
+				}
+			}
+			return "", c.op == "-D", nil
+		}
+		return "", true, nil
+	case "-F":
+		if c.chain == "" {
+			for _, ch := range t.chains {
+				ch.Rules = nil
+			}
+			return "", true, nil
+		}
+		ch, err := chain()
+		if err != nil {
+			return "", false, err
+		}
+		ch.Rules = nil
+		return "", true, nil
+	case "-Z":
+		// Counters are shared objects, so zeroing needs no new ruleset.
+		for _, ch := range t.chains {
+			if c.chain != "" && ch.Name != c.chain {
+				continue
+			}
+			for i, r := range ch.Rules {
+				if !c.hasNum || i+1 == c.num {
+					r.counters.zero()
+				}
+			}
+			if !c.hasNum {
+				ch.policyCounters.zero()
+			}
+		}
+		if c.chain != "" && t.chain(c.chain) == nil {
+			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+		}
+		return "", false, nil
+	case "-N":
+		if err := checkChainName(c.chain); err != nil {
+			return "", false, err
+		}
+		if t.chain(c.chain) != nil {
+			return "", false, fmt.Errorf("chain %q already exists", c.chain)
+		}
+		if isTargetName(c.chain) {
+			return "", false, fmt.Errorf("chain name %q is a target name", c.chain)
+		}
+		t.chains = append(t.chains, &Chain{Name: c.chain})
+		t.sortUser()
+		return "", true, nil
+	case "-X":
+		var del []string
+		if c.chain == "" {
+			for _, ch := range t.chains {
+				if !ch.Builtin && references(t, ch.Name) == 0 {
+					del = append(del, ch.Name)
+				}
+			}
+		} else {
+			ch, err := chain()
+			if err != nil {
+				return "", false, err
+			}
+			if ch.Builtin {
+				return "", false, fmt.Errorf("cannot delete built-in chain %s", ch.Name)
+			}
+			if references(t, ch.Name) > 0 {
+				return "", false, fmt.Errorf("chain %s is referenced by a rule: cannot delete it", ch.Name)
+			}
+			if len(ch.Rules) > 0 {
+				return "", false, fmt.Errorf("chain %s is not empty: flush it first", ch.Name)
+			}
+			del = []string{ch.Name}
+		}
+		for _, name := range del {
+			t.chains = append(t.chains[:t.chainIndex(name):t.chainIndex(name)], t.chains[t.chainIndex(name)+1:]...)
+		}
+		return "", true, nil
+	case "-E":
+		ch, err := chain()
+		if err != nil {
+			return "", false, err
+		}
+		if ch.Builtin {
+			return "", false, fmt.Errorf("cannot rename built-in chain %s", ch.Name)
+		}
+		if err := checkChainName(c.arg2); err != nil {
+			return "", false, err
+		}
+		if t.chain(c.arg2) != nil {
+			return "", false, fmt.Errorf("chain %q already exists", c.arg2)
+		}
+		old := ch.Name
+		ch.Name = c.arg2
+		// References follow the chain, as in the kernel.
+		for _, x := range t.chains {
+			for i, r := range x.Rules {
+				if j, ok := jumpName(r.Target); ok && j == old {
+					nr := *r
+					if _, g := r.Target.(Goto); g {
+						nr.Target = Goto{Chain: c.arg2}
+					} else {
+						nr.Target = Jump{Chain: c.arg2}
+					}
+					x.Rules[i] = &nr
+				}
+			}
+		}
+		t.sortUser()
+		return "", true, nil
+	case "-P":
+		ch, err := chain()
+		if err != nil {
+			return "", false, err
+		}
+		if !ch.Builtin {
+			return "", false, fmt.Errorf("cannot set policy of user chain %s", ch.Name)
+		}
+		switch c.arg2 {
+		case "ACCEPT":
+			ch.Policy = PolicyAccept
+		case "DROP":
+			ch.Policy = PolicyDrop
+		default:
+			return "", false, fmt.Errorf("bad policy %q (want ACCEPT or DROP)", c.arg2)
+		}
+		return "", true, nil
+	case "-L":
+		var b strings.Builder
+		first := true
+		for _, ch := range t.chains {
+			if c.chain != "" && ch.Name != c.chain {
+				continue
+			}
+			if !first {
+				b.WriteString("\n")
+			}
+			first = false
+			listChain(&b, c.fam, t, ch, c.opts)
+		}
+		if first && c.chain != "" {
+			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+		}
+		return b.String(), false, nil
+	case "-S":
+		var b strings.Builder
+		found := false
+		for _, ch := range t.chains {
+			if c.chain != "" && ch.Name != c.chain {
+				continue
+			}
+			found = true
+			if c.hasNum {
+				continue
+			}
+			if ch.Builtin {
+				fmt.Fprintf(&b, "-P %s %s\n", ch.Name, ch.Policy)
+			} else {
+				fmt.Fprintf(&b, "-N %s\n", ch.Name)
+			}
+		}
+		if !found && c.chain != "" {
+			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+		}
+		for _, ch := range t.chains {
+			if c.chain != "" && ch.Name != c.chain {
+				continue
+			}
+			if c.hasNum && c.num > len(ch.Rules) {
+				return "", false, fmt.Errorf("index of rule %d too big in chain %s", c.num, ch.Name)
+			}
+			specRules(&b, c.fam, ch, c.num)
+		}
+		return b.String(), false, nil
+	}
+	return "", false, fmt.Errorf("unknown command %s", c.op)
+}
+
+func isTargetName(s string) bool {
+	switch s {
+	case "ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
+		"MARK", "CONNMARK", "TTL", "HL", "TOS", "DSCP", "QUEUE", "NFQUEUE":
+		return true
+	}
+	return false
+}

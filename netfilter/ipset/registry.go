@@ -1,0 +1,274 @@
+package ipset
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Registry holds the named sets of one firewall.
+type Registry struct {
+	mu   sync.Mutex
+	sets map[string]*Set
+	// inUse reports whether rules reference a set, which then cannot be
+	// destroyed (as with the kernel's "in use by a kernel component").
+	inUse func(name string) bool
+}
+
+// NewRegistry returns an empty registry. inUse may be nil.
+func NewRegistry(inUse func(name string) bool) *Registry {
+	return &Registry{sets: map[string]*Set{}, inUse: inUse}
+}
+
+// SetInUse replaces the in-use callback.
+func (r *Registry) SetInUse(f func(string) bool) {
+	r.mu.Lock()
+	r.inUse = f
+	r.mu.Unlock()
+}
+
+// Get returns the set called name, or nil.
+func (r *Registry) Get(name string) *Set {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sets[name]
+}
+
+// Create creates a set. With exist, creating a set that exists with the
+// same type and family is not an error.
+func (r *Registry) Create(name string, typ Type, opts Options, exist bool) (*Set, error) {
+	s, err := New(name, typ, opts)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if old, ok := r.sets[name]; ok {
+		if exist && old.typ == typ && old.opts.Family == s.opts.Family {
+			return old, nil
+		}
+		return nil, fmt.Errorf("ipset: set %q already exists", name)
+	}
+	r.sets[name] = s
+	return s, nil
+}
+
+// Destroy removes the set called name, or every set when name is "".
+func (r *Registry) Destroy(name string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	names := []string{name}
+	if name == "" {
+		names = r.namesLocked()
+	}
+	for _, n := range names {
+		if _, ok := r.sets[n]; !ok {
+			return fmt.Errorf("ipset: the set with the given name %q does not exist", n)
+		}
+		if r.inUse != nil && r.inUse(n) {
+			return fmt.Errorf("ipset: set %q cannot be destroyed: it is in use by a rule", n)
+		}
+	}
+	for _, n := range names {
+		delete(r.sets, n)
+	}
+	return nil
+}
+
+// Names returns the set names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.namesLocked()
+}
+
+func (r *Registry) namesLocked() []string {
+	out := make([]string, 0, len(r.sets))
+	for n := range r.sets {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Exec runs an ipset command line (without the leading "ipset") and
+// returns its output: create, add, del, test, list, flush, destroy, save.
+func (r *Registry) Exec(args []string) (string, error) {
+	exist := false
+	var rest []string
+	for _, a := range args {
+		if a == "-exist" || a == "-!" {
+			exist = true
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if len(rest) == 0 {
+		return "", errors.New("ipset: no command specified")
+	}
+	cmd, rest := rest[0], rest[1:]
+	need := func(n int) error {
+		if len(rest) < n {
+			return fmt.Errorf("ipset %s: missing arguments", cmd)
+		}
+		return nil
+	}
+	switch cmd {
+	case "create", "-N", "n":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		typ, err := ParseType(rest[1])
+		if err != nil {
+			return "", err
+		}
+		var opts Options
+		for i := 2; i < len(rest); i++ {
+			if i+1 >= len(rest) {
+				return "", fmt.Errorf("ipset create: option %q needs a value", rest[i])
+			}
+			v := rest[i+1]
+			switch rest[i] {
+			case "family":
+				switch v {
+				case "inet", "ipv4":
+					opts.Family = Inet
+				case "inet6", "ipv6":
+					opts.Family = Inet6
+				default:
+					return "", fmt.Errorf("ipset create: unknown family %q", v)
+				}
+			case "hashsize", "maxelem":
+				n, err := strconv.Atoi(v)
+				if err != nil || n <= 0 {
+					return "", fmt.Errorf("ipset create: bad %s %q", rest[i], v)
+				}
+				if rest[i] == "hashsize" {
+					opts.HashSize = n
+				} else {
+					opts.MaxElem = n
+				}
+			default:
+				return "", fmt.Errorf("ipset create: unknown option %q", rest[i])
+			}
+			i++
+		}
+		_, err = r.Create(rest[0], typ, opts, exist)
+		return "", err
+	case "add", "del", "test", "-A", "-D", "-T", "a", "d", "t":
+		if err := need(2); err != nil {
+			return "", err
+		}
+		s := r.Get(rest[0])
+		if s == nil {
+			return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, rest[0])
+		}
+		p, err := s.ParseEntry(rest[1])
+		if err != nil {
+			return "", err
+		}
+		switch cmd {
+		case "add", "-A", "a":
+			return "", s.Add(p, exist)
+		case "del", "-D", "d":
+			return "", s.Del(p, exist)
+		}
+		if s.Contains(p.Addr()) && p.Bits() == p.Addr().BitLen() || s.hasPrefix(p) {
+			return fmt.Sprintf("%s is in set %s.\n", rest[1], s.name), nil
+		}
+		return "", fmt.Errorf("ipset: %s is NOT in set %s", rest[1], s.name)
+	case "list", "-L", "l", "save", "-S":
+		names := r.Names()
+		terse := false
+		for _, a := range rest {
+			switch a {
+			case "-n", "-name", "-t", "-terse":
+				terse = true
+			default:
+				if strings.HasPrefix(a, "-") {
+					continue
+				}
+				if r.Get(a) == nil {
+					return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, a)
+				}
+				names = []string{a}
+			}
+		}
+		var b strings.Builder
+		for i, n := range names {
+			s := r.Get(n)
+			if s == nil {
+				continue
+			}
+			if cmd == "save" || cmd == "-S" {
+				s.save(&b)
+				continue
+			}
+			if i > 0 {
+				b.WriteString("\n")
+			}
+			s.list(&b, terse)
+		}
+		return b.String(), nil
+	case "flush", "-F", "f":
+		if len(rest) == 0 {
+			for _, n := range r.Names() {
+				r.Get(n).Flush()
+			}
+			return "", nil
+		}
+		s := r.Get(rest[0])
+		if s == nil {
+			return "", fmt.Errorf("ipset flush: the set with the given name %q does not exist", rest[0])
+		}
+		s.Flush()
+		return "", nil
+	case "destroy", "-X", "x":
+		name := ""
+		if len(rest) > 0 {
+			name = rest[0]
+		}
+		return "", r.Destroy(name)
+	}
+	return "", fmt.Errorf("ipset: unknown command %q", cmd)
+}
+
+func (s *Set) hasPrefix(p netip.Prefix) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.has(p)
+}
+
+func (s *Set) header() string {
+	return fmt.Sprintf("family %s hashsize %d maxelem %d", s.opts.Family, s.opts.HashSize, s.opts.MaxElem)
+}
+
+func (s *Set) list(b *strings.Builder, terse bool) {
+	fmt.Fprintf(b, "Name: %s\nType: %s\nRevision: 0\nHeader: %s\nNumber of entries: %d\n", s.name, s.typ, s.header(), s.Len())
+	if terse {
+		return
+	}
+	b.WriteString("Members:\n")
+	for _, p := range s.Entries() {
+		b.WriteString(s.entryString(p))
+		b.WriteByte('\n')
+	}
+}
+
+func (s *Set) save(b *strings.Builder) {
+	fmt.Fprintf(b, "create %s %s %s\n", s.name, s.typ, s.header())
+	for _, p := range s.Entries() {
+		fmt.Fprintf(b, "add %s %s\n", s.name, s.entryString(p))
+	}
+}
+
+func (s *Set) entryString(p netip.Prefix) string {
+	if p.Bits() == p.Addr().BitLen() {
+		return p.Addr().String()
+	}
+	return p.String()
+}

@@ -1,0 +1,160 @@
+package netfilter
+
+import (
+	"fmt"
+	"strings"
+)
+
+// listOpts are the -L formatting flags.
+type listOpts struct {
+	verbose, numeric, exact, lineNumbers bool
+}
+
+// kmg formats a counter as iptables does without -x: plain up to 99999,
+// then K, M, G, T with rounding.
+func kmg(n uint64) string {
+	if n <= 99999 {
+		return fmt.Sprint(n)
+	}
+	n = (n + 500) / 1000
+	for _, suf := range []string{"K", "M", "G", "T"} {
+		if n <= 9999 {
+			return fmt.Sprintf("%d%s", n, suf)
+		}
+		n = (n + 500) / 1000
+	}
+	return fmt.Sprintf("%dP", n)
+}
+
+func (o listOpts) num(n uint64) string {
+	if o.exact {
+		return fmt.Sprintf("%8d ", n)
+	}
+	return fmt.Sprintf("%5s ", kmg(n))
+}
+
+func (o listOpts) plain(n uint64) string {
+	if o.exact {
+		return fmt.Sprint(n)
+	}
+	return kmg(n)
+}
+
+func references(t *table, name string) int {
+	n := 0
+	for _, c := range t.chains {
+		for _, r := range c.Rules {
+			if j, ok := jumpName(r.Target); ok && j == name {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+func addrColumn(f Family, a Addr, numeric bool) string {
+	s := bang(a.Invert)
+	if !a.Prefix.IsValid() || a.Prefix.Bits() == 0 {
+		if numeric {
+			if f == IPv6 {
+				return s + "::/0"
+			}
+			return s + "0.0.0.0/0"
+		}
+		return s + "anywhere"
+	}
+	if a.Prefix.Bits() == a.Prefix.Addr().BitLen() {
+		return s + a.Prefix.Addr().String()
+	}
+	return s + a.Prefix.String()
+}
+
+func ifaceColumn(i Iface, numeric bool) string {
+	name := i.Name
+	if name == "" {
+		if numeric {
+			name = "*"
+		} else {
+			name = "any"
+		}
+	}
+	return bang(i.Invert) + name
+}
+
+// listChain writes one chain as iptables -L does.
+func listChain(b *strings.Builder, f Family, t *table, c *Chain, o listOpts) {
+	if c.Builtin {
+		if o.verbose {
+			fmt.Fprintf(b, "Chain %s (policy %s %s packets, %s bytes)\n", c.Name, c.Policy,
+				o.plain(c.policyCounters.Packets()), o.plain(c.policyCounters.Bytes()))
+		} else {
+			fmt.Fprintf(b, "Chain %s (policy %s)\n", c.Name, c.Policy)
+		}
+	} else {
+		fmt.Fprintf(b, "Chain %s (%d references)\n", c.Name, references(t, c.Name))
+	}
+	if o.lineNumbers {
+		fmt.Fprintf(b, "%-4s ", "num")
+	}
+	if o.verbose {
+		if o.exact {
+			fmt.Fprintf(b, "%8s %10s ", "pkts", "bytes")
+		} else {
+			fmt.Fprintf(b, "%5s %5s ", "pkts", "bytes")
+		}
+	}
+	fmt.Fprintf(b, "%-10s %-5s%-4s", "target", "prot", "opt")
+	if o.verbose {
+		fmt.Fprintf(b, "%-7s%-8s", "in", "out")
+	}
+	fmt.Fprintf(b, "%-21s%-20s\n", "source", "destination")
+	for i, r := range c.Rules {
+		if o.lineNumbers {
+			fmt.Fprintf(b, "%-4d ", i+1)
+		}
+		if o.verbose {
+			b.WriteString(o.num(r.counters.Packets()))
+			b.WriteString(o.num(r.counters.Bytes()))
+		}
+		tname := ""
+		if r.Target != nil {
+			tname = r.Target.Name()
+		}
+		proto := protoName(r.Protocol)
+		if o.numeric {
+			proto = fmt.Sprint(r.Protocol)
+		}
+		fmt.Fprintf(b, "%-10s%s%-5s%-4s", tname, map[bool]string{false: " ", true: "!"}[r.ProtocolInvert], proto, "--")
+		if o.verbose {
+			fmt.Fprintf(b, "%-7s%-8s", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
+		}
+		fmt.Fprintf(b, "%-21s%-20s", addrColumn(f, r.Src, o.numeric), addrColumn(f, r.Dst, o.numeric))
+		for _, m := range r.Matches {
+			b.WriteString(" " + m.listInfo(f, o.numeric))
+		}
+		if r.Target != nil {
+			if info := r.Target.listInfo(f, o.numeric); info != "" {
+				if _, isGoto := r.Target.(Goto); isGoto {
+					b.WriteString(info)
+				} else {
+					b.WriteString(" " + info)
+				}
+			}
+		}
+		b.WriteString("\n")
+	}
+}
+
+// specChain writes one chain's rules as iptables -S does.
+func specRules(b *strings.Builder, f Family, c *Chain, only int) {
+	for i, r := range c.Rules {
+		if only > 0 && i+1 != only {
+			continue
+		}
+		fmt.Fprintf(b, "-A %s", c.Name)
+		if s := RuleString(f, r); s != "" {
+			b.WriteString(" " + s)
+		}
+		b.WriteString("\n")
+	}
+}

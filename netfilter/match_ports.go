@@ -1,0 +1,266 @@
+package netfilter
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Ports is an optional, optionally inverted port range for --sport and
+// --dport.
+type Ports struct {
+	Set    bool
+	Range  PortRange
+	Invert bool
+}
+
+func (p Ports) ok(port uint16) bool { return !p.Set || p.Range.contains(port) != p.Invert }
+
+func (p Ports) list(name string, numeric bool) string {
+	if !p.Set {
+		return ""
+	}
+	if p.Range.Lo == p.Range.Hi {
+		return fmt.Sprintf(" %s:%s%s", name, bang(p.Invert), portName(p.Range.Lo, numeric))
+	}
+	return fmt.Sprintf(" %ss:%s%s:%s", name, bang(p.Invert), portName(p.Range.Lo, numeric), portName(p.Range.Hi, numeric))
+}
+
+// TCPFlags is --tcp-flags MASK COMP (or --syn): the flags in Mask must
+// equal those in Comp.
+type TCPFlags struct {
+	Set        bool
+	Mask, Comp uint8
+	Invert     bool
+}
+
+var tcpFlagNames = []struct {
+	bit  uint8
+	name string
+}{
+	{TCPFin, "FIN"}, {TCPSyn, "SYN"}, {TCPRst, "RST"}, {TCPPsh, "PSH"},
+	{TCPAck, "ACK"}, {TCPUrg, "URG"},
+}
+
+func tcpFlagsString(f uint8) string {
+	if f == 0 {
+		return "NONE"
+	}
+	var names []string
+	for _, n := range tcpFlagNames {
+		if f&n.bit != 0 {
+			names = append(names, n.name)
+		}
+	}
+	return strings.Join(names, ",")
+}
+
+func parseTCPFlags(s string) (uint8, error) {
+	var f uint8
+	for _, n := range strings.Split(s, ",") {
+		switch strings.ToUpper(n) {
+		case "ALL":
+			// ALL is the six classic flags, as in libxt_tcp.
+			f = 0x3f
+		case "NONE":
+		default:
+			found := false
+			for _, fn := range tcpFlagNames {
+				if strings.EqualFold(n, fn.name) {
+					f |= fn.bit
+					found = true
+				}
+			}
+			if !found {
+				return 0, fmt.Errorf("unknown TCP flag %q", n)
+			}
+		}
+	}
+	return f, nil
+}
+
+// TCP is the tcp match (-p tcp --sport/--dport/--tcp-flags/--syn).
+type TCP struct {
+	SrcPorts, DstPorts Ports
+	Flags              TCPFlags
+}
+
+// Name implements Match.
+func (*TCP) Name() string { return "tcp" }
+
+func (m *TCP) saveArgs(Family) []string {
+	var a []string
+	if m.SrcPorts.Set {
+		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
+	}
+	if m.DstPorts.Set {
+		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
+	}
+	if m.Flags.Set {
+		a = append(a, withBang(m.Flags.Invert, "--tcp-flags", tcpFlagsString(m.Flags.Mask), tcpFlagsString(m.Flags.Comp))...)
+	}
+	return a
+}
+
+func (m *TCP) listInfo(_ Family, numeric bool) string {
+	s := "tcp" + m.SrcPorts.list("spt", numeric) + m.DstPorts.list("dpt", numeric)
+	if m.Flags.Set {
+		if numeric {
+			s += fmt.Sprintf(" flags:%s0x%02X/0x%02X", bang(m.Flags.Invert), m.Flags.Mask, m.Flags.Comp)
+		} else {
+			s += fmt.Sprintf(" flags:%s%s/%s", bang(m.Flags.Invert), tcpFlagsString(m.Flags.Mask), tcpFlagsString(m.Flags.Comp))
+		}
+	}
+	return s
+}
+
+func (m *TCP) check(r *Rule, _ Family) error { return needProto(r, "tcp", 6) }
+
+func (m *TCP) matches(p *Packet) bool {
+	if !p.HasTransport || p.Protocol != 6 {
+		return false
+	}
+	if !m.SrcPorts.ok(p.SrcPort) || !m.DstPorts.ok(p.DstPort) {
+		return false
+	}
+	if m.Flags.Set && (p.TCPFlags&m.Flags.Mask == m.Flags.Comp) == m.Flags.Invert {
+		return false
+	}
+	return true
+}
+
+// UDP is the udp match (-p udp --sport/--dport).
+type UDP struct {
+	SrcPorts, DstPorts Ports
+}
+
+// Name implements Match.
+func (*UDP) Name() string { return "udp" }
+
+func (m *UDP) saveArgs(Family) []string {
+	var a []string
+	if m.SrcPorts.Set {
+		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
+	}
+	if m.DstPorts.Set {
+		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
+	}
+	return a
+}
+
+func (m *UDP) listInfo(_ Family, numeric bool) string {
+	return "udp" + m.SrcPorts.list("spt", numeric) + m.DstPorts.list("dpt", numeric)
+}
+
+func (m *UDP) check(r *Rule, _ Family) error { return needProto(r, "udp", 17) }
+
+func (m *UDP) matches(p *Packet) bool {
+	return p.HasTransport && p.Protocol == 17 && m.SrcPorts.ok(p.SrcPort) && m.DstPorts.ok(p.DstPort)
+}
+
+// needProto checks that a protocol-specific match follows -p proto, as
+// iptables requires.
+func needProto(r *Rule, name string, num uint8) error {
+	if r.Protocol != num || r.ProtocolInvert {
+		return fmt.Errorf("match %q requires \"-p %s\"", name, name)
+	}
+	return nil
+}
+
+// MultiportDir selects which port -m multiport tests.
+type MultiportDir uint8
+
+const (
+	// MultiportSrc is --sports.
+	MultiportSrc MultiportDir = iota
+	// MultiportDst is --dports.
+	MultiportDst
+	// MultiportBoth is --ports: source or destination.
+	MultiportBoth
+)
+
+// Multiport is -m multiport --sports/--dports/--ports with up to 15
+// ports (a range counts as two).
+type Multiport struct {
+	Dir    MultiportDir
+	Ports  []PortRange
+	Invert bool
+}
+
+// Name implements Match.
+func (*Multiport) Name() string { return "multiport" }
+
+var multiportOpts = [...]string{"--sports", "--dports", "--ports"}
+
+func (m *Multiport) portList(numeric bool) string {
+	parts := make([]string, len(m.Ports))
+	for i, r := range m.Ports {
+		if r.Lo == r.Hi {
+			parts[i] = portName(r.Lo, numeric)
+		} else {
+			parts[i] = portName(r.Lo, numeric) + ":" + portName(r.Hi, numeric)
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func (m *Multiport) saveArgs(Family) []string {
+	return withBang(m.Invert, multiportOpts[m.Dir], m.portList(true))
+}
+
+func (m *Multiport) listInfo(_ Family, numeric bool) string {
+	return fmt.Sprintf("multiport %s %s%s", multiportOpts[m.Dir][2:], bang(m.Invert), m.portList(numeric))
+}
+
+func (m *Multiport) check(r *Rule, _ Family) error {
+	switch r.Protocol {
+	case 6, 17, 33, 132, 136:
+		if !r.ProtocolInvert {
+			return nil
+		}
+	}
+	return fmt.Errorf("multiport needs \"-p tcp\", \"-p udp\", \"-p udplite\", \"-p sctp\" or \"-p dccp\"")
+}
+
+func (m *Multiport) matches(p *Packet) bool {
+	if !p.hasPorts() {
+		return false
+	}
+	for _, r := range m.Ports {
+		switch m.Dir {
+		case MultiportSrc:
+			if r.contains(p.SrcPort) {
+				return !m.Invert
+			}
+		case MultiportDst:
+			if r.contains(p.DstPort) {
+				return !m.Invert
+			}
+		default:
+			if r.contains(p.SrcPort) || r.contains(p.DstPort) {
+				return !m.Invert
+			}
+		}
+	}
+	return m.Invert
+}
+
+func parseMultiport(s string) ([]PortRange, error) {
+	var out []PortRange
+	slots := 0
+	for _, part := range strings.Split(s, ",") {
+		r, err := parsePortRange(part)
+		if err != nil {
+			return nil, err
+		}
+		if strings.Contains(part, ":") {
+			slots += 2
+		} else {
+			slots++
+		}
+		out = append(out, r)
+	}
+	if slots > 15 {
+		return nil, fmt.Errorf("too many ports specified in %q (at most 15, a range counts as two)", s)
+	}
+	return out, nil
+}

@@ -1,0 +1,225 @@
+package netfilter
+
+import (
+	"net/netip"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// CTState is a set of conntrack states, as matched by -m conntrack
+// --ctstate and -m state --state.
+type CTState uint8
+
+// Conntrack states. Their order is the order iptables prints them in.
+const (
+	CTInvalid CTState = 1 << iota
+	CTNew
+	CTRelated
+	CTEstablished
+	CTUntracked
+	ctAll = CTInvalid | CTNew | CTRelated | CTEstablished | CTUntracked
+)
+
+var ctStateNames = []struct {
+	s    CTState
+	name string
+}{
+	{CTInvalid, "INVALID"},
+	{CTNew, "NEW"},
+	{CTRelated, "RELATED"},
+	{CTEstablished, "ESTABLISHED"},
+	{CTUntracked, "UNTRACKED"},
+}
+
+func (s CTState) String() string {
+	out := ""
+	for _, n := range ctStateNames {
+		if s&n.s != 0 {
+			if out != "" {
+				out += ","
+			}
+			out += n.name
+		}
+	}
+	return out
+}
+
+// TCP flag bits as in the TCP header.
+const (
+	TCPFin uint8 = 1 << iota
+	TCPSyn
+	TCPRst
+	TCPPsh
+	TCPAck
+	TCPUrg
+	TCPEce
+	TCPCwr
+)
+
+// Packet is what rules and Go hooks see of a packet. It is only valid
+// during the call that received it.
+type Packet struct {
+	// Family is IPv4 or IPv6.
+	Family Family
+	// Hook is the iptables hook the packet is traversing (after the
+	// gateway mapping; see the package documentation).
+	Hook Hook
+	// Src and Dst are the network addresses.
+	Src, Dst netip.Addr
+	// Protocol is the transport protocol number.
+	Protocol uint8
+	// SrcPort and DstPort are set for TCP and UDP (for ICMP echo, DstPort
+	// carries nothing).
+	SrcPort, DstPort uint16
+	// TCPFlags holds the TCP flags (TCPSyn, ...).
+	TCPFlags uint8
+	// ICMPType and ICMPCode are set for ICMP and ICMPv6.
+	ICMPType, ICMPCode uint8
+	// HasTransport reports whether the transport header was present
+	// (false for non-first fragments and unknown protocols).
+	HasTransport bool
+	// Length is the IP packet length in bytes.
+	Length int
+	// InInterface and OutInterface are the interface names as matched by
+	// -i and -o ("" when not known at this hook).
+	InInterface, OutInterface string
+
+	pkt      *gstack.PacketBuffer
+	fw       *Firewall
+	ctState  CTState
+	ctDone   bool
+	flowDone bool
+	fl       *flow
+}
+
+// Mark returns the packet's mark (as set by -j MARK).
+func (p *Packet) Mark() uint32 { return p.pkt.Mark }
+
+// SetMark sets the packet's mark.
+func (p *Packet) SetMark(m uint32) { p.pkt.Mark = m }
+
+// Buffer returns the underlying gVisor packet, for inspection only.
+func (p *Packet) Buffer() *gstack.PacketBuffer { return p.pkt }
+
+// CTState returns the packet's conntrack state (one of the CT* bits).
+func (p *Packet) CTState() CTState {
+	if !p.ctDone {
+		p.ctState = conntrackState(p)
+		p.ctDone = true
+	}
+	return p.ctState
+}
+
+var packetPool = sync.Pool{New: func() any { return new(Packet) }}
+
+// parse fills p from pkt. It never fails: fields it cannot read stay
+// zero, which is what a rule expecting them will not match.
+func (p *Packet) parse(pkt *gstack.PacketBuffer, fam Family) {
+	*p = Packet{pkt: pkt, Family: fam}
+	nh := pkt.NetworkHeader().Slice()
+	switch fam {
+	case IPv4:
+		if len(nh) < header.IPv4MinimumSize {
+			return
+		}
+		h := header.IPv4(nh)
+		p.Src = netip.AddrFrom4(h.SourceAddress().As4())
+		p.Dst = netip.AddrFrom4(h.DestinationAddress().As4())
+		p.Protocol = h.Protocol()
+		p.Length = int(h.TotalLength())
+	case IPv6:
+		if len(nh) < header.IPv6MinimumSize {
+			return
+		}
+		h := header.IPv6(nh)
+		p.Src = netip.AddrFrom16(h.SourceAddress().As16())
+		p.Dst = netip.AddrFrom16(h.DestinationAddress().As16())
+		// The next header after extension headers is what -p matches,
+		// as gVisor parsed it.
+		p.Protocol = uint8(pkt.TransportProtocolNumber)
+		p.Length = int(h.PayloadLength()) + header.IPv6MinimumSize
+	}
+	if p.Length == 0 {
+		p.Length = pkt.Size()
+	}
+	th := pkt.TransportHeader().Slice()
+	switch p.Protocol {
+	case uint8(header.TCPProtocolNumber):
+		if len(th) >= header.TCPMinimumSize {
+			t := header.TCP(th)
+			p.SrcPort, p.DstPort = t.SourcePort(), t.DestinationPort()
+			p.TCPFlags = uint8(t.Flags())
+			p.HasTransport = true
+		}
+	case uint8(header.UDPProtocolNumber):
+		if len(th) >= header.UDPMinimumSize {
+			u := header.UDP(th)
+			p.SrcPort, p.DstPort = u.SourcePort(), u.DestinationPort()
+			p.HasTransport = true
+		}
+	case uint8(header.ICMPv4ProtocolNumber), uint8(header.ICMPv6ProtocolNumber):
+		if len(th) >= 2 {
+			p.ICMPType, p.ICMPCode = th[0], th[1]
+			p.HasTransport = true
+		}
+	}
+}
+
+// isICMPError reports whether p is an ICMP error, which conntrack relates
+// to the flow it quotes.
+func (p *Packet) isICMPError() bool {
+	switch p.Protocol {
+	case uint8(header.ICMPv4ProtocolNumber):
+		switch p.ICMPType {
+		case 3, 4, 5, 11, 12:
+			return true
+		}
+	case uint8(header.ICMPv6ProtocolNumber):
+		return p.ICMPType >= 1 && p.ICMPType <= 4
+	}
+	return false
+}
+
+func addrFromTCPIP(a tcpip.Address) netip.Addr {
+	switch a.Len() {
+	case 4:
+		return netip.AddrFrom4(a.As4())
+	case 16:
+		return netip.AddrFrom16(a.As16())
+	}
+	return netip.Addr{}
+}
+
+func conntrackState(p *Packet) CTState {
+	var info gstack.ConnTrackInfo
+	if p.pkt == nil || !p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{FillState: true}, &info) {
+		// gVisor tracks TCP, UDP and ICMP echo; Linux tracks the rest
+		// generically, which starts as NEW.
+		if p.Protocol == uint8(header.TCPProtocolNumber) {
+			return CTInvalid
+		}
+		return CTNew
+	}
+	if p.isICMPError() {
+		return CTRelated
+	}
+	// Linux calls every reply-direction packet ESTABLISHED (a SYN-ACK
+	// included); gVisor's TCP state says NEW until the handshake ends.
+	if p.Src != addrFromTCPIP(info.SrcAddr) || (p.hasPorts() && p.SrcPort != info.SrcPort) {
+		return CTEstablished
+	}
+	switch info.State {
+	case gstack.ConnTrackStateNew:
+		return CTNew
+	case gstack.ConnTrackStateEstablished, gstack.ConnTrackStateEstablishedReply:
+		return CTEstablished
+	}
+	return CTInvalid
+}
+
+func (p *Packet) hasPorts() bool {
+	return p.HasTransport && (p.Protocol == uint8(header.TCPProtocolNumber) || p.Protocol == uint8(header.UDPProtocolNumber))
+}

@@ -1,0 +1,284 @@
+package netfilter
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+)
+
+// actor is a non-terminating target: it changes the packet (or logs it)
+// and evaluation continues with the next rule.
+type actor interface {
+	apply(p *Packet)
+}
+
+// Mark is -j MARK: mark = (mark & ^Mask) ^ Value, the kernel's xmark
+// form to which --set-mark, --and-mark, --or-mark and --xor-mark map.
+type Mark struct {
+	Value, Mask uint32
+}
+
+// Name implements Target.
+func (*Mark) Name() string { return "MARK" }
+
+func (t *Mark) saveArgs(Family) []string {
+	return []string{"--set-xmark", hex(t.Value) + "/" + hex(t.Mask)}
+}
+
+func xmarkList(v, m uint32) string {
+	switch {
+	case m == 0xffffffff:
+		return "set " + hex(v)
+	case v == 0:
+		return "and " + hex(^m)
+	case v == m:
+		return "or " + hex(v)
+	case m == 0:
+		return "xor " + hex(v)
+	}
+	return "xset " + hex(v) + "/" + hex(m)
+}
+
+func (t *Mark) listInfo(Family, bool) string { return "MARK " + xmarkList(t.Value, t.Mask) }
+
+func (*Mark) check(*Rule, Family, TableID) error { return nil }
+func (*Mark) hooks() uint8                       { return 0 }
+func (t *Mark) apply(p *Packet)                  { p.pkt.Mark = p.pkt.Mark&^t.Mask ^ t.Value }
+
+// ConnmarkMode selects what -j CONNMARK does.
+type ConnmarkMode uint8
+
+const (
+	// ConnmarkSet sets the connection mark: ct = (ct & ^Mask) ^ Value.
+	ConnmarkSet ConnmarkMode = iota
+	// ConnmarkSave copies the packet mark to the connection:
+	// ct = (ct & ^CTMask) ^ (mark & NFMask).
+	ConnmarkSave
+	// ConnmarkRestore copies the connection mark to the packet:
+	// mark = (mark & ^NFMask) ^ (ct & CTMask).
+	ConnmarkRestore
+)
+
+// Connmark is -j CONNMARK.
+type Connmark struct {
+	Mode           ConnmarkMode
+	Value, Mask    uint32
+	NFMask, CTMask uint32
+}
+
+// Name implements Target.
+func (*Connmark) Name() string { return "CONNMARK" }
+
+func (t *Connmark) saveArgs(Family) []string {
+	switch t.Mode {
+	case ConnmarkSave:
+		return []string{"--save-mark", "--nfmask", hex(t.NFMask), "--ctmask", hex(t.CTMask)}
+	case ConnmarkRestore:
+		return []string{"--restore-mark", "--nfmask", hex(t.NFMask), "--ctmask", hex(t.CTMask)}
+	}
+	return []string{"--set-xmark", hex(t.Value) + "/" + hex(t.Mask)}
+}
+
+func (t *Connmark) listInfo(Family, bool) string {
+	masks := func() string {
+		s := ""
+		if t.CTMask != 0xffffffff {
+			s += " ctmask " + hex(t.CTMask)
+		}
+		if t.NFMask != 0xffffffff {
+			s += " nfmask ~" + hex(t.NFMask)
+		}
+		return s
+	}
+	switch t.Mode {
+	case ConnmarkSave:
+		return "CONNMARK save" + masks()
+	case ConnmarkRestore:
+		return "CONNMARK restore" + masks()
+	}
+	return "CONNMARK " + xmarkList(t.Value, t.Mask)
+}
+
+func (*Connmark) check(*Rule, Family, TableID) error { return nil }
+func (*Connmark) hooks() uint8                       { return 0 }
+
+func (t *Connmark) apply(p *Packet) {
+	switch t.Mode {
+	case ConnmarkSet:
+		p.updateConnmark(t.Mask, t.Value)
+	case ConnmarkSave:
+		p.updateConnmark(t.CTMask, p.pkt.Mark&t.NFMask)
+	case ConnmarkRestore:
+		p.pkt.Mark = p.pkt.Mark&^t.NFMask ^ p.connmark()&t.CTMask
+	}
+}
+
+// TTLMode selects what -j TTL / -j HL does.
+type TTLMode uint8
+
+const (
+	// TTLSet sets the TTL (hop limit).
+	TTLSet TTLMode = iota
+	// TTLDec decrements it, stopping at 0.
+	TTLDec
+	// TTLInc increments it, stopping at 255.
+	TTLInc
+)
+
+var ttlModeNames = [...]string{"set", "dec", "inc"}
+
+// TTL is -j TTL (IPv4) or -j HL (IPv6), mangle table only.
+type TTL struct {
+	HL    bool
+	Mode  TTLMode
+	Value uint8
+}
+
+// Name implements Target.
+func (t *TTL) Name() string {
+	if t.HL {
+		return "HL"
+	}
+	return "TTL"
+}
+
+func (t *TTL) saveArgs(Family) []string {
+	opt := "--ttl-"
+	if t.HL {
+		opt = "--hl-"
+	}
+	return []string{opt + ttlModeNames[t.Mode], strconv.Itoa(int(t.Value))}
+}
+
+func (t *TTL) listInfo(Family, bool) string {
+	word := [...]string{"set to", "decrement by", "increment by"}[t.Mode]
+	return fmt.Sprintf("%s %s %d", t.Name(), word, t.Value)
+}
+
+func (t *TTL) check(_ *Rule, f Family, tb TableID) error {
+	if t.HL != (f == IPv6) {
+		return fmt.Errorf("target %q is not valid for %s", t.Name(), f)
+	}
+	return onlyTable(t.Name(), tb, Mangle)
+}
+
+func (*TTL) hooks() uint8 { return 0 }
+
+func (t *TTL) adjust(v uint8) uint8 {
+	switch t.Mode {
+	case TTLDec:
+		if v < t.Value {
+			return 0
+		}
+		return v - t.Value
+	case TTLInc:
+		if int(v)+int(t.Value) > 255 {
+			return 255
+		}
+		return v + t.Value
+	}
+	return t.Value
+}
+
+func (t *TTL) apply(p *Packet) {
+	nh := p.pkt.NetworkHeader().Slice()
+	if p.Family == IPv4 && len(nh) >= header.IPv4MinimumSize {
+		h := header.IPv4(nh)
+		h.SetTTL(t.adjust(h.TTL()))
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+	} else if p.Family == IPv6 && len(nh) >= header.IPv6MinimumSize {
+		h := header.IPv6(nh)
+		h.SetHopLimit(t.adjust(h.HopLimit()))
+	}
+}
+
+// TOS is -j TOS: tos = (tos & ^Mask) ^ Value (mangle table only).
+type TOS struct {
+	Value, Mask uint8
+}
+
+var tosNames = map[string]uint8{
+	"Minimize-Delay": 0x10, "Maximize-Throughput": 0x08, "Maximize-Reliability": 0x04,
+	"Minimize-Cost": 0x02, "Normal-Service": 0x00,
+}
+
+// Name implements Target.
+func (*TOS) Name() string { return "TOS" }
+
+func (t *TOS) saveArgs(Family) []string {
+	return []string{"--set-tos", fmt.Sprintf("0x%02x/0x%02x", t.Value, t.Mask)}
+}
+
+func (t *TOS) listInfo(Family, bool) string {
+	return fmt.Sprintf("TOS set 0x%02x/0x%02x", t.Value, t.Mask)
+}
+
+func (t *TOS) check(_ *Rule, _ Family, tb TableID) error { return onlyTable("TOS", tb, Mangle) }
+
+func (*TOS) hooks() uint8 { return 0 }
+
+func (t *TOS) apply(p *Packet) { setTOS(p, func(v uint8) uint8 { return v&^t.Mask ^ t.Value }) }
+
+func setTOS(p *Packet, f func(uint8) uint8) {
+	nh := p.pkt.NetworkHeader().Slice()
+	if p.Family == IPv4 && len(nh) >= header.IPv4MinimumSize {
+		h := header.IPv4(nh)
+		tos, _ := h.TOS()
+		h.SetTOS(f(tos), 0)
+		h.SetChecksum(0)
+		h.SetChecksum(^h.CalculateChecksum())
+	} else if p.Family == IPv6 && len(nh) >= header.IPv6MinimumSize {
+		h := header.IPv6(nh)
+		tc, fl := h.TOS()
+		h.SetTOS(f(tc), fl)
+	}
+}
+
+// parseTOS parses --set-tos VALUE[/MASK] or a symbolic name (whose mask
+// is 0x3f, as in libxt_TOS).
+func parseTOS(s string) (v, m uint8, err error) {
+	if n, ok := tosNames[s]; ok {
+		return n, 0x3f, nil
+	}
+	vs, ms, hasMask := strings.Cut(s, "/")
+	a, err := strconv.ParseUint(vs, 0, 8)
+	if err != nil {
+		return 0, 0, fmt.Errorf("bad TOS value %q", s)
+	}
+	b := uint64(0xff)
+	if hasMask {
+		if b, err = strconv.ParseUint(ms, 0, 8); err != nil {
+			return 0, 0, fmt.Errorf("bad TOS mask %q", s)
+		}
+	}
+	return uint8(a), uint8(b), nil
+}
+
+// DSCP is -j DSCP --set-dscp N (mangle table only).
+type DSCP struct {
+	Value uint8
+}
+
+var dscpClasses = map[string]uint8{
+	"CS0": 0, "CS1": 8, "CS2": 16, "CS3": 24, "CS4": 32, "CS5": 40, "CS6": 48, "CS7": 56,
+	"BE": 0, "AF11": 10, "AF12": 12, "AF13": 14, "AF21": 18, "AF22": 20, "AF23": 22,
+	"AF31": 26, "AF32": 28, "AF33": 30, "AF41": 34, "AF42": 36, "AF43": 38, "EF": 46,
+}
+
+// Name implements Target.
+func (*DSCP) Name() string { return "DSCP" }
+
+func (t *DSCP) saveArgs(Family) []string {
+	return []string{"--set-dscp", fmt.Sprintf("0x%02x", t.Value)}
+}
+
+func (t *DSCP) listInfo(Family, bool) string { return fmt.Sprintf("DSCP set 0x%02x", t.Value) }
+
+func (t *DSCP) check(_ *Rule, _ Family, tb TableID) error { return onlyTable("DSCP", tb, Mangle) }
+
+func (*DSCP) hooks() uint8 { return 0 }
+
+func (t *DSCP) apply(p *Packet) { setTOS(p, func(v uint8) uint8 { return v&0x03 | t.Value<<2 }) }

@@ -1,0 +1,289 @@
+package netfilter
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// NATRange is the --to-destination/--to-source argument:
+// [ADDR[-ADDR]][:PORT[-PORT]]. Unset parts keep the packet's value.
+//
+// gVisor's NAT maps to one address and port, so tunstack uses the first
+// address and port of a range (documented in doc.go).
+type NATRange struct {
+	From, To netip.Addr
+	PortLo   uint16
+	PortHi   uint16
+}
+
+func (r NATRange) hasPorts() bool { return r.PortLo != 0 || r.PortHi != 0 }
+
+func (r NATRange) String() string {
+	var b strings.Builder
+	v6 := r.From.Is6()
+	if r.From.IsValid() {
+		if v6 && r.hasPorts() {
+			b.WriteString("[")
+		}
+		b.WriteString(r.From.String())
+		if r.To != r.From {
+			b.WriteString("-" + r.To.String())
+		}
+		if v6 && r.hasPorts() {
+			b.WriteString("]")
+		}
+	}
+	if r.hasPorts() {
+		b.WriteString(":" + strconv.Itoa(int(r.PortLo)))
+		if r.PortHi != r.PortLo {
+			b.WriteString("-" + strconv.Itoa(int(r.PortHi)))
+		}
+	}
+	return b.String()
+}
+
+func parseNATPorts(s string) (lo, hi uint16, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	l, err := strconv.ParseUint(a, 10, 16)
+	if err != nil || l == 0 {
+		return 0, 0, fmt.Errorf("port %q not valid", s)
+	}
+	h := l
+	if isRange {
+		if h, err = strconv.ParseUint(b, 10, 16); err != nil || h == 0 || h < l {
+			return 0, 0, fmt.Errorf("port range %q not valid", s)
+		}
+	}
+	return uint16(l), uint16(h), nil
+}
+
+func parseNATRange(s string, f Family) (NATRange, error) {
+	var r NATRange
+	addrPart, portPart := s, ""
+	if f == IPv6 {
+		if strings.HasPrefix(s, "[") {
+			end := strings.Index(s, "]")
+			if end < 0 {
+				return r, fmt.Errorf("invalid address %q", s)
+			}
+			addrPart, portPart = s[1:end], strings.TrimPrefix(s[end+1:], ":")
+			if s[end+1:] != "" && !strings.HasPrefix(s[end+1:], ":") {
+				return r, fmt.Errorf("invalid address %q", s)
+			}
+		} else if strings.HasPrefix(s, ":") {
+			addrPart, portPart = "", s[1:]
+		}
+	} else if a, p, ok := strings.Cut(s, ":"); ok {
+		addrPart, portPart = a, p
+		if p == "" {
+			return r, fmt.Errorf("port range %q not valid", s)
+		}
+	}
+	if addrPart != "" {
+		a, b, isRange := strings.Cut(addrPart, "-")
+		from, err := netip.ParseAddr(a)
+		if err != nil || from.Is4() != (f == IPv4) || from.Zone() != "" {
+			return r, fmt.Errorf("bad IP address %q", a)
+		}
+		to := from
+		if isRange {
+			if to, err = netip.ParseAddr(b); err != nil || to.Is4() != (f == IPv4) || to.Less(from) {
+				return r, fmt.Errorf("bad IP address range %q", addrPart)
+			}
+		}
+		r.From, r.To = from, to
+	}
+	if portPart != "" {
+		lo, hi, err := parseNATPorts(portPart)
+		if err != nil {
+			return r, err
+		}
+		r.PortLo, r.PortHi = lo, hi
+	}
+	if !r.From.IsValid() && !r.hasPorts() {
+		return r, fmt.Errorf("bad NAT range %q", s)
+	}
+	return r, nil
+}
+
+func needPortProto(r *Rule, name string) error {
+	switch r.Protocol {
+	case 6, 17, 33, 132, 136:
+		if !r.ProtocolInvert {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name)
+}
+
+// NATFlags are the --random, --random-fully and --persistent options;
+// gVisor ignores them, tunstack keeps them for listing and saving.
+type NATFlags struct {
+	Random, RandomFully, Persistent bool
+}
+
+func (f NATFlags) args() []string {
+	var a []string
+	if f.Random {
+		a = append(a, "--random")
+	}
+	if f.RandomFully {
+		a = append(a, "--random-fully")
+	}
+	if f.Persistent {
+		a = append(a, "--persistent")
+	}
+	return a
+}
+
+func (f NATFlags) list() string {
+	s := ""
+	if f.Random {
+		s += " random"
+	}
+	if f.RandomFully {
+		s += " random-fully"
+	}
+	if f.Persistent {
+		s += " persistent"
+	}
+	return s
+}
+
+// DNAT is -j DNAT --to-destination RANGE (nat table, PREROUTING and
+// OUTPUT).
+type DNAT struct {
+	To NATRange
+	NATFlags
+}
+
+// Name implements Target.
+func (*DNAT) Name() string { return "DNAT" }
+
+func (t *DNAT) saveArgs(Family) []string {
+	return append([]string{"--to-destination", t.To.String()}, t.args()...)
+}
+
+func (t *DNAT) listInfo(Family, bool) string { return "to:" + t.To.String() + t.list() }
+
+func (t *DNAT) check(r *Rule, _ Family, tb TableID) error {
+	if err := onlyTable("DNAT", tb, NAT); err != nil {
+		return err
+	}
+	if t.To.hasPorts() {
+		return needPortProto(r, "DNAT")
+	}
+	return nil
+}
+
+func (*DNAT) hooks() uint8 { return Prerouting.bit() | Output.bit() }
+
+// SNAT is -j SNAT --to-source RANGE (nat table, POSTROUTING and INPUT).
+type SNAT struct {
+	To NATRange
+	NATFlags
+}
+
+// Name implements Target.
+func (*SNAT) Name() string { return "SNAT" }
+
+func (t *SNAT) saveArgs(Family) []string {
+	return append([]string{"--to-source", t.To.String()}, t.args()...)
+}
+
+func (t *SNAT) listInfo(Family, bool) string { return "to:" + t.To.String() + t.list() }
+
+func (t *SNAT) check(r *Rule, _ Family, tb TableID) error {
+	if err := onlyTable("SNAT", tb, NAT); err != nil {
+		return err
+	}
+	if t.To.hasPorts() {
+		return needPortProto(r, "SNAT")
+	}
+	return nil
+}
+
+func (*SNAT) hooks() uint8 { return Postrouting.bit() | Input.bit() }
+
+// Masquerade is -j MASQUERADE [--to-ports P[-P]] (nat POSTROUTING).
+type Masquerade struct {
+	PortLo, PortHi uint16
+	NATFlags
+}
+
+// Name implements Target.
+func (*Masquerade) Name() string { return "MASQUERADE" }
+
+func portsString(lo, hi uint16) string {
+	if lo == hi {
+		return strconv.Itoa(int(lo))
+	}
+	return fmt.Sprintf("%d-%d", lo, hi)
+}
+
+func (t *Masquerade) saveArgs(Family) []string {
+	var a []string
+	if t.PortLo != 0 {
+		a = []string{"--to-ports", portsString(t.PortLo, t.PortHi)}
+	}
+	return append(a, t.args()...)
+}
+
+func (t *Masquerade) listInfo(Family, bool) string {
+	s := ""
+	if t.PortLo != 0 {
+		s = "masq ports: " + portsString(t.PortLo, t.PortHi)
+	}
+	return s + t.list()
+}
+
+func (t *Masquerade) check(r *Rule, _ Family, tb TableID) error {
+	if err := onlyTable("MASQUERADE", tb, NAT); err != nil {
+		return err
+	}
+	if t.PortLo != 0 {
+		return needPortProto(r, "MASQUERADE")
+	}
+	return nil
+}
+
+func (*Masquerade) hooks() uint8 { return Postrouting.bit() }
+
+// Redirect is -j REDIRECT [--to-ports P[-P]] (nat PREROUTING and OUTPUT).
+type Redirect struct {
+	PortLo, PortHi uint16
+	NATFlags
+}
+
+// Name implements Target.
+func (*Redirect) Name() string { return "REDIRECT" }
+
+func (t *Redirect) saveArgs(Family) []string {
+	var a []string
+	if t.PortLo != 0 {
+		a = []string{"--to-ports", portsString(t.PortLo, t.PortHi)}
+	}
+	return append(a, t.args()...)
+}
+
+func (t *Redirect) listInfo(Family, bool) string {
+	s := ""
+	if t.PortLo != 0 {
+		s = "redir ports " + portsString(t.PortLo, t.PortHi)
+	}
+	return s + t.list()
+}
+
+func (t *Redirect) check(r *Rule, _ Family, tb TableID) error {
+	if err := onlyTable("REDIRECT", tb, NAT); err != nil {
+		return err
+	}
+	if t.PortLo != 0 {
+		return needPortProto(r, "REDIRECT")
+	}
+	return nil
+}
+
+func (*Redirect) hooks() uint8 { return Prerouting.bit() | Output.bit() }

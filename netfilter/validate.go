@@ -1,0 +1,170 @@
+package netfilter
+
+import (
+	"fmt"
+)
+
+// maxDepth bounds nested jumps. The kernel has no fixed limit but its
+// stack; tunstack's evaluator keeps a fixed-size stack so that packets
+// never allocate.
+const maxDepth = 32
+
+// validateTable checks everything the kernel checks when a table is
+// committed: jump targets exist, no loops, and each target is only
+// reachable from hooks where it is valid (REJECT from INPUT, FORWARD and
+// OUTPUT; DNAT from PREROUTING and OUTPUT; ...). These checks also keep
+// every input away from gVisor's panics.
+func validateTable(f Family, t *table) error {
+	idx := map[string]int{}
+	for i, c := range t.chains {
+		idx[c.Name] = i
+	}
+	for _, c := range t.chains {
+		for n, r := range c.Rules {
+			if err := validateRule(f, t.id, r); err != nil {
+				return fmt.Errorf("chain %s rule %d: %w", c.Name, n+1, err)
+			}
+			if name, ok := jumpName(r.Target); ok {
+				i, exists := idx[name]
+				if !exists {
+					return fmt.Errorf("chain %s rule %d: target chain %q does not exist in table %s", c.Name, n+1, name, t.id)
+				}
+				if t.chains[i].Builtin {
+					return fmt.Errorf("chain %s rule %d: cannot jump to built-in chain %q", c.Name, n+1, name)
+				}
+			}
+		}
+	}
+	// Propagate hook masks from each built-in chain, detecting loops on
+	// the current path.
+	masks := make([]uint8, len(t.chains))
+	onPath := make([]bool, len(t.chains))
+	var walk func(i int, hook Hook, depth int) error
+	walk = func(i int, hook Hook, depth int) error {
+		if onPath[i] {
+			return fmt.Errorf("chain %s: jump loop (a chain reaches itself)", t.chains[i].Name)
+		}
+		if depth > maxDepth {
+			return fmt.Errorf("chain %s: jumps nested deeper than %d", t.chains[i].Name, maxDepth)
+		}
+		if masks[i]&hook.bit() != 0 {
+			return nil
+		}
+		masks[i] |= hook.bit()
+		onPath[i] = true
+		defer func() { onPath[i] = false }()
+		for _, r := range t.chains[i].Rules {
+			if name, ok := jumpName(r.Target); ok {
+				if err := walk(idx[name], hook, depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	for i, c := range t.chains {
+		if c.Builtin {
+			if err := walk(i, c.Hook, 0); err != nil {
+				return err
+			}
+		}
+	}
+	// A loop among user chains unreachable from any hook is still a loop
+	// for the kernel.
+	for i, c := range t.chains {
+		if !c.Builtin && masks[i] == 0 {
+			masks[i] = 0
+			var seen = make([]bool, len(t.chains))
+			var dfs func(j, depth int) error
+			dfs = func(j, depth int) error {
+				if onPath[j] {
+					return fmt.Errorf("chain %s: jump loop (a chain reaches itself)", t.chains[j].Name)
+				}
+				if seen[j] || depth > maxDepth {
+					return nil
+				}
+				seen[j] = true
+				onPath[j] = true
+				defer func() { onPath[j] = false }()
+				for _, r := range t.chains[j].Rules {
+					if name, ok := jumpName(r.Target); ok {
+						if err := dfs(idx[name], depth+1); err != nil {
+							return err
+						}
+					}
+				}
+				return nil
+			}
+			if err := dfs(i, 0); err != nil {
+				return err
+			}
+		}
+	}
+	for i, c := range t.chains {
+		for n, r := range c.Rules {
+			if r.Target == nil {
+				continue
+			}
+			if allowed := r.Target.hooks(); allowed != 0 && masks[i]&^allowed != 0 {
+				return fmt.Errorf("chain %s rule %d: target %s is not valid from hook %s", c.Name, n+1, r.Target.Name(), firstHook(masks[i]&^allowed))
+			}
+		}
+	}
+	return nil
+}
+
+func firstHook(mask uint8) Hook {
+	for h := Hook(0); h < numHooks; h++ {
+		if mask&h.bit() != 0 {
+			return h
+		}
+	}
+	return 0
+}
+
+func jumpName(t Target) (string, bool) {
+	switch t := t.(type) {
+	case Jump:
+		return t.Chain, true
+	case Goto:
+		return t.Chain, true
+	}
+	return "", false
+}
+
+// validateRule runs the per-rule checks that do not depend on the
+// rest of the table.
+func validateRule(f Family, tb TableID, r *Rule) error {
+	if r.Src.Prefix.IsValid() && r.Src.Prefix.Addr().Is4() != (f == IPv4) {
+		return fmt.Errorf("source %s is not an %s address", r.Src.Prefix, f)
+	}
+	if r.Dst.Prefix.IsValid() && r.Dst.Prefix.Addr().Is4() != (f == IPv4) {
+		return fmt.Errorf("destination %s is not an %s address", r.Dst.Prefix, f)
+	}
+	for _, m := range r.Matches {
+		if m == nil {
+			return fmt.Errorf("nil match")
+		}
+		if err := m.check(r, f); err != nil {
+			return err
+		}
+	}
+	if r.Target != nil {
+		if err := r.Target.check(r, f, tb); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validate checks every table of every family.
+func (rs *Ruleset) validate() error {
+	for f := range rs.tables {
+		for _, t := range rs.tables[f] {
+			if err := validateTable(Family(f), t); err != nil {
+				return fmt.Errorf("%s -t %s: %w", Family(f), t.id, err)
+			}
+		}
+	}
+	return nil
+}
