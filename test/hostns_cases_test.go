@@ -1,8 +1,8 @@
 package test
 
 import (
-	"os/exec"
 	"fmt"
+	"os/exec"
 	"strings"
 	"testing"
 )
