@@ -188,7 +188,11 @@ func compileRule(f Family, r *Rule, idx map[string]int, rh rejectHandlers) cRule
 		cr.ext = &gstack.MasqueradeTarget{NetworkProtocol: np}
 	case *Redirect:
 		cr.kind = kExternal
-		cr.ext = &gstack.RedirectTarget{NetworkProtocol: np, Port: t.PortLo}
+		if t.Ports {
+			cr.ext = &gstack.RedirectTarget{NetworkProtocol: np, Port: t.PortLo}
+		} else {
+			cr.ext = redirectKeepPort{np}
+		}
 	default:
 		cr.kind = kContinue
 		if a, ok := r.Target.(actor); ok {
@@ -230,4 +234,25 @@ func (cr *cRule) match(p *Packet) bool {
 		}
 	}
 	return true
+}
+
+// redirectKeepPort is REDIRECT without --to-ports: gVisor's
+// RedirectTarget always rewrites the port, Linux keeps it.
+type redirectKeepPort struct{ np tcpip.NetworkProtocolNumber }
+
+// Action implements gstack.Target.
+func (t redirectKeepPort) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstack.Route, ep gstack.AddressableEndpoint) (gstack.RuleVerdict, int) {
+	var addr tcpip.Address
+	switch {
+	case hook == gstack.Output && t.np == header.IPv4ProtocolNumber:
+		addr = tcpip.AddrFrom4([4]byte{127, 0, 0, 1})
+	case hook == gstack.Output:
+		addr = header.IPv6Loopback
+	case hook == gstack.Prerouting && ep != nil:
+		addr = ep.MainAddress().Address
+	default:
+		return gstack.RuleDrop, 0
+	}
+	d := gstack.DNATTarget{Addr: addr, NetworkProtocol: t.np, ChangeAddress: true}
+	return d.Action(pkt, hook, r, ep)
 }

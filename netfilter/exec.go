@@ -283,7 +283,8 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 				return "", false, err
 			}
 			if ch.Builtin {
-				return "", false, fmt.Errorf("cannot delete built-in chain %s", ch.Name)
+				// iptables-nft accepts this and leaves the chain.
+				return "", false, nil
 			}
 			if references(t, ch.Name) > 0 {
 				return "", false, fmt.Errorf("chain %s is referenced by a rule: cannot delete it", ch.Name)

@@ -241,6 +241,16 @@ func parseAddr(s string, f Family) (netip.Prefix, error) {
 
 func (p *ruleParser) loadMatch(name string) error {
 	var m Match
+	// A repeated -m tcp or -m udp extends the loaded match, as
+	// iptables-nft merges them.
+	if name == "tcp" || name == "udp" {
+		for _, x := range p.rule.Matches {
+			if x.Name() == name {
+				p.cur = x
+				return nil
+			}
+		}
+	}
 	switch name {
 	case "tcp":
 		m = &TCP{}
@@ -709,8 +719,9 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 			if err != nil {
 				return true, err
 			}
+			// iptables truncates long prefixes to the kernel's 29 bytes.
 			if len(v) > 29 {
-				return true, fmt.Errorf("maximum prefix length 29 for --log-prefix, got %q", v)
+				v = v[:29]
 			}
 			t.Prefix = v
 			return true, nil
@@ -764,11 +775,12 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 	case *Masquerade, *Redirect:
 		var lo, hi *uint16
 		var fl *NATFlags
+		var set *bool
 		if m, ok := t.(*Masquerade); ok {
-			lo, hi, fl = &m.PortLo, &m.PortHi, &m.NATFlags
+			lo, hi, fl, set = &m.PortLo, &m.PortHi, &m.NATFlags, &m.Ports
 		} else {
 			rd := t.(*Redirect)
-			lo, hi, fl = &rd.PortLo, &rd.PortHi, &rd.NATFlags
+			lo, hi, fl, set = &rd.PortLo, &rd.PortHi, &rd.NATFlags, &rd.Ports
 		}
 		switch opt {
 		case "--to-ports", "--to-port":
@@ -776,7 +788,8 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 			if err != nil {
 				return true, err
 			}
-			*lo, *hi, err = parseNATPorts(v)
+			*lo, *hi, err = parseToPorts(v)
+			*set = true
 			return true, err
 		case "--random":
 			return flag(&fl.Random)

@@ -59,6 +59,23 @@ func parseNATPorts(s string) (lo, hi uint16, err error) {
 	return uint16(l), uint16(h), nil
 }
 
+// parseToPorts parses --to-ports P[-P], where, unlike NAT ranges, 0 is
+// accepted (iptables does).
+func parseToPorts(s string) (lo, hi uint16, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	l, err := strconv.ParseUint(a, 10, 16)
+	if err != nil {
+		return 0, 0, fmt.Errorf("port %q not valid", s)
+	}
+	h := l
+	if isRange {
+		if h, err = strconv.ParseUint(b, 10, 16); err != nil || h < l {
+			return 0, 0, fmt.Errorf("port range %q not valid", s)
+		}
+	}
+	return uint16(l), uint16(h), nil
+}
+
 func parseNATRange(s string, f Family) (NATRange, error) {
 	var r NATRange
 	addrPart, portPart := s, ""
@@ -209,6 +226,8 @@ func (*SNAT) hooks() uint8 { return Postrouting.bit() | Input.bit() }
 
 // Masquerade is -j MASQUERADE [--to-ports P[-P]] (nat POSTROUTING).
 type Masquerade struct {
+	// Ports is set when --to-ports was given.
+	Ports          bool
 	PortLo, PortHi uint16
 	NATFlags
 }
@@ -225,7 +244,7 @@ func portsString(lo, hi uint16) string {
 
 func (t *Masquerade) saveArgs(Family) []string {
 	var a []string
-	if t.PortLo != 0 {
+	if t.Ports {
 		a = []string{"--to-ports", portsString(t.PortLo, t.PortHi)}
 	}
 	return append(a, t.args()...)
@@ -233,7 +252,7 @@ func (t *Masquerade) saveArgs(Family) []string {
 
 func (t *Masquerade) listInfo(Family, bool) string {
 	s := ""
-	if t.PortLo != 0 {
+	if t.Ports {
 		s = "masq ports: " + portsString(t.PortLo, t.PortHi)
 	}
 	return s + t.list()
@@ -243,7 +262,7 @@ func (t *Masquerade) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("MASQUERADE", tb, NAT); err != nil {
 		return err
 	}
-	if t.PortLo != 0 {
+	if t.Ports {
 		return needPortProto(r, "MASQUERADE")
 	}
 	return nil
@@ -253,6 +272,8 @@ func (*Masquerade) hooks() uint8 { return Postrouting.bit() }
 
 // Redirect is -j REDIRECT [--to-ports P[-P]] (nat PREROUTING and OUTPUT).
 type Redirect struct {
+	// Ports is set when --to-ports was given.
+	Ports          bool
 	PortLo, PortHi uint16
 	NATFlags
 }
@@ -262,7 +283,7 @@ func (*Redirect) Name() string { return "REDIRECT" }
 
 func (t *Redirect) saveArgs(Family) []string {
 	var a []string
-	if t.PortLo != 0 {
+	if t.Ports {
 		a = []string{"--to-ports", portsString(t.PortLo, t.PortHi)}
 	}
 	return append(a, t.args()...)
@@ -270,7 +291,7 @@ func (t *Redirect) saveArgs(Family) []string {
 
 func (t *Redirect) listInfo(Family, bool) string {
 	s := ""
-	if t.PortLo != 0 {
+	if t.Ports {
 		s = "redir ports " + portsString(t.PortLo, t.PortHi)
 	}
 	return s + t.list()
@@ -280,7 +301,7 @@ func (t *Redirect) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("REDIRECT", tb, NAT); err != nil {
 		return err
 	}
-	if t.PortLo != 0 {
+	if t.Ports {
 		return needPortProto(r, "REDIRECT")
 	}
 	return nil

@@ -70,7 +70,11 @@ func (t *Reject) saveArgs(f Family) []string { return []string{"--reject-with", 
 
 func (t *Reject) listInfo(f Family, _ bool) string { return "reject-with " + t.with(f) }
 
-func (t *Reject) check(r *Rule, f Family, _ TableID) error {
+func (t *Reject) check(r *Rule, f Family, tb TableID) error {
+	// The kernel's REJECT is registered for the filter table only.
+	if err := onlyTable("REJECT", tb, Filter); err != nil {
+		return err
+	}
 	w, err := parseRejectWith(t.with(f), f)
 	if err != nil {
 		return err
