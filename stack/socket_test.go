@@ -133,7 +133,9 @@ type env struct {
 	closer []func()
 }
 
-func (e *env) log(format string, args ...any) { e.trace = append(e.trace, fmt.Sprintf(format, args...)) }
+func (e *env) log(format string, args ...any) {
+	e.trace = append(e.trace, fmt.Sprintf(format, args...))
+}
 
 // res records the outcome of a call as "what: ok" or "what: <errno>".
 func (e *env) res(what string, err error) {

@@ -1,0 +1,5 @@
+//go:build !race
+
+package stacktest_test
+
+const raceEnabled = false
