@@ -122,7 +122,7 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: ep, Promiscuous: true, Spoofing: true})
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: ep, Promiscuous: true, Spoofing: true, Disabled: true})
 	if err != nil {
 		st.Close()
 		dev.Close()

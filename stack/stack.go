@@ -152,6 +152,11 @@ type NICConfig struct {
 	Promiscuous bool
 	// Spoofing lets endpoints send from addresses the NIC does not own.
 	Spoofing bool
+	// Disabled creates the NIC without attaching its endpoint, so no
+	// packet arrives until EnableNIC. Services that install transport
+	// handlers (the gateway) need this: gVisor reads its handler table
+	// without a lock, so handlers must be in place before packets flow.
+	Disabled bool
 }
 
 // AddNIC adds a NIC and returns its ID.
@@ -164,7 +169,7 @@ func (s *Stack) AddNIC(cfg NICConfig) (NICID, error) {
 	id := s.nextID
 	s.nextID++
 	s.mu.Unlock()
-	if err := s.gs.CreateNICWithOptions(id, cfg.Endpoint, gstack.NICOptions{Name: cfg.Name}); err != nil {
+	if err := s.gs.CreateNICWithOptions(id, cfg.Endpoint, gstack.NICOptions{Name: cfg.Name, Disabled: cfg.Disabled}); err != nil {
 		return 0, fmt.Errorf("stack: create NIC %q: %s", cfg.Name, err)
 	}
 	for _, p := range cfg.Addresses {
@@ -184,6 +189,14 @@ func (s *Stack) AddNIC(cfg NICConfig) (NICID, error) {
 		}
 	}
 	return id, nil
+}
+
+// EnableNIC attaches a NIC created with Disabled, so packets start to flow.
+func (s *Stack) EnableNIC(id NICID) error {
+	if err := s.gs.EnableNIC(id); err != nil {
+		return fmt.Errorf("stack: enable NIC %d: %s", id, err)
+	}
+	return nil
 }
 
 // AddAddress assigns p to the NIC.

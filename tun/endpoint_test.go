@@ -48,7 +48,7 @@ func newGateway(t testing.TB, ft *fakeTun) *stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nic, err := st.AddNIC(stack.NICConfig{Name: "tun0", Endpoint: ep, Promiscuous: true, Spoofing: true})
+	nic, err := st.AddNIC(stack.NICConfig{Name: "tun0", Endpoint: ep, Promiscuous: true, Spoofing: true, Disabled: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -86,7 +86,9 @@ type Gateway struct {
 }
 
 // Start assigns the gateway and DNS addresses to NIC nic, routes all
-// traffic through it, and starts the relays.
+// traffic through it, starts the relays, and enables the NIC. Create the
+// NIC with stack.NICConfig.Disabled: the relays' transport handlers must be
+// installed before the first packet arrives.
 func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = s.Logger()
@@ -121,6 +123,10 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 	}
 	g.echo, err = echo.Start(echo.Config{Stack: s, Translate: g.translatePing, Logger: cfg.Logger})
 	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	if err := s.EnableNIC(nic); err != nil {
 		g.Close()
 		return nil, err
 	}
