@@ -157,7 +157,11 @@ func (c *Counters) set(p, b uint64) {
 	c.bytes.Store(b)
 }
 
-func (c *Counters) zero() { c.set(0, 0) }
+func (c *Counters) zero() {
+	if c != nil {
+		c.set(0, 0)
+	}
+}
 
 // Addr matches a source or destination address: a prefix, optionally
 // inverted. The zero value matches every address.
