@@ -181,12 +181,12 @@ func (e *Endpoint) currentDispatcher() stack.NetworkDispatcher {
 
 func (e *Endpoint) readLoop() {
 	defer e.wg.Done()
-	var vh [virtioNetHdrLen]byte
-	var iov [3]unix.Iovec
+	r := &reader{}
+	r.read = r.readv
 	for {
 		head := buffer.NewViewSize(headView)
 		tail := buffer.NewViewSize(tailView)
-		n, err := e.readPacket(&iov, vh[:], head, tail)
+		n, err := e.readPacket(r, head, tail)
 		if err != nil {
 			head.Release()
 			tail.Release()
@@ -210,49 +210,58 @@ func (e *Endpoint) readLoop() {
 			}
 			continue
 		}
-		e.deliver(vh[:], head, tail, n)
+		e.deliver(r.vh[:], head, tail, n)
 	}
 }
 
-// readPacket reads one frame into (virtio header,) head and tail and returns
-// the packet length without the virtio header.
-func (e *Endpoint) readPacket(iov *[3]unix.Iovec, vh []byte, head, tail *buffer.View) (int, error) {
+// reader is the read loop's scratch state. Keeping it in one long-lived
+// struct, with readv bound once, keeps RawConn.Read from allocating a
+// closure and its captured variables on every packet.
+type reader struct {
+	vh    [virtioNetHdrLen]byte
+	iov   [3]unix.Iovec
+	niov  int
+	n     int
+	errno unix.Errno
+	read  func(fd uintptr) bool
+}
+
+func (r *reader) readv(fd uintptr) bool {
+	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(r.niov))
+	if errno == unix.EAGAIN || errno == unix.EINTR {
+		return false
+	}
+	r.n, r.errno = int(n), errno
+	return true
+}
+
+// readPacket reads one frame into (the virtio header,) head and tail and
+// returns the packet length without the virtio header.
+func (e *Endpoint) readPacket(r *reader, head, tail *buffer.View) (int, error) {
 	i := 0
 	if e.dev.Offload {
-		iov[i].Base, iov[i].Len = &vh[0], uint64(len(vh))
+		r.iov[i].Base, r.iov[i].Len = &r.vh[0], uint64(len(r.vh))
 		i++
 	}
 	hb, tb := head.AsSlice()[:headView], tail.AsSlice()[:tailView]
-	iov[i].Base, iov[i].Len = &hb[0], uint64(len(hb))
-	iov[i+1].Base, iov[i+1].Len = &tb[0], uint64(len(tb))
-	i += 2
-	var n int
-	var serr error
-	err := e.raw.Read(func(fd uintptr) bool {
-		r, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(i))
-		if errno == unix.EAGAIN || errno == unix.EINTR {
-			return false
-		}
-		n, serr = int(r), nil
-		if errno != 0 {
-			serr = errno
-		}
-		return true
-	})
-	if err != nil {
+	r.iov[i].Base, r.iov[i].Len = &hb[0], uint64(len(hb))
+	r.iov[i+1].Base, r.iov[i+1].Len = &tb[0], uint64(len(tb))
+	r.niov = i + 2
+	if err := e.raw.Read(r.read); err != nil {
 		return 0, err
 	}
-	if serr != nil {
-		return 0, serr
+	if r.errno != 0 {
+		return 0, r.errno
 	}
+	n := r.n
 	if n == 0 {
 		return 0, io.EOF
 	}
 	if e.dev.Offload {
-		if n < len(vh) {
+		if n < len(r.vh) {
 			return 0, errShortFrame
 		}
-		n -= len(vh)
+		n -= len(r.vh)
 	}
 	return n, nil
 }
