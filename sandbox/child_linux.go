@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"syscall"
@@ -131,7 +132,7 @@ func configureLink(name string, cfg *childConfig) error {
 		return fmt.Errorf("set %s txqueuelen %d: %w", name, cfg.TxQueueLen, err)
 	}
 	for _, p := range []struct {
-		addr  netipPrefix
+		addr  netip.Prefix
 		flags int
 	}{{cfg.Addr4, 0}, {cfg.Addr6, unix.IFA_F_NODAD}} {
 		if !p.addr.IsValid() {
@@ -145,7 +146,7 @@ func configureLink(name string, cfg *childConfig) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
-	for _, gw := range []netipAddr{cfg.Gateway4, cfg.Gateway6} {
+	for _, gw := range []netip.Addr{cfg.Gateway4, cfg.Gateway6} {
 		if !gw.IsValid() {
 			continue
 		}

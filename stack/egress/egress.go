@@ -3,14 +3,12 @@ package egress
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -223,5 +221,3 @@ func networkOf(proto string, a netip.Addr) string {
 	return proto + "6"
 }
 
-var _ = fmt.Sprintf
-var _ tcpip.Error

@@ -3,7 +3,6 @@ package egress
 import (
 	"context"
 	"errors"
-	"io"
 	"net"
 	"sync"
 
@@ -138,7 +137,6 @@ type tcpConn struct {
 	guest *gonet.TCPConn
 	host  net.Conn
 	done  sync.WaitGroup
-	once  sync.Once
 }
 
 func (c *tcpConn) abort() {
@@ -200,4 +198,3 @@ func closeReset(c net.Conn) {
 	c.Close()
 }
 
-var _ = io.EOF
