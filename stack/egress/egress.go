@@ -220,4 +220,3 @@ func networkOf(proto string, a netip.Addr) string {
 	}
 	return proto + "6"
 }
-

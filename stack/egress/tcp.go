@@ -197,4 +197,3 @@ func closeReset(c net.Conn) {
 	}
 	c.Close()
 }
-
