@@ -102,6 +102,12 @@ func validateTable(f Family, t *table) error {
 	}
 	for i, c := range t.chains {
 		for n, r := range c.Rules {
+			if r.In.Name != "" && masks[i]&(Output.bit()|Postrouting.bit()) != 0 {
+				return fmt.Errorf("chain %s rule %d: can't use -i with %s", c.Name, n+1, firstHook(masks[i]&(Output.bit()|Postrouting.bit())))
+			}
+			if r.Out.Name != "" && masks[i]&(Prerouting.bit()|Input.bit()) != 0 {
+				return fmt.Errorf("chain %s rule %d: can't use -o with %s", c.Name, n+1, firstHook(masks[i]&(Prerouting.bit()|Input.bit())))
+			}
 			if r.Target == nil {
 				continue
 			}
