@@ -15,7 +15,9 @@ import (
 
 	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/capture"
 	"github.com/tunstack/tunstack/stack/dnsrelay"
+	"github.com/tunstack/tunstack/stack/forward"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
 )
@@ -42,6 +44,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Stdin, Stdout, Stderr are the command's.
 	Stdin, Stdout, Stderr *os.File
+	// Forwards are the host → sandbox port forwards to start.
+	Forwards []forward.Spec
+	// PcapPath, if set, records every packet on tun0 from the start
+	// ("-" is standard output).
+	PcapPath string
+	// ControlDir is where the control socket NAME.sock is served; empty
+	// serves none.
+	ControlDir string
 }
 
 // Instance is a running sandbox and its stack.
@@ -60,6 +70,12 @@ type Instance struct {
 	Endpoint *tun.Endpoint
 	// Gateway runs the egress, DNS and ping relays.
 	Gateway *gateway.Gateway
+	// Capture taps tun0 for tcpdump and --pcap.
+	Capture *capture.Endpoint
+	// Forwards are the port forwards.
+	Forwards *forward.Manager
+
+	extras
 }
 
 // Start creates the sandbox and serves its network. The command does not
@@ -122,8 +138,17 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: ep, Promiscuous: true, Spoofing: true, Disabled: true})
+	// The capture tap wraps the device: it costs an atomic load per
+	// batch while nobody listens, and --pcap sees the very first packet.
+	tap := capture.NewEndpoint(ep)
+	if err := in.startPcap(tap); err != nil {
+		st.Close()
+		dev.Close()
+		return err
+	}
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: tap, Promiscuous: true, Spoofing: true, Disabled: true})
 	if err != nil {
+		in.closeExtras()
 		st.Close()
 		dev.Close()
 		return err
@@ -133,10 +158,15 @@ func (in *Instance) serve(dev *tun.Device) error {
 		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
 	})
 	if err != nil {
+		in.closeExtras()
 		st.Close()
 		return err
 	}
-	in.Stack, in.NIC, in.Endpoint, in.Gateway = st, nic, ep, gw
+	in.Stack, in.NIC, in.Endpoint, in.Gateway, in.Capture = st, nic, ep, gw, tap
+	if err := in.startExtras(); err != nil {
+		in.Close()
+		return err
+	}
 	return nil
 }
 
@@ -167,6 +197,7 @@ func (in *Instance) Run(signals <-chan os.Signal) (int, error) {
 // Close stops the relays and the stack; the TUN device goes with it.
 func (in *Instance) Close() error {
 	var errs []error
+	errs = append(errs, in.closeExtras())
 	if in.Gateway != nil {
 		errs = append(errs, in.Gateway.Close())
 	}

@@ -43,6 +43,9 @@ type runOptions struct {
 	offload             string
 	disableHostLoopback bool
 	dnsUpstreams        []string
+	name                string
+	publish             []string
+	pcap                string
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -82,6 +85,7 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&o.offload, "offload", "auto", "TUN offloads (virtio-net header, TSO): auto, on or off")
 	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
 	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
+	addInstanceFlags(f, &o.name, &o.publish, &o.pcap)
 	return cmd
 }
 
@@ -106,6 +110,9 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		if c.V6, err = parseNetwork("--cidr6", o.cidr6, true); err != nil {
 			return c, err
 		}
+	}
+	if err := o.extrasConfig(&c); err != nil {
+		return c, err
 	}
 	for _, s := range o.dnsUpstreams {
 		ap, err := parseUpstream(s)

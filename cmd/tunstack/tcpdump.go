@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/stack/capture"
+)
+
+type tcpdumpOptions struct {
+	name    string
+	iface   string
+	write   string
+	count   int
+	snapLen int
+	numeric bool
+}
+
+func newTcpdumpCmd() *cobra.Command {
+	o := &tcpdumpOptions{}
+	cmd := &cobra.Command{
+		Use:   "tcpdump [flags] [EXPRESSION]",
+		Short: "Capture a running instance's packets, like tcpdump",
+		Long: `Capture the packets crossing tun0 in the instance's stack, live, over its
+control socket. -w writes pcap (LINKTYPE_RAW) that tcpdump, tshark and
+Wireshark read; without -w each packet is printed on one line as tcpdump -n
+-S prints it.
+
+EXPRESSION is a tcpdump filter: host, net, port, portrange (with src, dst),
+tcp, udp, icmp, icmp6, ip, ip6, and, or, not, parentheses. Names are not
+resolved: use addresses. Capturing stops at -c COUNT packets or on Ctrl-C.`,
+		Example: `  tunstack tcpdump -n
+  tunstack tcpdump -c 10 tcp port 80
+  tunstack tcpdump -w - 'host 10.0.2.100 and not port 53' | tcpdump -r -
+  tunstack tcpdump --name web -w web.pcap`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runTcpdump(cmd, o, strings.Join(args, " "))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.name, "name", "", "instance name (default: the only running instance)")
+	f.StringVarP(&o.iface, "interface", "i", "", "interface (tun0, or any)")
+	f.StringVarP(&o.write, "write", "w", "", "write pcap to FILE (- for stdout) instead of printing")
+	f.IntVarP(&o.count, "count", "c", 0, "stop after COUNT packets")
+	f.IntVarP(&o.snapLen, "snapshot-length", "s", 0, "truncate packets to SNAPLEN bytes (default 262144)")
+	f.BoolVarP(&o.numeric, "numeric", "n", false, "do not resolve names (names are never resolved; accepted for habit)")
+	return cmd
+}
+
+func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
+	// Check the expression here too, so a typo fails before connecting.
+	if _, err := capture.ParseFilter(expr); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	c, err := connect(ctx, o.name)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stream, err := c.Capture(ctx, control.CaptureRequest{Interface: o.iface, Filter: expr, Count: o.count, SnapLen: o.snapLen})
+	if err != nil {
+		return err
+	}
+	defer stream.Close()
+	pr, err := capture.NewPcapReader(stream)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	iface := o.iface
+	if iface == "" {
+		iface = "tun0"
+	}
+	stderr := cmd.ErrOrStderr()
+	fmt.Fprintf(stderr, "tunstack tcpdump: listening on %s, link-type RAW (Raw IP), snapshot length %d bytes\n", iface, pr.SnapLen)
+
+	var pw *capture.PcapWriter
+	out := cmd.OutOrStdout()
+	if o.write != "" {
+		w := out
+		if o.write != "-" {
+			f, err := os.Create(o.write)
+			if err != nil {
+				return fmt.Errorf("tcpdump -w: %w", err)
+			}
+			defer f.Close()
+			w = f
+		}
+		if pw, err = capture.NewPcapWriter(w, pr.SnapLen); err != nil {
+			return err
+		}
+	}
+	n := 0
+	for {
+		p, err := pr.Next()
+		if err != nil {
+			if errors.Is(err, io.EOF) || ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				break
+			}
+			fmt.Fprintf(stderr, "\n%d packets captured\n", n)
+			return err
+		}
+		n++
+		if pw != nil {
+			if err := pw.WritePacket(p); err != nil {
+				return fmt.Errorf("tcpdump -w %s: %w", o.write, err)
+			}
+		} else if _, err := fmt.Fprintln(out, capture.FormatLine(p)); err != nil {
+			return err
+		}
+		if o.count > 0 && n >= o.count {
+			break
+		}
+	}
+	fmt.Fprintf(stderr, "\n%d packets captured\n", n)
+	return nil
+}

@@ -1,0 +1,130 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/stack/capture"
+	"github.com/tunstack/tunstack/stack/forward"
+	"github.com/tunstack/tunstack/stack/views"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// backend serves an instance's control socket.
+type backend struct{ in *Instance }
+
+var _ control.Backend = backend{}
+
+func (in *Instance) sandboxPID() int {
+	if in.Sandbox == nil {
+		return 0
+	}
+	return in.Sandbox.Pid()
+}
+
+// Info implements control.Backend.
+func (b backend) Info() control.Info {
+	in := b.in
+	info := control.Info{
+		Name: in.cfg.Name, PID: os.Getpid(), Kind: "run", Command: in.cfg.Command,
+		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: in.Forwards.List(),
+		Socket: in.ControlPath(),
+	}
+	if in.Endpoint != nil {
+		info.Interface = in.Endpoint.Device().Name
+	}
+	for _, a := range []struct {
+		net         netip.Prefix
+		sb, gw, dns netip.Addr
+	}{
+		{in.cfg.V4.Network, in.cfg.V4.Sandbox, in.cfg.V4.Gateway, in.cfg.V4.DNS},
+		{in.cfg.V6.Network, in.cfg.V6.Sandbox, in.cfg.V6.Gateway, in.cfg.V6.DNS},
+	} {
+		if !a.net.IsValid() {
+			continue
+		}
+		info.Addresses = append(info.Addresses, netip.PrefixFrom(a.sb, a.net.Bits()))
+		info.Gateways = append(info.Gateways, a.gw)
+		info.DNS = append(info.DNS, a.dns)
+	}
+	return info
+}
+
+// Sockets implements control.Backend.
+func (b backend) Sockets(ctx context.Context, q control.SocketQuery) ([]views.Socket, error) {
+	socks := views.Sockets(b.in.Stack.GVisor(), q.TCPInfo)
+	if q.Processes {
+		pid := b.in.sandboxPID()
+		if pid == 0 {
+			return socks, nil
+		}
+		idx, err := views.NewProcIndex("/proc", pid)
+		if err != nil {
+			// The sandbox may be exiting; the sockets are still worth
+			// showing.
+			b.in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", err)
+			return socks, nil
+		}
+		idx.Annotate(socks)
+	}
+	return socks, nil
+}
+
+// Links implements control.Backend.
+func (b backend) Links() []views.Link {
+	in := b.in
+	return views.Links(in.Stack.GVisor(), func(id tcpip.NICID) views.LinkExtra {
+		if id != in.NIC || in.Endpoint == nil {
+			return views.LinkExtra{}
+		}
+		offload := "off"
+		if in.Endpoint.Device().Offload {
+			offload = "vnet_hdr tso"
+		}
+		c := &in.Endpoint.Stats
+		// Counted from the stack's side: what it received from the
+		// sandbox is RX, as on the host end of a veth.
+		return views.LinkExtra{
+			Offload: offload, TxQueueLen: in.cfg.TxQueueLen,
+			Stats: &views.LinkStats{
+				RxBytes: c.RxBytes.Load(), RxPackets: c.RxPackets.Load(), RxErrors: c.RxErrors.Load(),
+				RxDropped: c.RxDropped.Load(), RxGSO: c.RxGSO.Load(),
+				TxBytes: c.TxBytes.Load(), TxPackets: c.TxPackets.Load(), TxErrors: c.TxErrors.Load(),
+				TxGSO: c.TxGSO.Load(),
+			},
+		}
+	})
+}
+
+// Routes implements control.Backend.
+func (b backend) Routes() []views.Route { return views.Routes(b.in.Stack.GVisor()) }
+
+// Capture implements control.Backend.
+func (b backend) Capture(req control.CaptureRequest) (*capture.Subscription, error) {
+	name := ""
+	if b.in.Endpoint != nil {
+		name = b.in.Endpoint.Device().Name
+	}
+	if req.Interface != "" && req.Interface != name && req.Interface != "any" {
+		return nil, fmt.Errorf("capture: no interface %q (the instance has %s)", req.Interface, name)
+	}
+	f, err := capture.ParseFilter(req.Filter)
+	if err != nil {
+		return nil, err
+	}
+	return b.in.Capture.Subscribe(f, req.SnapLen, 0), nil
+}
+
+// Forwards implements control.Backend.
+func (b backend) Forwards() []forward.Info { return b.in.Forwards.List() }
+
+// AddForwards implements control.Backend.
+func (b backend) AddForwards(specs []forward.Spec) ([]forward.Info, error) {
+	return b.in.Forwards.Add(specs)
+}
+
+// RemoveForward implements control.Backend.
+func (b backend) RemoveForward(id string) error { return b.in.Forwards.Remove(id) }

@@ -1,0 +1,265 @@
+package capture
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// DefaultSnapLen is the snapshot length when a subscriber asks for none:
+// whole packets, including 64 KiB offload super-packets.
+const DefaultSnapLen = 262144
+
+// Direction says which way a packet crossed the endpoint.
+type Direction uint8
+
+const (
+	// In is from the link (the sandbox) to the stack.
+	In Direction = iota + 1
+	// Out is from the stack to the link.
+	Out
+)
+
+// Packet is one captured packet: an IPv4 or IPv6 datagram.
+type Packet struct {
+	Time time.Time
+	// Data is the packet, truncated to the subscriber's snapshot length.
+	// It is shared between subscribers and must not be modified.
+	Data []byte
+	// Len is the packet's length on the wire.
+	Len int
+	Dir Direction
+}
+
+// Endpoint is a link endpoint that copies packets to subscribers.
+type Endpoint struct {
+	gstack.LinkEndpoint
+
+	mu         sync.Mutex
+	dispatcher gstack.NetworkDispatcher
+	// subs is replaced (copy on write) under mu and read without it on
+	// the packet path; nil or empty means nobody listens.
+	subs atomic.Pointer[[]*Subscription]
+}
+
+var (
+	_ gstack.LinkEndpoint      = (*Endpoint)(nil)
+	_ gstack.GSOEndpoint       = (*Endpoint)(nil)
+	_ gstack.NetworkDispatcher = (*Endpoint)(nil)
+)
+
+// NewEndpoint wraps lower. Give the result to the stack instead of lower.
+func NewEndpoint(lower gstack.LinkEndpoint) *Endpoint {
+	return &Endpoint{LinkEndpoint: lower}
+}
+
+// Lower returns the wrapped endpoint.
+func (e *Endpoint) Lower() gstack.LinkEndpoint { return e.LinkEndpoint }
+
+// Attach implements stack.LinkEndpoint: the endpoint interposes itself as
+// the lower endpoint's dispatcher.
+func (e *Endpoint) Attach(d gstack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	if d == nil {
+		e.LinkEndpoint.Attach(nil)
+		return
+	}
+	e.LinkEndpoint.Attach(e)
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *Endpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+func (e *Endpoint) current() gstack.NetworkDispatcher {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher
+}
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the lower
+// endpoint: inbound packets are copied before the stack parses (and may
+// modify) them.
+func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	if subs := e.subs.Load(); subs != nil && len(*subs) > 0 {
+		e.tap(*subs, pkt, In)
+	}
+	if d := e.current(); d != nil {
+		d.DeliverNetworkPacket(proto, pkt)
+	}
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (e *Endpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	if d := e.current(); d != nil {
+		d.DeliverLinkPacket(proto, pkt)
+	}
+}
+
+// WritePackets implements stack.LinkEndpoint.
+func (e *Endpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	if subs := e.subs.Load(); subs != nil && len(*subs) > 0 {
+		for _, pkt := range pkts.AsSlice() {
+			e.tap(*subs, pkt, Out)
+		}
+	}
+	return e.LinkEndpoint.WritePackets(pkts)
+}
+
+// GSOMaxSize implements stack.GSOEndpoint, passing the lower endpoint's
+// offload through.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.GSOMaxSize()
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *Endpoint) SupportedGSO() gstack.SupportedGSO {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.SupportedGSO()
+	}
+	return gstack.GSONotSupported
+}
+
+// tap copies pkt once, up to the largest snapshot length, and offers it to
+// each subscriber whose filter matches.
+func (e *Endpoint) tap(subs []*Subscription, pkt *gstack.PacketBuffer, dir Direction) {
+	snap := 0
+	for _, s := range subs {
+		snap = max(snap, s.snapLen)
+	}
+	data, wire := copyPacket(pkt, snap)
+	p := Packet{Time: time.Now(), Data: data, Len: wire, Dir: dir}
+	var d decoded
+	d.decode(data)
+	for _, s := range subs {
+		s.offer(p, &d)
+	}
+}
+
+// copyPacket copies up to snap bytes of pkt from its first header on.
+func copyPacket(pkt *gstack.PacketBuffer, snap int) ([]byte, int) {
+	vl, off := pkt.AsViewList()
+	wire := 0
+	for v := vl.Front(); v != nil; v = v.Next() {
+		wire += v.Size()
+	}
+	wire -= off
+	out := make([]byte, 0, min(wire, snap))
+	for v := vl.Front(); v != nil && len(out) < snap; v = v.Next() {
+		b := v.AsSlice()
+		if off >= len(b) {
+			off -= len(b)
+			continue
+		}
+		b = b[off:]
+		off = 0
+		out = append(out, b[:min(len(b), snap-len(out))]...)
+	}
+	return out, wire
+}
+
+// Subscribe starts delivering packets matching f (nil: all) to a new
+// subscription, truncated to snapLen bytes (0: DefaultSnapLen). queue is
+// the channel's capacity (0: 4096).
+func (e *Endpoint) Subscribe(f *Filter, snapLen, queue int) *Subscription {
+	if snapLen <= 0 {
+		snapLen = DefaultSnapLen
+	}
+	if queue <= 0 {
+		queue = 4096
+	}
+	s := &Subscription{e: e, filter: f, snapLen: snapLen, c: make(chan Packet, queue), done: make(chan struct{})}
+	e.mu.Lock()
+	old := e.subs.Load()
+	var next []*Subscription
+	if old != nil {
+		next = append(next, *old...)
+	}
+	next = append(next, s)
+	e.subs.Store(&next)
+	e.mu.Unlock()
+	return s
+}
+
+func (e *Endpoint) unsubscribe(s *Subscription) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old := e.subs.Load()
+	if old == nil {
+		return
+	}
+	var next []*Subscription
+	for _, o := range *old {
+		if o != s {
+			next = append(next, o)
+		}
+	}
+	e.subs.Store(&next)
+}
+
+// Subscription receives captured packets until Close.
+type Subscription struct {
+	e       *Endpoint
+	filter  *Filter
+	snapLen int
+	c       chan Packet
+	done    chan struct{}
+	once    sync.Once
+	// sendMu orders offers against Close, so nothing is sent on a
+	// closed channel.
+	sendMu  sync.RWMutex
+	closed  bool
+	dropped atomic.Uint64
+	matched atomic.Uint64
+}
+
+// C delivers the packets; it is closed by Close.
+func (s *Subscription) C() <-chan Packet { return s.c }
+
+// Dropped counts matching packets lost because the subscriber was slow.
+func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+
+// Matched counts packets that matched the filter.
+func (s *Subscription) Matched() uint64 { return s.matched.Load() }
+
+// Close stops the subscription and closes C.
+func (s *Subscription) Close() {
+	s.once.Do(func() {
+		s.e.unsubscribe(s)
+		s.sendMu.Lock()
+		s.closed = true
+		close(s.c)
+		s.sendMu.Unlock()
+	})
+}
+
+func (s *Subscription) offer(p Packet, d *decoded) {
+	if s.filter != nil && !s.filter.match(d) {
+		return
+	}
+	s.matched.Add(1)
+	if len(p.Data) > s.snapLen {
+		p.Data = p.Data[:s.snapLen]
+	}
+	s.sendMu.RLock()
+	defer s.sendMu.RUnlock()
+	if s.closed {
+		return
+	}
+	select {
+	case s.c <- p:
+	default:
+		s.dropped.Add(1)
+	}
+}

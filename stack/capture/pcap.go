@@ -1,0 +1,116 @@
+package capture
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// LinkTypeRaw is pcap's LINKTYPE_RAW: each record is a bare IPv4 or IPv6
+// packet.
+const LinkTypeRaw = 101
+
+const (
+	pcapMagic     = 0xa1b2c3d4 // microsecond timestamps
+	pcapMagicNano = 0xa1b23c4d
+)
+
+// PcapWriter writes a pcap stream (microsecond timestamps, LINKTYPE_RAW).
+type PcapWriter struct {
+	w   io.Writer
+	buf [16]byte
+}
+
+// NewPcapWriter writes the file header to w.
+func NewPcapWriter(w io.Writer, snapLen int) (*PcapWriter, error) {
+	if snapLen <= 0 {
+		snapLen = DefaultSnapLen
+	}
+	var h [24]byte
+	binary.LittleEndian.PutUint32(h[0:], pcapMagic)
+	binary.LittleEndian.PutUint16(h[4:], 2)
+	binary.LittleEndian.PutUint16(h[6:], 4)
+	binary.LittleEndian.PutUint32(h[16:], uint32(snapLen))
+	binary.LittleEndian.PutUint32(h[20:], LinkTypeRaw)
+	if _, err := w.Write(h[:]); err != nil {
+		return nil, fmt.Errorf("capture: write pcap header: %w", err)
+	}
+	return &PcapWriter{w: w}, nil
+}
+
+// WritePacket appends one record.
+func (pw *PcapWriter) WritePacket(p Packet) error {
+	us := p.Time.UnixMicro()
+	binary.LittleEndian.PutUint32(pw.buf[0:], uint32(us/1e6))
+	binary.LittleEndian.PutUint32(pw.buf[4:], uint32(us%1e6))
+	binary.LittleEndian.PutUint32(pw.buf[8:], uint32(len(p.Data)))
+	binary.LittleEndian.PutUint32(pw.buf[12:], uint32(max(p.Len, len(p.Data))))
+	if _, err := pw.w.Write(pw.buf[:]); err != nil {
+		return err
+	}
+	_, err := pw.w.Write(p.Data)
+	return err
+}
+
+// PcapReader reads a pcap stream of LINKTYPE_RAW records, such as the
+// control socket's capture stream.
+type PcapReader struct {
+	r     *bufio.Reader
+	order binary.ByteOrder
+	nano  bool
+	// SnapLen and LinkType are from the file header.
+	SnapLen  int
+	LinkType int
+}
+
+// NewPcapReader reads the file header.
+func NewPcapReader(r io.Reader) (*PcapReader, error) {
+	pr := &PcapReader{r: bufio.NewReaderSize(r, 1<<16)}
+	var h [24]byte
+	if _, err := io.ReadFull(pr.r, h[:]); err != nil {
+		return nil, fmt.Errorf("capture: read pcap header: %w", err)
+	}
+	switch {
+	case binary.LittleEndian.Uint32(h[:]) == pcapMagic:
+		pr.order = binary.LittleEndian
+	case binary.BigEndian.Uint32(h[:]) == pcapMagic:
+		pr.order = binary.BigEndian
+	case binary.LittleEndian.Uint32(h[:]) == pcapMagicNano:
+		pr.order, pr.nano = binary.LittleEndian, true
+	case binary.BigEndian.Uint32(h[:]) == pcapMagicNano:
+		pr.order, pr.nano = binary.BigEndian, true
+	default:
+		return nil, fmt.Errorf("capture: not a pcap stream (magic %x)", h[:4])
+	}
+	pr.SnapLen = int(pr.order.Uint32(h[16:]))
+	pr.LinkType = int(pr.order.Uint32(h[20:]))
+	return pr, nil
+}
+
+// Next returns the next packet, or io.EOF at a clean end of stream.
+func (pr *PcapReader) Next() (Packet, error) {
+	var h [16]byte
+	if _, err := io.ReadFull(pr.r, h[:]); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			return Packet{}, fmt.Errorf("capture: truncated pcap record header")
+		}
+		return Packet{}, err
+	}
+	sec, frac := int64(pr.order.Uint32(h[0:])), int64(pr.order.Uint32(h[4:]))
+	incl, orig := int(pr.order.Uint32(h[8:])), int(pr.order.Uint32(h[12:]))
+	if incl > 1<<20 {
+		return Packet{}, fmt.Errorf("capture: pcap record of %d bytes is implausible", incl)
+	}
+	data := make([]byte, incl)
+	if _, err := io.ReadFull(pr.r, data); err != nil {
+		return Packet{}, fmt.Errorf("capture: truncated pcap record: %w", err)
+	}
+	ns := frac * 1000
+	if pr.nano {
+		ns = frac
+	}
+	return Packet{Time: time.Unix(sec, ns), Data: data, Len: orig}, nil
+}
