@@ -56,9 +56,9 @@ const hupPoll = 50 * time.Millisecond
 // holding it) closes the socket.
 func (so *Socket) File() (*os.File, error) {
 	switch {
-	case so.typ == syscall.SOCK_DGRAM && so.proto == syscall.IPPROTO_UDP:
+	case so.typ == SOCK_DGRAM && so.proto == IPPROTO_UDP:
 		return so.exportDatagram()
-	case so.typ != syscall.SOCK_STREAM:
+	case so.typ != SOCK_STREAM:
 		return nil, syscall.EOPNOTSUPP
 	case so.ep.SocketOptions().GetAcceptConn():
 		return so.exportListener()
@@ -97,7 +97,7 @@ func (l *TCPListener) File() (*os.File, error) {
 // socketpair returns our end as a *net.UnixConn (non-blocking, on Go's
 // poller) and theirs as a blocking *os.File, as a C program expects.
 func socketpair(typ int, name string) (*net.UnixConn, *os.File, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, typ|syscall.SOCK_CLOEXEC, 0)
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, typ|SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, nil, os.NewSyscallError("socketpair", err)
 	}
@@ -131,7 +131,7 @@ type streamBridge struct {
 }
 
 func (so *Socket) exportStream() (*os.File, error) {
-	uc, f, err := socketpair(syscall.SOCK_STREAM, so.fileName("tcp"))
+	uc, f, err := socketpair(SOCK_STREAM, so.fileName("tcp"))
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (b *streamBridge) fromFD() {
 		}
 		switch {
 		case err == io.EOF:
-			b.so.Shutdown(syscall.SHUT_WR)
+			b.so.Shutdown(SHUT_WR)
 			b.watchHangup()
 			b.finish()
 			return

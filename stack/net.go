@@ -116,7 +116,7 @@ func (s *Stack) DialUDP(laddr, raddr netip.AddrPort) (*UDPConn, error) {
 }
 
 func (s *Stack) dialTCP(ctx context.Context, network string, laddr, raddr netip.AddrPort) (*TCPConn, error) {
-	so, err := s.dialSocket(ctx, syscall.SOCK_STREAM, laddr, raddr)
+	so, err := s.dialSocket(ctx, SOCK_STREAM, laddr, raddr)
 	if err != nil {
 		return nil, dialErr(network, laddr, raddr, err)
 	}
@@ -124,7 +124,7 @@ func (s *Stack) dialTCP(ctx context.Context, network string, laddr, raddr netip.
 }
 
 func (s *Stack) dialUDP(ctx context.Context, network string, laddr, raddr netip.AddrPort) (*UDPConn, error) {
-	so, err := s.dialSocket(ctx, syscall.SOCK_DGRAM, laddr, raddr)
+	so, err := s.dialSocket(ctx, SOCK_DGRAM, laddr, raddr)
 	if err != nil {
 		return nil, dialErr(network, laddr, raddr, err)
 	}
@@ -190,7 +190,7 @@ func (s *Stack) ListenTCP(laddr netip.AddrPort) (*TCPListener, error) {
 }
 
 func (s *Stack) listenTCP(network string, fam int, laddr netip.AddrPort) (*TCPListener, error) {
-	so, err := s.bindSocket(fam, syscall.SOCK_STREAM, laddr)
+	so, err := s.bindSocket(fam, SOCK_STREAM, laddr)
 	if err == nil {
 		if lerr := so.Listen(listenBacklog); lerr != nil {
 			so.Close()
@@ -227,7 +227,7 @@ func (s *Stack) ListenUDP(laddr netip.AddrPort) (*UDPConn, error) {
 }
 
 func (s *Stack) listenUDP(network string, fam int, laddr netip.AddrPort) (*UDPConn, error) {
-	so, err := s.bindSocket(fam, syscall.SOCK_DGRAM, laddr)
+	so, err := s.bindSocket(fam, SOCK_DGRAM, laddr)
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Addr: sockAddr(network, laddr), Err: err}
 	}
@@ -239,14 +239,14 @@ func (s *Stack) bindSocket(fam, typ int, laddr netip.AddrPort) (*Socket, error) 
 	if err != nil {
 		return nil, os.NewSyscallError("socket", err)
 	}
-	if fam == syscall.AF_INET6 && laddr.Addr().Is6() && !laddr.Addr().IsUnspecified() {
+	if fam == AF_INET6 && laddr.Addr().Is6() && !laddr.Addr().IsUnspecified() {
 		// Like Go: a listener on a specific IPv6 address does not take IPv4.
-		so.SetSockOpt(syscall.IPPROTO_IPV6, syscall.IPV6_V6ONLY, 1)
+		so.SetSockOpt(IPPROTO_IPV6, IPV6_V6ONLY, 1)
 	}
-	if typ == syscall.SOCK_STREAM {
+	if typ == SOCK_STREAM {
 		// Go's net package sets SO_REUSEADDR on listeners, so a restarted
 		// server can bind while old connections sit in TIME-WAIT.
-		so.SetSockOpt(syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		so.SetSockOpt(SOL_SOCKET, SO_REUSEADDR, 1)
 	}
 	if err := so.Bind(laddr); err != nil {
 		so.Close()
@@ -261,9 +261,9 @@ func parseNetwork(network string) (fam int, stream bool, err error) {
 	switch network {
 	case "tcp", "udp":
 	case "tcp4", "udp4":
-		fam = syscall.AF_INET
+		fam = AF_INET
 	case "tcp6", "udp6":
-		fam = syscall.AF_INET6
+		fam = AF_INET6
 	default:
 		return 0, false, net.UnknownNetworkError(network)
 	}
@@ -272,9 +272,9 @@ func parseNetwork(network string) (fam int, stream bool, err error) {
 
 func familyOf(a netip.Addr) int {
 	if a.Is4() || a.Is4In6() {
-		return syscall.AF_INET
+		return AF_INET
 	}
-	return syscall.AF_INET6
+	return AF_INET6
 }
 
 // resolve turns "host:port" into candidate addresses of the wanted family.
@@ -293,7 +293,7 @@ func (d *Dialer) resolve(ctx context.Context, network, address string, fam int, 
 	switch {
 	case host == "" && listen:
 		ips = []netip.Addr{netip.IPv6Unspecified()}
-		if fam == syscall.AF_INET {
+		if fam == AF_INET {
 			ips[0] = netip.IPv4Unspecified()
 		}
 	case host == "" || host == "localhost":
@@ -308,7 +308,7 @@ func (d *Dialer) resolve(ctx context.Context, network, address string, fam int, 
 	var out []netip.AddrPort
 	for _, ip := range ips {
 		ip = ip.Unmap()
-		if fam == 0 || fam == familyOf(ip) || (fam == syscall.AF_INET6 && ip.IsUnspecified()) {
+		if fam == 0 || fam == familyOf(ip) || (fam == AF_INET6 && ip.IsUnspecified()) {
 			out = append(out, netip.AddrPortFrom(ip, uint16(port)))
 		}
 	}
@@ -429,11 +429,11 @@ func (c *TCPConn) Close() error {
 }
 
 // CloseRead shuts down the reading side.
-func (c *TCPConn) CloseRead() error { return c.err("close", c.so.Shutdown(syscall.SHUT_RD)) }
+func (c *TCPConn) CloseRead() error { return c.err("close", c.so.Shutdown(SHUT_RD)) }
 
 // CloseWrite shuts down the writing side: the peer reads EOF once it has
 // read everything written before.
-func (c *TCPConn) CloseWrite() error { return c.err("close", c.so.Shutdown(syscall.SHUT_WR)) }
+func (c *TCPConn) CloseWrite() error { return c.err("close", c.so.Shutdown(SHUT_WR)) }
 
 // LocalAddr implements net.Conn; the address is a *net.TCPAddr.
 func (c *TCPConn) LocalAddr() net.Addr { return c.laddr }
@@ -452,12 +452,12 @@ func (c *TCPConn) SetWriteDeadline(t time.Time) error { return c.so.SetWriteDead
 
 // SetNoDelay controls Nagle's algorithm; true (the default) disables it.
 func (c *TCPConn) SetNoDelay(noDelay bool) error {
-	return c.err("set", c.so.SetSockOpt(syscall.IPPROTO_TCP, syscall.TCP_NODELAY, boolInt(noDelay)))
+	return c.err("set", c.so.SetSockOpt(IPPROTO_TCP, TCP_NODELAY, boolInt(noDelay)))
 }
 
 // SetKeepAlive turns TCP keepalives on or off.
 func (c *TCPConn) SetKeepAlive(on bool) error {
-	return c.err("set", c.so.SetSockOpt(syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, boolInt(on)))
+	return c.err("set", c.so.SetSockOpt(SOL_SOCKET, SO_KEEPALIVE, boolInt(on)))
 }
 
 // SetLinger sets SO_LINGER as *net.TCPConn.SetLinger does: sec < 0 is the

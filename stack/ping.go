@@ -40,11 +40,11 @@ func (s *Stack) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error
 }
 
 func (s *Stack) ping(ctx context.Context, addr netip.Addr) (time.Duration, error) {
-	fam, proto, req, rep := syscall.AF_INET, syscall.IPPROTO_ICMP, byte(icmpv4EchoRequest), byte(icmpv4EchoReply)
+	fam, proto, req, rep := AF_INET, IPPROTO_ICMP, byte(icmpv4EchoRequest), byte(icmpv4EchoReply)
 	if addr.Is6() {
-		fam, proto, req, rep = syscall.AF_INET6, syscall.IPPROTO_ICMPV6, icmpv6EchoRequest, icmpv6EchoReply
+		fam, proto, req, rep = AF_INET6, IPPROTO_ICMPV6, icmpv6EchoRequest, icmpv6EchoReply
 	}
-	so, err := s.Socket(fam, syscall.SOCK_DGRAM, proto)
+	so, err := s.Socket(fam, SOCK_DGRAM, proto)
 	if err != nil {
 		return 0, syscallErr("socket", err)
 	}

@@ -48,9 +48,9 @@ type Socket struct {
 	closing   chan struct{}
 }
 
-// Socket creates a socket like socket(2). domain is syscall.AF_INET or
-// syscall.AF_INET6; typ is syscall.SOCK_STREAM or syscall.SOCK_DGRAM,
-// optionally or-ed with syscall.SOCK_NONBLOCK (SOCK_CLOEXEC is accepted and
+// Socket creates a socket like socket(2). domain is AF_INET or
+// AF_INET6; typ is SOCK_STREAM or SOCK_DGRAM,
+// optionally or-ed with SOCK_NONBLOCK (SOCK_CLOEXEC is accepted and
 // ignored); proto is 0 or the matching IPPROTO_TCP / IPPROTO_UDP.
 // SOCK_DGRAM with IPPROTO_ICMP (or IPPROTO_ICMPV6) gives an unprivileged
 // ping socket as on Linux.
@@ -59,8 +59,8 @@ func (s *Stack) Socket(domain, typ, proto int) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	nonblock := typ&syscall.SOCK_NONBLOCK != 0
-	typ &^= syscall.SOCK_NONBLOCK | syscall.SOCK_CLOEXEC
+	nonblock := typ&SOCK_NONBLOCK != 0
+	typ &^= SOCK_NONBLOCK | SOCK_CLOEXEC
 	transProto, proto, err := transProtoOf(domain, typ, proto)
 	if err != nil {
 		return nil, err
@@ -87,9 +87,9 @@ func newSocket(s *Stack, family, typ, proto int, netProto tcpip.NetworkProtocolN
 
 func netProtoOf(domain int) (tcpip.NetworkProtocolNumber, error) {
 	switch domain {
-	case syscall.AF_INET:
+	case AF_INET:
 		return ipv4.ProtocolNumber, nil
-	case syscall.AF_INET6:
+	case AF_INET6:
 		return ipv6.ProtocolNumber, nil
 	}
 	return 0, syscall.EAFNOSUPPORT
@@ -97,17 +97,17 @@ func netProtoOf(domain int) (tcpip.NetworkProtocolNumber, error) {
 
 func transProtoOf(domain, typ, proto int) (tcpip.TransportProtocolNumber, int, error) {
 	switch typ {
-	case syscall.SOCK_STREAM:
-		if proto == 0 || proto == syscall.IPPROTO_TCP {
-			return tcp.ProtocolNumber, syscall.IPPROTO_TCP, nil
+	case SOCK_STREAM:
+		if proto == 0 || proto == IPPROTO_TCP {
+			return tcp.ProtocolNumber, IPPROTO_TCP, nil
 		}
-	case syscall.SOCK_DGRAM:
+	case SOCK_DGRAM:
 		switch {
-		case proto == 0 || proto == syscall.IPPROTO_UDP:
-			return udp.ProtocolNumber, syscall.IPPROTO_UDP, nil
-		case domain == syscall.AF_INET && proto == syscall.IPPROTO_ICMP:
+		case proto == 0 || proto == IPPROTO_UDP:
+			return udp.ProtocolNumber, IPPROTO_UDP, nil
+		case domain == AF_INET && proto == IPPROTO_ICMP:
 			return icmp.ProtocolNumber4, proto, nil
-		case domain == syscall.AF_INET6 && proto == syscall.IPPROTO_ICMPV6:
+		case domain == AF_INET6 && proto == IPPROTO_ICMPV6:
 			return icmp.ProtocolNumber6, proto, nil
 		}
 	default:
@@ -120,7 +120,7 @@ func transProtoOf(domain, typ, proto int) (tcpip.TransportProtocolNumber, int, e
 // with (Type without SOCK_NONBLOCK).
 func (so *Socket) Family() int { return so.family }
 
-// Type returns the socket type, syscall.SOCK_STREAM or syscall.SOCK_DGRAM.
+// Type returns the socket type, SOCK_STREAM or SOCK_DGRAM.
 func (so *Socket) Type() int { return so.typ }
 
 // Protocol returns the IP protocol number (IPPROTO_TCP, IPPROTO_UDP, ...).
@@ -146,7 +146,7 @@ func (so *Socket) toFull(ap netip.AddrPort) (tcpip.FullAddress, error) {
 	}
 	fa := tcpip.FullAddress{Port: ap.Port()}
 	switch {
-	case so.family == syscall.AF_INET:
+	case so.family == AF_INET:
 		if !a.Unmap().Is4() {
 			return tcpip.FullAddress{}, syscall.EAFNOSUPPORT
 		}
@@ -176,7 +176,7 @@ func (so *Socket) toFull(ap netip.AddrPort) (tcpip.FullAddress, error) {
 func fromFull(fa tcpip.FullAddress, family int) netip.AddrPort {
 	a := FromAddr(fa.Addr)
 	if !a.IsValid() {
-		if family == syscall.AF_INET6 {
+		if family == AF_INET6 {
 			a = netip.IPv6Unspecified()
 		} else {
 			a = netip.IPv4Unspecified()
@@ -282,12 +282,12 @@ func (so *Socket) connect(ctx context.Context, addr netip.AddrPort) error {
 // repeated connect to the same peer) and ENETUNREACH for an IPv4-mapped
 // peer on an IPV6_V6ONLY socket (gVisor says EHOSTUNREACH).
 func (so *Socket) connectCheck(addr netip.AddrPort) error {
-	if so.typ == syscall.SOCK_STREAM {
+	if so.typ == SOCK_STREAM {
 		if _, err := so.ep.GetRemoteAddress(); err == nil {
 			return syscall.EISCONN
 		}
 	}
-	if so.family == syscall.AF_INET6 && addr.Addr().Is4In6() && so.ep.SocketOptions().GetV6Only() {
+	if so.family == AF_INET6 && addr.Addr().Is4In6() && so.ep.SocketOptions().GetV6Only() {
 		return syscall.ENETUNREACH
 	}
 	return nil
@@ -297,7 +297,7 @@ func (so *Socket) connectCheck(addr netip.AddrPort) error {
 // end of the stream is (0, io.EOF).
 func (so *Socket) Read(b []byte) (int, error) {
 	n, _, err := so.recv(context.Background(), b, 0, false)
-	if err == nil && n == 0 && len(b) > 0 && so.typ == syscall.SOCK_STREAM {
+	if err == nil && n == 0 && len(b) > 0 && so.typ == SOCK_STREAM {
 		return 0, io.EOF
 	}
 	return n, sockErr(err)
@@ -310,8 +310,8 @@ func (so *Socket) Write(b []byte) (int, error) {
 	return n, sockErr(err)
 }
 
-// Recv receives like recv(2): flags may include syscall.MSG_PEEK,
-// syscall.MSG_DONTWAIT and syscall.MSG_WAITALL. The end of a stream is
+// Recv receives like recv(2): flags may include MSG_PEEK,
+// MSG_DONTWAIT and MSG_WAITALL. The end of a stream is
 // (0, nil), as in C.
 func (so *Socket) Recv(b []byte, flags int) (int, error) {
 	n, _, err := so.recv(context.Background(), b, flags, false)
@@ -324,7 +324,7 @@ func (so *Socket) RecvFrom(b []byte, flags int) (int, netip.AddrPort, error) {
 	return n, from, sockErr(err)
 }
 
-// Send sends like send(2); flags may include syscall.MSG_DONTWAIT
+// Send sends like send(2); flags may include MSG_DONTWAIT
 // (MSG_NOSIGNAL is accepted: there are no signals to suppress).
 func (so *Socket) Send(b []byte, flags int) (int, error) {
 	n, err := so.send(b, flags, nil)
@@ -342,16 +342,16 @@ func (so *Socket) SendTo(b []byte, flags int, addr netip.AddrPort) (int, error) 
 }
 
 const (
-	recvFlags = syscall.MSG_PEEK | syscall.MSG_DONTWAIT | syscall.MSG_WAITALL | syscall.MSG_NOSIGNAL
-	sendFlags = syscall.MSG_DONTWAIT | syscall.MSG_NOSIGNAL
+	recvFlags = MSG_PEEK | MSG_DONTWAIT | MSG_WAITALL | MSG_NOSIGNAL
+	sendFlags = MSG_DONTWAIT | MSG_NOSIGNAL
 )
 
 func (so *Socket) recv(ctx context.Context, b []byte, flags int, wantFrom bool) (int, netip.AddrPort, error) {
 	if flags&^recvFlags != 0 {
 		return 0, netip.AddrPort{}, syscall.EOPNOTSUPP
 	}
-	opts := tcpip.ReadOptions{Peek: flags&syscall.MSG_PEEK != 0, NeedRemoteAddr: wantFrom}
-	waitAll := flags&syscall.MSG_WAITALL != 0 && !opts.Peek && so.typ == syscall.SOCK_STREAM
+	opts := tcpip.ReadOptions{Peek: flags&MSG_PEEK != 0, NeedRemoteAddr: wantFrom}
+	waitAll := flags&MSG_WAITALL != 0 && !opts.Peek && so.typ == SOCK_STREAM
 	var (
 		total int
 		from  tcpip.FullAddress
@@ -369,7 +369,7 @@ func (so *Socket) recv(ctx context.Context, b []byte, flags int, wantFrom bool) 
 			from = res.RemoteAddr
 		}
 		if err != nil {
-			if total > 0 && so.typ == syscall.SOCK_STREAM {
+			if total > 0 && so.typ == SOCK_STREAM {
 				// Deliver what arrived; the error shows up on the next call.
 				return total, fromFull(from, so.family), nil
 			}
@@ -399,28 +399,28 @@ func (so *Socket) send(b []byte, flags int, to *tcpip.FullAddress) (int, error) 
 		}, errnoData)
 		total += int(n)
 		if err != nil {
-			if total > 0 && so.typ == syscall.SOCK_STREAM {
+			if total > 0 && so.typ == SOCK_STREAM {
 				return total, nil
 			}
 			return total, err
 		}
-		if so.typ != syscall.SOCK_STREAM || r.Len() == 0 {
+		if so.typ != SOCK_STREAM || r.Len() == 0 {
 			return total, nil
 		}
 	}
 }
 
 // Shutdown shuts down part of a full-duplex connection, like shutdown(2):
-// how is syscall.SHUT_RD, SHUT_WR or SHUT_RDWR. SHUT_WR sends a FIN after
+// how is SHUT_RD, SHUT_WR or SHUT_RDWR. SHUT_WR sends a FIN after
 // the data already written.
 func (so *Socket) Shutdown(how int) error {
 	var flags tcpip.ShutdownFlags
 	switch how {
-	case syscall.SHUT_RD:
+	case SHUT_RD:
 		flags = tcpip.ShutdownRead
-	case syscall.SHUT_WR:
+	case SHUT_WR:
 		flags = tcpip.ShutdownWrite
-	case syscall.SHUT_RDWR:
+	case SHUT_RDWR:
 		flags = tcpip.ShutdownRead | tcpip.ShutdownWrite
 	default:
 		return syscall.EINVAL
@@ -496,7 +496,7 @@ func sockErr(err error) error {
 }
 
 func (so *Socket) blockIf(ctx context.Context, flags int, mask waiter.EventMask, dl *deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
-	if flags&syscall.MSG_DONTWAIT != 0 {
+	if flags&MSG_DONTWAIT != 0 {
 		return errOrNil(conv(op()))
 	}
 	return so.block(ctx, mask, dl, op, conv)

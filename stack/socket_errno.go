@@ -35,7 +35,7 @@ func Errno(err tcpip.Error) syscall.Errno {
 	case *tcpip.ErrHostDown:
 		return syscall.EHOSTDOWN
 	case *tcpip.ErrNoNet:
-		return syscall.ENONET
+		return errNoNet
 	case *tcpip.ErrAlreadyConnecting:
 		return syscall.EALREADY
 	case *tcpip.ErrAlreadyConnected:

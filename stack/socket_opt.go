@@ -16,53 +16,53 @@ import (
 // IPV6_UNICAST_HOPS. Others fail with ENOPROTOOPT. SO_LINGER takes a
 // struct: use SetSockOptLinger.
 func (so *Socket) SetSockOpt(level, opt, value int) error {
-	if level == syscall.IPPROTO_TCP && so.proto != syscall.IPPROTO_TCP {
+	if level == IPPROTO_TCP && so.proto != IPPROTO_TCP {
 		return syscall.ENOPROTOOPT
 	}
 	o := so.ep.SocketOptions()
 	on := value != 0
 	switch level<<16 | opt {
-	case syscall.SOL_SOCKET<<16 | syscall.SO_REUSEADDR:
+	case SOL_SOCKET<<16 | SO_REUSEADDR:
 		o.SetReuseAddress(on)
-	case syscall.SOL_SOCKET<<16 | soReusePort:
+	case SOL_SOCKET<<16 | SO_REUSEPORT:
 		o.SetReusePort(on)
-	case syscall.SOL_SOCKET<<16 | syscall.SO_KEEPALIVE:
+	case SOL_SOCKET<<16 | SO_KEEPALIVE:
 		o.SetKeepAlive(on)
-	case syscall.SOL_SOCKET<<16 | syscall.SO_BROADCAST:
+	case SOL_SOCKET<<16 | SO_BROADCAST:
 		o.SetBroadcast(on)
-	case syscall.SOL_SOCKET<<16 | syscall.SO_RCVBUF:
+	case SOL_SOCKET<<16 | SO_RCVBUF:
 		lo, hi := o.ReceiveBufferLimits()
 		o.SetReceiveBufferSize(clampBufSize(value, lo, hi), true)
-	case syscall.SOL_SOCKET<<16 | syscall.SO_SNDBUF:
+	case SOL_SOCKET<<16 | SO_SNDBUF:
 		lo, hi := o.SendBufferLimits()
 		o.SetSendBufferSize(clampBufSize(value, lo, hi), true)
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_NODELAY:
+	case IPPROTO_TCP<<16 | TCP_NODELAY:
 		o.SetDelayOption(!on)
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPIDLE:
+	case IPPROTO_TCP<<16 | TCP_KEEPIDLE:
 		return so.setDuration(value, time.Second, func(d time.Duration) tcpip.SettableSocketOption {
 			v := tcpip.KeepaliveIdleOption(d)
 			return &v
 		})
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPINTVL:
+	case IPPROTO_TCP<<16 | TCP_KEEPINTVL:
 		return so.setDuration(value, time.Second, func(d time.Duration) tcpip.SettableSocketOption {
 			v := tcpip.KeepaliveIntervalOption(d)
 			return &v
 		})
-	case syscall.IPPROTO_TCP<<16 | tcpUserTimeout:
+	case IPPROTO_TCP<<16 | TCP_USER_TIMEOUT:
 		return so.setDuration(value, time.Millisecond, func(d time.Duration) tcpip.SettableSocketOption {
 			v := tcpip.TCPUserTimeoutOption(d)
 			return &v
 		})
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPCNT:
+	case IPPROTO_TCP<<16 | TCP_KEEPCNT:
 		return so.setInt(tcpip.KeepaliveCountOption, value)
-	case syscall.IPPROTO_IP<<16 | syscall.IP_TTL:
+	case IPPROTO_IP<<16 | IP_TTL:
 		return so.setInt(tcpip.IPv4TTLOption, value)
-	case syscall.IPPROTO_IP<<16 | syscall.IP_TOS:
+	case IPPROTO_IP<<16 | IP_TOS:
 		return so.setInt(tcpip.IPv4TOSOption, value)
-	case syscall.IPPROTO_IPV6<<16 | syscall.IPV6_UNICAST_HOPS:
+	case IPPROTO_IPV6<<16 | IPV6_UNICAST_HOPS:
 		return so.setInt(tcpip.IPv6HopLimitOption, value)
-	case syscall.IPPROTO_IPV6<<16 | syscall.IPV6_V6ONLY:
-		if so.family != syscall.AF_INET6 {
+	case IPPROTO_IPV6<<16 | IPV6_V6ONLY:
+		if so.family != AF_INET6 {
 			return syscall.ENOPROTOOPT
 		}
 		o.SetV6Only(on)
@@ -76,50 +76,50 @@ func (so *Socket) SetSockOpt(level, opt, value int) error {
 // options SetSockOpt takes, plus SO_ERROR (which reads and clears the
 // pending error, as an errno number), SO_TYPE and SO_ACCEPTCONN.
 func (so *Socket) GetSockOpt(level, opt int) (int, error) {
-	if level == syscall.IPPROTO_TCP && so.proto != syscall.IPPROTO_TCP {
+	if level == IPPROTO_TCP && so.proto != IPPROTO_TCP {
 		return 0, syscall.ENOPROTOOPT
 	}
 	o := so.ep.SocketOptions()
 	switch level<<16 | opt {
-	case syscall.SOL_SOCKET<<16 | syscall.SO_REUSEADDR:
+	case SOL_SOCKET<<16 | SO_REUSEADDR:
 		return boolInt(o.GetReuseAddress()), nil
-	case syscall.SOL_SOCKET<<16 | soReusePort:
+	case SOL_SOCKET<<16 | SO_REUSEPORT:
 		return boolInt(o.GetReusePort()), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_KEEPALIVE:
+	case SOL_SOCKET<<16 | SO_KEEPALIVE:
 		return boolInt(o.GetKeepAlive()), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_BROADCAST:
+	case SOL_SOCKET<<16 | SO_BROADCAST:
 		return boolInt(o.GetBroadcast()), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_RCVBUF:
+	case SOL_SOCKET<<16 | SO_RCVBUF:
 		return int(o.GetReceiveBufferSize()), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_SNDBUF:
+	case SOL_SOCKET<<16 | SO_SNDBUF:
 		return int(o.GetSendBufferSize()), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_ERROR:
+	case SOL_SOCKET<<16 | SO_ERROR:
 		return int(Errno(so.ep.LastError())), nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_TYPE:
+	case SOL_SOCKET<<16 | SO_TYPE:
 		return so.typ, nil
-	case syscall.SOL_SOCKET<<16 | syscall.SO_ACCEPTCONN:
+	case SOL_SOCKET<<16 | SO_ACCEPTCONN:
 		return boolInt(o.GetAcceptConn()), nil
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_NODELAY:
+	case IPPROTO_TCP<<16 | TCP_NODELAY:
 		return boolInt(!o.GetDelayOption()), nil
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPIDLE:
+	case IPPROTO_TCP<<16 | TCP_KEEPIDLE:
 		var v tcpip.KeepaliveIdleOption
 		return so.getDuration(&v, (*time.Duration)(&v), time.Second)
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPINTVL:
+	case IPPROTO_TCP<<16 | TCP_KEEPINTVL:
 		var v tcpip.KeepaliveIntervalOption
 		return so.getDuration(&v, (*time.Duration)(&v), time.Second)
-	case syscall.IPPROTO_TCP<<16 | tcpUserTimeout:
+	case IPPROTO_TCP<<16 | TCP_USER_TIMEOUT:
 		var v tcpip.TCPUserTimeoutOption
 		return so.getDuration(&v, (*time.Duration)(&v), time.Millisecond)
-	case syscall.IPPROTO_TCP<<16 | syscall.TCP_KEEPCNT:
+	case IPPROTO_TCP<<16 | TCP_KEEPCNT:
 		return so.getInt(tcpip.KeepaliveCountOption)
-	case syscall.IPPROTO_IP<<16 | syscall.IP_TTL:
+	case IPPROTO_IP<<16 | IP_TTL:
 		return so.getInt(tcpip.IPv4TTLOption)
-	case syscall.IPPROTO_IP<<16 | syscall.IP_TOS:
+	case IPPROTO_IP<<16 | IP_TOS:
 		return so.getInt(tcpip.IPv4TOSOption)
-	case syscall.IPPROTO_IPV6<<16 | syscall.IPV6_UNICAST_HOPS:
+	case IPPROTO_IPV6<<16 | IPV6_UNICAST_HOPS:
 		return so.getInt(tcpip.IPv6HopLimitOption)
-	case syscall.IPPROTO_IPV6<<16 | syscall.IPV6_V6ONLY:
-		if so.family != syscall.AF_INET6 {
+	case IPPROTO_IPV6<<16 | IPV6_V6ONLY:
+		if so.family != AF_INET6 {
 			return 0, syscall.ENOPROTOOPT
 		}
 		return boolInt(o.GetV6Only()), nil
@@ -147,13 +147,6 @@ func (so *Socket) GetSockOptLinger() (*syscall.Linger, error) {
 	l := so.ep.SocketOptions().GetLinger()
 	return &syscall.Linger{Onoff: int32(boolInt(l.Enabled)), Linger: int32(l.Timeout / time.Second)}, nil
 }
-
-// Options absent from package syscall on some platforms; the values are
-// Linux's, which is what callers of this API pass.
-const (
-	soReusePort    = 0xf
-	tcpUserTimeout = 0x12
-)
 
 // clampBufSize applies Linux's SO_RCVBUF/SO_SNDBUF rule (as gVisor's
 // sentry does): the value is clamped to the maximum, then doubled to
