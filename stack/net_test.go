@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"syscall"
 	"testing"
@@ -82,3 +83,7 @@ func TestReadDeadline(t *testing.T) {
 	defer cancel()
 	_ = ctx
 }
+
+var netipZero netip.AddrPort
+
+func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
