@@ -263,3 +263,19 @@ func (s *Subscription) offer(p Packet, d *decoded) {
 		s.dropped.Add(1)
 	}
 }
+
+// Offer hands a packet to the subscribers as if it had crossed the
+// endpoint in direction dir; it lets tests and other packet sources (a
+// host-side tap) feed captures.
+func (e *Endpoint) Offer(data []byte, dir Direction) {
+	subs := e.subs.Load()
+	if subs == nil || len(*subs) == 0 {
+		return
+	}
+	p := Packet{Time: time.Now(), Data: data, Len: len(data), Dir: dir}
+	var d decoded
+	d.decode(data)
+	for _, s := range *subs {
+		s.offer(p, &d)
+	}
+}
