@@ -173,7 +173,7 @@ func (b *streamBridge) fromFD() {
 	for {
 		n, err := b.uc.Read(buf)
 		if n > 0 {
-			if _, werr := b.so.Write(buf[:n]); werr != nil {
+			if _, werr := b.so.send(buf[:n], 0, nil); werr != nil {
 				b.abort()
 				return
 			}

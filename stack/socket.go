@@ -306,8 +306,7 @@ func (so *Socket) Read(b []byte) (int, error) {
 // Write writes to a connected socket. A blocking stream socket writes all
 // of b unless an error occurs.
 func (so *Socket) Write(b []byte) (int, error) {
-	n, err := so.send(b, 0, nil)
-	return n, sockErr(err)
+	return so.bsdSend(b, 0, nil)
 }
 
 // Recv receives like recv(2): flags may include MSG_PEEK,
@@ -327,8 +326,7 @@ func (so *Socket) RecvFrom(b []byte, flags int) (int, netip.AddrPort, error) {
 // Send sends like send(2); flags may include MSG_DONTWAIT
 // (MSG_NOSIGNAL is accepted: there are no signals to suppress).
 func (so *Socket) Send(b []byte, flags int) (int, error) {
-	n, err := so.send(b, flags, nil)
-	return n, sockErr(err)
+	return so.bsdSend(b, flags, nil)
 }
 
 // SendTo sends a datagram to addr, like sendto(2).
@@ -337,8 +335,7 @@ func (so *Socket) SendTo(b []byte, flags int, addr netip.AddrPort) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	n, err := so.send(b, flags, &fa)
-	return n, sockErr(err)
+	return so.bsdSend(b, flags, &fa)
 }
 
 const (
@@ -398,16 +395,21 @@ func (so *Socket) send(b []byte, flags int, to *tcpip.FullAddress) (int, error) 
 			return terr
 		}, errnoData)
 		total += int(n)
-		if err != nil {
-			if total > 0 && so.typ == SOCK_STREAM {
-				return total, nil
-			}
+		if err != nil || so.typ != SOCK_STREAM || r.Len() == 0 {
 			return total, err
 		}
-		if so.typ != SOCK_STREAM || r.Len() == 0 {
-			return total, nil
-		}
 	}
+}
+
+// bsdSend is send with write(2)'s contract: a stream write that made
+// progress reports the count and leaves the error for the next call.
+// (io.Writer, which the net adapters follow, wants the error now.)
+func (so *Socket) bsdSend(b []byte, flags int, to *tcpip.FullAddress) (int, error) {
+	n, err := so.send(b, flags, to)
+	if err != nil && n > 0 && so.typ == SOCK_STREAM {
+		err = nil
+	}
+	return n, sockErr(err)
 }
 
 // Shutdown shuts down part of a full-duplex connection, like shutdown(2):
