@@ -142,10 +142,12 @@ if [ "${1:-}" = __inner ]; then
 			sleep 0.025
 		done
 		spid=$(cat "$pidfile" 2>/dev/null || true)
-		[ -n "$spid" ] && [ -r "/proc/$spid/stat" ] || {
+		if [ "$spid" = - ]; then
+			spid= # veth: no stack process
+		elif [ -z "$spid" ] || [ ! -r "/proc/$spid/stat" ]; then
 			log "[$name] stack PID unknown: no CPU/memory figures"
 			spid=
-		}
+		fi
 	fi
 	tck=$(getconf CLK_TCK)
 	for t in fwd rev fwdP revP; do
