@@ -169,3 +169,15 @@ func (r *recorder) close(in *Instance) error {
 	}
 	return nil
 }
+
+// hidePaths are the directories the sandbox must not see into: the
+// control socket directory, created now so it can be covered.
+func (in *Instance) hidePaths() []string {
+	if in.cfg.ControlDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(in.cfg.ControlDir, 0o700); err != nil {
+		return nil
+	}
+	return []string{in.cfg.ControlDir}
+}

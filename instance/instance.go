@@ -116,8 +116,8 @@ func (in *Instance) sandboxConfig() sandbox.Config {
 	sc := sandbox.Config{
 		Command: c.Command, Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen,
 		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
-		ResolvConf: in.resolvConf(),
-		Stdin:      c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,
+		ResolvConf: in.resolvConf(), HidePaths: in.hidePaths(),
+		Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,
 	}
 	if c.V6.Network.IsValid() {
 		sc.Addr6 = netip.PrefixFrom(c.V6.Sandbox, c.V6.Network.Bits())

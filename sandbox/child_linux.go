@@ -76,6 +76,11 @@ func childSetup(conn *net.UnixConn) (string, []string, error) {
 			reply.Notes = append(reply.Notes, note)
 		}
 	}
+	for _, dir := range cfg.HidePaths {
+		if note := hidePath(dir); note != "" {
+			reply.Notes = append(reply.Notes, note)
+		}
+	}
 	dev, err := configureNetwork(&cfg)
 	if err != nil {
 		return "", nil, err

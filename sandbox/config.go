@@ -22,6 +22,9 @@ type childConfig struct {
 	// ResolvConf is the content for the sandbox's /etc/resolv.conf; empty
 	// leaves the host's in place.
 	ResolvConf string `json:"resolv_conf"`
+	// HidePaths are directories covered with an empty tmpfs in the
+	// sandbox (the control sockets' directory).
+	HidePaths []string `json:"hide_paths,omitempty"`
 }
 
 // childReply is the child's answer.

@@ -38,6 +38,9 @@ type Config struct {
 	Gateway6 netip.Addr
 	// ResolvConf, if not empty, replaces /etc/resolv.conf for the command.
 	ResolvConf string
+	// HidePaths are directories the command must not see into (they are
+	// covered with an empty tmpfs in its mount namespace).
+	HidePaths []string
 	// Stdin, Stdout, Stderr are the command's; nil means the null device.
 	Stdin  *os.File
 	Stdout *os.File
@@ -147,7 +150,7 @@ func (sb *Sandbox) handshake(cfg Config) error {
 		Command: cfg.Command, TunName: cfg.TunName, Offload: cfg.Offload.String(),
 		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
-		ResolvConf: cfg.ResolvConf,
+		ResolvConf: cfg.ResolvConf, HidePaths: cfg.HidePaths,
 	}
 	if cc.TunName == "" {
 		cc.TunName = "tun0"
