@@ -76,7 +76,7 @@ grep -E 'sender|receiver' /tmp/tunstack-perf.iperf.$$ || tail -n 5 /tmp/tunstack
 rm -f /tmp/tunstack-perf.iperf.$$
 echo
 echo "## self time, top $TOP"
-perf report -i "$OUT" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n "$TOP"
+perf report -i "$OUT" --no-children --sort symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n "$TOP" || true
 echo
 echo "## inclusive time (children), top $TOP"
-perf report -i "$OUT" --children --sort symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n "$TOP"
+perf report -i "$OUT" --children --sort symbol --stdio -g none 2>/dev/null | grep -E '^ +[0-9]' | head -n "$TOP" || true
