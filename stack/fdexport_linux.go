@@ -150,7 +150,7 @@ func (b *streamBridge) toFD() {
 		n, err := b.so.Read(buf)
 		if n > 0 {
 			if _, werr := b.uc.Write(buf[:n]); werr != nil {
-				b.abort() // the holder closed its end or shut down reading
+				b.fail("write to fd", werr) // the holder closed its end or shut down reading
 				return
 			}
 		}
@@ -160,7 +160,7 @@ func (b *streamBridge) toFD() {
 			b.finish()
 			return
 		case err != nil:
-			b.abort()
+			b.fail("read from stack", err)
 			return
 		}
 	}
@@ -174,7 +174,7 @@ func (b *streamBridge) fromFD() {
 		n, err := b.uc.Read(buf)
 		if n > 0 {
 			if _, werr := b.so.send(buf[:n], 0, nil); werr != nil {
-				b.abort()
+				b.fail("write to stack", werr)
 				return
 			}
 		}
@@ -185,7 +185,7 @@ func (b *streamBridge) fromFD() {
 			b.finish()
 			return
 		case err != nil:
-			b.abort()
+			b.fail("read from fd", err)
 			return
 		}
 	}
@@ -232,6 +232,18 @@ func (b *streamBridge) finish() {
 	if last {
 		b.abort()
 	}
+}
+
+// fail ends the bridge after an error, logging it at debug level: resets
+// and holders closing early are normal events, not faults.
+func (b *streamBridge) fail(op string, err error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if !closed {
+		b.so.st.log.Debug("stack: fd bridge closed", "op", op, "err", err)
+	}
+	b.abort()
 }
 
 // abort closes both ends; blocked calls on either return and their
