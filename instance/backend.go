@@ -50,6 +50,9 @@ func (b backend) Info() control.Info {
 		info.Gateways = append(info.Gateways, a.gw)
 		info.DNS = append(info.DNS, a.dns)
 	}
+	if in.kind != "" {
+		info.Kind = in.kind
+	}
 	return info
 }
 

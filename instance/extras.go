@@ -20,6 +20,8 @@ type extras struct {
 	control  *control.Server
 	pcap     *recorder
 	deniedNS string
+	// kind is "attach" for an attached namespace ("" means "run").
+	kind string
 }
 
 // startExtras starts the forwards and the control socket once the stack

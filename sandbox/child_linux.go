@@ -60,6 +60,9 @@ func childSetup(conn *net.UnixConn) (string, []string, error) {
 	if err := json.Unmarshal(buf[:n], &cfg); err != nil {
 		return "", nil, fmt.Errorf("decode config: %w", err)
 	}
+	if cfg.Attach {
+		return "", nil, attachSetup(conn, &cfg)
+	}
 	if len(cfg.Command) == 0 {
 		return "", nil, errors.New("no command")
 	}

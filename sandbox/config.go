@@ -25,6 +25,9 @@ type childConfig struct {
 	// HidePaths are directories covered with an empty tmpfs in the
 	// sandbox (the control sockets' directory).
 	HidePaths []string `json:"hide_paths,omitempty"`
+	// Attach configures an existing namespace (the child was started in
+	// it by nsenter) and exits instead of running a command.
+	Attach bool `json:"attach,omitempty"`
 }
 
 // childReply is the child's answer.

@@ -51,6 +51,9 @@ type Config struct {
 type Sandbox struct {
 	cmd  *exec.Cmd
 	ctrl *net.UnixConn
+	// attachPID is the target of an attached namespace (see Attach).
+	attachPID int
+	attached  bool
 	// Device is the TUN device, open in this process.
 	Device *tun.Device
 	// Notes are non-fatal problems the child reported.
@@ -197,8 +200,14 @@ func (sb *Sandbox) handshake(cfg Config) error {
 	return nil
 }
 
-// Pid returns the command's process ID.
-func (sb *Sandbox) Pid() int { return sb.cmd.Process.Pid }
+// Pid returns the command's process ID (for an attached namespace, the
+// target's, or 0).
+func (sb *Sandbox) Pid() int {
+	if sb.attached {
+		return sb.attachPID
+	}
+	return sb.cmd.Process.Pid
+}
 
 // Release lets the command run.
 func (sb *Sandbox) Release() error {

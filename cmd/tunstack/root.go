@@ -44,7 +44,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
-	root.AddCommand(newRunCmd(g), newVersionCmd(), newPsCmd(), newSsCmd(), newIPCmd(), newTcpdumpCmd(), newForwardCmd())
+	root.AddCommand(newRunCmd(g), newAttachCmd(g), newVersionCmd(), newPsCmd(), newSsCmd(), newIPCmd(), newTcpdumpCmd(), newForwardCmd())
 	return root
 }
 

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/sandbox"
@@ -77,6 +78,12 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.SetInterspersed(false)
+	o.addFlags(f)
+	return cmd
+}
+
+// addFlags adds the network flags run and attach share.
+func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.cidr, "cidr", gateway.DefaultCIDR.String(), "IPv4 network of the sandbox (sandbox .100, gateway .2, DNS .3)")
 	f.StringVar(&o.cidr6, "cidr6", gateway.DefaultCIDR6.String(), "IPv6 network of the sandbox (::100, ::2, ::3)")
 	f.BoolVar(&o.noIPv6, "no-ipv6", false, "configure no IPv6 in the sandbox")
@@ -86,7 +93,6 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
 	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
 	addInstanceFlags(f, &o.name, &o.publish, &o.pcap)
-	return cmd
 }
 
 // config turns the flags into an instance configuration.

@@ -1,0 +1,75 @@
+package instance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/tunstack/tunstack/sandbox"
+	"github.com/tunstack/tunstack/stack/dnsrelay"
+)
+
+// AttachTarget names the existing namespace an attached instance serves.
+type AttachTarget struct {
+	// PID is a process in the namespace (0: use NetNS).
+	PID int
+	// NetNS and UserNS are namespace paths, used when PID is 0.
+	NetNS, UserNS string
+}
+
+// Attach serves an existing network namespace: it creates and configures
+// tun0 there and serves it like Start does for a new sandbox. cfg.Command
+// is ignored.
+func Attach(cfg Config, target AttachTarget) (*Instance, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MTU < 1280 || cfg.MTU > 65520 {
+		return nil, fmt.Errorf("instance: MTU %d: must be between 1280 and 65520", cfg.MTU)
+	}
+	in := &Instance{cfg: cfg, log: cfg.Logger, started: time.Now()}
+	in.kind = "attach"
+	in.setDNS()
+	ac := sandbox.AttachConfig{
+		PID: target.PID, NetNS: target.NetNS, UserNS: target.UserNS,
+		Offload: cfg.Offload, MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		Addr4: netip.PrefixFrom(cfg.V4.Sandbox, cfg.V4.Network.Bits()), Gateway4: cfg.V4.Gateway,
+	}
+	if cfg.V6.Network.IsValid() {
+		ac.Addr6 = netip.PrefixFrom(cfg.V6.Sandbox, cfg.V6.Network.Bits())
+		ac.Gateway6 = cfg.V6.Gateway
+	}
+	sb, err := sandbox.Attach(ac)
+	if err != nil {
+		return nil, err
+	}
+	in.Sandbox = sb
+	if target.PID > 0 {
+		in.cfg.Command = []string{fmt.Sprintf("pid %d", target.PID)}
+	} else {
+		in.cfg.Command = []string{target.NetNS}
+	}
+	if err := in.serve(sb.Device); err != nil {
+		return nil, err
+	}
+	return in, nil
+}
+
+// Wait blocks until an attached namespace goes away or ctx is done.
+func (in *Instance) Wait(ctx context.Context) {
+	in.Sandbox.WaitGone(ctx.Done())
+}
+
+// setDNS defaults the DNS relay's upstreams to the host's resolvers.
+func (in *Instance) setDNS() {
+	if len(in.cfg.DNSUpstreams) > 0 {
+		return
+	}
+	ups, err := dnsrelay.HostUpstreams("/etc/resolv.conf")
+	if err != nil {
+		in.log.Warn("DNS: cannot read the host's resolvers; queries get SERVFAIL", "err", err)
+	}
+	in.cfg.DNSUpstreams = ups
+}

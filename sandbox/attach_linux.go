@@ -1,0 +1,227 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunstack/tunstack/tun"
+)
+
+// AttachConfig describes an existing network namespace to serve.
+type AttachConfig struct {
+	// PID is a process in the namespace; its user namespace is joined
+	// when it differs from ours. Zero uses NetNS.
+	PID int
+	// NetNS is the namespace's path (/run/netns/NAME, /proc/PID/ns/net)
+	// when PID is zero.
+	NetNS string
+	// UserNS, if set, is the user namespace to join with NetNS.
+	UserNS string
+	// TunName, Offload, MTU, TxQueueLen, Addr4/Gateway4, Addr6/Gateway6
+	// configure the device as for Start.
+	TunName    string
+	Offload    tun.OffloadMode
+	MTU        int
+	TxQueueLen int
+	Addr4      netip.Prefix
+	Gateway4   netip.Addr
+	Addr6      netip.Prefix
+	Gateway6   netip.Addr
+}
+
+// Attach creates and configures a TUN device in an existing namespace and
+// returns it. Go cannot join a user namespace from a multithreaded process,
+// so the namespace is entered by nsenter(1), which then executes this
+// binary's child side there; the child passes the device back (SCM_RIGHTS)
+// and exits.
+func Attach(cfg AttachConfig) (*Sandbox, error) {
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: attach needs nsenter (util-linux): %w", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: find own executable: %w", err)
+	}
+	args, err := nsenterArgs(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: socketpair: %w", err)
+	}
+	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
+	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
+	defer childEnd.Close()
+	fc, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: control socket: %w", err)
+	}
+	ctrl := fc.(*net.UnixConn)
+	cmd := exec.Command(nsenter, append(args, "--", self, childArg)...)
+	cmd.Stderr = os.Stderr
+	cmd.ExtraFiles = []*os.File{childEnd}
+	if err := cmd.Start(); err != nil {
+		ctrl.Close()
+		return nil, fmt.Errorf("sandbox: start nsenter: %w", err)
+	}
+	sb := &Sandbox{cmd: cmd, ctrl: ctrl, attachPID: cfg.PID, attached: true}
+	err = sb.handshakeAttach(cfg)
+	ctrl.Close()
+	werr := cmd.Wait()
+	if err != nil {
+		if werr != nil {
+			err = fmt.Errorf("%w (nsenter: %v)", err, werr)
+		}
+		return nil, err
+	}
+	return sb, nil
+}
+
+// nsenterArgs names the namespaces to join.
+func nsenterArgs(cfg AttachConfig) ([]string, error) {
+	if cfg.PID > 0 {
+		netns := fmt.Sprintf("/proc/%d/ns/net", cfg.PID)
+		if _, err := os.Stat(netns); err != nil {
+			return nil, fmt.Errorf("sandbox: attach to pid %d: %w", cfg.PID, err)
+		}
+		args := []string{"--net=" + netns}
+		theirs, err1 := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", cfg.PID))
+		ours, err2 := os.Readlink("/proc/self/ns/user")
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("sandbox: attach to pid %d: read user namespaces: %v", cfg.PID, errors.Join(err1, err2))
+		}
+		if theirs != ours {
+			args = append(args, fmt.Sprintf("--user=/proc/%d/ns/user", cfg.PID))
+		}
+		return args, nil
+	}
+	if cfg.NetNS == "" {
+		return nil, errors.New("sandbox: attach needs a PID or a namespace path")
+	}
+	if _, err := os.Stat(cfg.NetNS); err != nil {
+		return nil, fmt.Errorf("sandbox: attach to %s: %w", cfg.NetNS, err)
+	}
+	args := []string{"--net=" + cfg.NetNS}
+	if cfg.UserNS != "" {
+		args = append(args, "--user="+cfg.UserNS)
+	}
+	return args, nil
+}
+
+func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {
+	cc := childConfig{
+		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
+	}
+	if cc.TunName == "" {
+		cc.TunName = "tun0"
+	}
+	if cc.TxQueueLen == 0 {
+		cc.TxQueueLen = 10000
+	}
+	return sb.exchange(cc)
+}
+
+// exchange sends the child its configuration and receives the device.
+func (sb *Sandbox) exchange(cc childConfig) error {
+	b, err := json.Marshal(cc)
+	if err != nil {
+		return err
+	}
+	if _, err := sb.ctrl.Write(b); err != nil {
+		return fmt.Errorf("sandbox: send config: %w", err)
+	}
+	buf := make([]byte, 64<<10)
+	n, f, err := tun.ReceiveFile(sb.ctrl, buf, "/dev/net/tun")
+	if err != nil || n == 0 {
+		if err == nil {
+			err = errors.New("child exited during setup")
+		}
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	var reply childReply
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.Error != "" {
+		if f != nil {
+			f.Close()
+		}
+		if err == nil {
+			err = errors.New(reply.Error)
+		}
+		return fmt.Errorf("sandbox: %w", err)
+	}
+	if f == nil {
+		return errors.New("sandbox: child sent no TUN device")
+	}
+	sb.Device = &tun.Device{File: f, Name: reply.TunName, Offload: reply.Offload}
+	sb.Notes = reply.Notes
+	return nil
+}
+
+// attachSetup is the child side of Attach: it runs inside the namespace,
+// configures the device, passes it back and exits.
+func attachSetup(conn *net.UnixConn, cfg *childConfig) error {
+	dev, err := configureNetwork(cfg)
+	if err != nil {
+		return err
+	}
+	msg, _ := json.Marshal(childReply{TunName: dev.Name, Offload: dev.Offload})
+	err = tun.SendFile(conn, dev.File, msg)
+	dev.Close()
+	if err != nil {
+		return err
+	}
+	os.Exit(0)
+	return nil
+}
+
+// AttachedPID is the target process of an attached sandbox (0 for one
+// attached by namespace path).
+func (sb *Sandbox) AttachedPID() int { return sb.attachPID }
+
+// WaitGone blocks until the attached namespace is gone (its target process
+// exited, or the TUN device was removed with the namespace) or stop is
+// closed.
+func (sb *Sandbox) WaitGone(stop <-chan struct{}) {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+		if sb.attachPID > 0 && unix.Kill(sb.attachPID, 0) == unix.ESRCH {
+			return
+		}
+		if !deviceAlive(sb.Device) {
+			return
+		}
+	}
+}
+
+// deviceAlive asks the TUN device its name: once the namespace (and with
+// it the interface) is gone, the descriptor answers EBADFD.
+func deviceAlive(d *tun.Device) bool {
+	raw, err := d.File.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := true
+	raw.Control(func(fd uintptr) {
+		var req [unix.IFNAMSIZ + 64]byte
+		_, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, uintptr(unix.TUNGETIFF), uintptrOf(&req[0]))
+		alive = errno != unix.EBADFD && errno != unix.EBADF
+	})
+	return alive
+}
