@@ -15,7 +15,8 @@ import (
 
 // Impairment describes what one direction of a link does to packets, in
 // the manner of Linux's netem and tbf. The zero value is a perfect link
-// that delivers every packet at once, in order.
+// that delivers every packet at once, in order (dropping only if the
+// receiving stack falls more than 16384 packets behind).
 type Impairment struct {
 	// Loss is the probability, from 0 to 1, that a packet is dropped.
 	Loss float64
@@ -54,10 +55,9 @@ type Stats struct {
 // NIC or a switch. It takes ownership of buf.
 type deliverFunc func(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer)
 
-// direction carries packets one way, applying an Impairment. Packets that
-// need no delay go straight through on the sender's goroutine (as gVisor's
-// link/pipe does); the rest wait in a time-ordered queue served by one
-// goroutine.
+// direction carries packets one way, applying an Impairment. One goroutine
+// per direction delivers them: unimpaired packets in arrival order, the
+// rest from a queue ordered by delivery time.
 type direction struct {
 	out deliverFunc
 
@@ -66,7 +66,8 @@ type direction struct {
 	down     bool // partitioned
 	closed   bool
 	rng      *rand.Rand
-	q        pktHeap
+	q        pktHeap  // impaired packets, by delivery time
+	fifo     []queued // unimpaired packets, in order
 	seq      uint64
 	nextFree time.Time // when the bandwidth limiter is next idle
 
@@ -108,8 +109,8 @@ func (d *direction) setDown(down bool) {
 	d.down = down
 	var lost []queued
 	if down {
-		lost = d.q
-		d.q = nil
+		lost = append(d.q, d.fifo...)
+		d.q, d.fifo = nil, nil
 	}
 	d.mu.Unlock()
 	for _, p := range lost {
@@ -138,12 +139,11 @@ func (d *direction) send(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer) {
 		copies = 2
 		d.duplicated.Add(1)
 	}
-	if im.isZero() && len(d.q) == 0 {
-		d.mu.Unlock()
-		d.deliverCopies(proto, buf, copies)
-		return
+	if im.isZero() {
+		d.pushFIFOLocked(proto, buf, copies)
+	} else {
+		d.enqueueLocked(im, proto, buf, copies)
 	}
-	d.enqueueLocked(im, proto, buf, copies)
 	d.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
@@ -151,13 +151,25 @@ func (d *direction) send(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer) {
 	}
 }
 
-func (d *direction) deliverCopies(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer, copies int) {
-	if copies == 2 {
-		d.delivered.Add(1)
-		d.out(proto, buf.Clone())
+// fifoLen bounds the queue of an unimpaired direction. It only fills
+// when the receiving stack falls far behind; TCP windows keep a single
+// connection well below it.
+const fifoLen = 16384
+
+// pushFIFOLocked queues a packet for immediate delivery. Delivering on the
+// direction's goroutine rather than the sender's lets sender and receiver
+// run in parallel and keeps replies sent during delivery (ICMP, RST) from
+// recursing into the sending stack.
+func (d *direction) pushFIFOLocked(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer, copies int) {
+	if len(d.fifo)+copies > fifoLen {
+		buf.Release()
+		d.dropped.Add(1)
+		return
 	}
-	d.delivered.Add(1)
-	d.out(proto, buf)
+	if copies == 2 {
+		d.fifo = append(d.fifo, queued{proto: proto, buf: buf.Clone()})
+	}
+	d.fifo = append(d.fifo, queued{proto: proto, buf: buf})
 }
 
 func (d *direction) enqueueLocked(im Impairment, proto tcpip.NetworkProtocolNumber, buf buffer.Buffer, copies int) {
@@ -212,14 +224,19 @@ func (d *direction) run() {
 	var batch []queued
 	for {
 		d.mu.Lock()
-		now := time.Now()
-		for len(d.q) > 0 && !d.q[0].at.After(now) {
-			batch = append(batch, heap.Pop(&d.q).(queued))
-		}
 		var wait time.Duration = -1
 		if len(d.q) > 0 {
-			wait = d.q[0].at.Sub(now)
+			now := time.Now()
+			for len(d.q) > 0 && !d.q[0].at.After(now) {
+				batch = append(batch, heap.Pop(&d.q).(queued))
+			}
+			if len(d.q) > 0 {
+				wait = d.q[0].at.Sub(now)
+			}
 		}
+		batch = append(batch, d.fifo...)
+		clear(d.fifo)
+		d.fifo = d.fifo[:0]
 		d.mu.Unlock()
 		for i, p := range batch {
 			d.delivered.Add(1)
