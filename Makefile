@@ -19,14 +19,19 @@ lint:
 # TUNSTACK_REQUIRE_TUN=1 turns those skips into failures (CI sets it).
 test: lint unit fuzz
 
+# Library packages also run under the race detector; the end-to-end tests
+# drive the built binary and run once.
 unit:
-	$(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $$($(GO) list ./... | grep -v /test$$)
+	$(GO) test -count=1 -timeout 15m ./test/
 
 e2e:
 	$(GO) test -count=1 -v ./test/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInboundFrame$$' -fuzztime $(FUZZTIME) ./tun
+	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./netfilter
+	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) ./netfilter
 
 # Side-by-side throughput and latency against slirp4netns, pasta and the
 # kernel's veth (root; see bench/README.md).
