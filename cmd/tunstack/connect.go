@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tunstack/tunstack/control"
+)
+
+func newConnectCmd() *cobra.Command {
+	var name string
+	var udp bool
+	cmd := &cobra.Command{
+		Use:   "connect [--name N] [--udp] [HOST]:PORT -- COMMAND [ARG...]",
+		Short: "Run a command with a connection into a running instance's network as its stdin/stdout",
+		Long: `connect asks a running instance for a connection made by its stack, from
+the gateway address (10.0.2.2), to HOST:PORT (default host: the sandbox,
+10.0.2.100), and runs COMMAND with the connection as its standard input and
+output, like socat's EXEC. Standard error stays the terminal's.
+
+With --udp the socket is a UDP socket connected to HOST:PORT: each write by
+COMMAND sends one datagram and each read returns one (the descriptor is a
+SOCK_SEQPACKET unix socket).
+
+The exit status is COMMAND's (128+N when killed by signal N; 127 when it
+was not found); 125 when the connection could not be made.`,
+		Example: `  # Ask a web server running in the sandbox for its front page
+  tunstack connect --name web 10.0.2.100:8000 -- sh -c 'printf "GET / HTTP/1.0\r\n\r\n"; cat'`,
+		Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if d := cmd.ArgsLenAtDash(); d != 1 {
+				return errors.New("usage: tunstack connect [--name N] [--udp] [HOST]:PORT -- COMMAND [ARG...]")
+			}
+			c, err := connect(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			req := control.FDRequest{Op: control.FDConnect, Addr: args[0]}
+			if udp {
+				req.Op = control.FDUDP
+			}
+			f, _, err := c.FD(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			code, err := runWithConn(args[1:], f, nil)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&name, "name", "", "instance name (default: the only running instance)")
+	cmd.Flags().BoolVar(&udp, "udp", false, "a connected UDP socket instead of a TCP connection")
+	return cmd
+}
+
+// startWithConn starts argv with f as its standard input and output.
+func startWithConn(argv []string, f *os.File, env []string) (*exec.Cmd, error) {
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Stdin, c.Stdout, c.Stderr = f, f, os.Stderr
+	if env != nil {
+		c.Env = append(os.Environ(), env...)
+	}
+	if err := c.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return nil, exitError{127}
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// runWithConn runs argv with f as its standard input and output and
+// returns its exit status.
+func runWithConn(argv []string, f *os.File, env []string) (int, error) {
+	c, err := startWithConn(argv, f, env)
+	if err != nil {
+		var ee exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(os.Stderr, "tunstack: %s: not found\n", argv[0])
+			return ee.code, nil
+		}
+		return 0, err
+	}
+	return waitStatus(c), nil
+}
+
+// waitStatus waits for c and returns its exit status, 128+N when killed by
+// signal N.
+func waitStatus(c *exec.Cmd) int {
+	err := c.Wait()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
+			return 128 + int(st.Signal())
+		}
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return 125
+	}
+	return 0
+}
