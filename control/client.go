@@ -105,10 +105,19 @@ func responseError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e Error
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return fmt.Errorf("%s", e.Error)
+		return &APIError{Status: resp.StatusCode, Message: e.Error}
 	}
-	return fmt.Errorf("control: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	return &APIError{Status: resp.StatusCode, Message: fmt.Sprintf("control: %s: %s", resp.Status, strings.TrimSpace(string(b)))}
 }
+
+// APIError is an error answer from the instance (the request reached
+// it): Status is the HTTP status, Message the error text.
+type APIError struct {
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
 
 // Info describes the instance.
 func (c *Client) Info(ctx context.Context) (Info, error) {

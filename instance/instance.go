@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/capture"
@@ -52,6 +53,9 @@ type Config struct {
 	// ControlDir is where the control socket NAME.sock is served; empty
 	// serves none.
 	ControlDir string
+	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
+	// firewall, in one atomic commit, before the command starts.
+	Rules map[netfilter.Family]string
 }
 
 // Instance is a running sandbox and its stack.
@@ -74,6 +78,8 @@ type Instance struct {
 	Capture *capture.Endpoint
 	// Forwards are the port forwards.
 	Forwards *forward.Manager
+	// Firewall is the stack's iptables (gateway mode).
+	Firewall *netfilter.Firewall
 
 	extras
 }
@@ -163,6 +169,10 @@ func (in *Instance) serve(dev *tun.Device) error {
 		return err
 	}
 	in.Stack, in.NIC, in.Endpoint, in.Gateway, in.Capture = st, nic, ep, gw, tap
+	if err := in.startFirewall(); err != nil {
+		in.Close()
+		return err
+	}
 	if err := in.startExtras(); err != nil {
 		in.Close()
 		return err

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunstack/tunstack/instance"
+	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
@@ -47,6 +48,7 @@ type runOptions struct {
 	name                string
 	publish             []string
 	pcap                string
+	rules, rules6       string
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -58,7 +60,8 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 		Example: `  tunstack run -- curl http://10.0.2.2:8080/
   tunstack run --disable-host-loopback -- ping -c1 198.18.0.1
   tunstack run --mtu 1500 --dns-upstream 127.0.0.1:5353 -- bash
-  tunstack run --cidr 10.9.0.0/24 -- ip addr`,
+  tunstack run --cidr 10.9.0.0/24 -- ip addr
+  tunstack run --rules firewall.v4 -- curl http://10.0.2.2:8080/`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -93,6 +96,33 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
 	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
 	addInstanceFlags(f, &o.name, &o.publish, &o.pcap)
+	f.StringVar(&o.rules, "rules", "", "load an iptables-save FILE (IPv4) into the firewall before the command starts")
+	f.StringVar(&o.rules6, "rules6", "", "load an ip6tables-save FILE (IPv6) into the firewall before the command starts")
+}
+
+// loadRules reads and validates --rules and --rules6: a bad file fails
+// here, naming its line, before anything starts.
+func (o *runOptions) loadRules(c *instance.Config) error {
+	for _, r := range []struct {
+		flag, path string
+		fam        netfilter.Family
+	}{{"--rules", o.rules, netfilter.IPv4}, {"--rules6", o.rules6, netfilter.IPv6}} {
+		if r.path == "" {
+			continue
+		}
+		data, err := os.ReadFile(r.path)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.flag, err)
+		}
+		if err := netfilter.Validate(r.fam, string(data)); err != nil {
+			return fmt.Errorf("%s %s: %w", r.flag, r.path, err)
+		}
+		if c.Rules == nil {
+			c.Rules = map[netfilter.Family]string{}
+		}
+		c.Rules[r.fam] = string(data)
+	}
+	return nil
 }
 
 // config turns the flags into an instance configuration.
@@ -118,6 +148,9 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		}
 	}
 	if err := o.extrasConfig(&c); err != nil {
+		return c, err
+	}
+	if err := o.loadRules(&c); err != nil {
 		return c, err
 	}
 	for _, s := range o.dnsUpstreams {
