@@ -144,7 +144,8 @@ func (fw *Firewall) Exec(f Family, args []string) (string, error) {
 	}
 	if changed {
 		if err := fw.commitLocked(rs); err != nil {
-			return "", fmt.Errorf("%s: %w", cmd.fam, err)
+			// Validation errors already name the family and table.
+			return "", err
 		}
 	}
 	return out, nil
