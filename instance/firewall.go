@@ -3,8 +3,12 @@ package instance
 import (
 	"fmt"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+
 	"github.com/tunstack/tunstack/control"
 	"github.com/tunstack/tunstack/netfilter"
+	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/gateway"
 )
 
 // HostInterface is the interface name the firewall gives the host side
@@ -21,6 +25,7 @@ var _ control.FirewallBackend = backend{}
 func (in *Instance) startFirewall() error {
 	fw, err := netfilter.New(in.Stack.GVisor(), netfilter.Config{
 		Gateway: true, HostInterface: HostInterface, Logger: in.log.With("component", "netfilter"),
+		IsLocal: in.isOwnAddress,
 	})
 	if err != nil {
 		return fmt.Errorf("netfilter: %w", err)
@@ -33,6 +38,20 @@ func (in *Instance) startFirewall() error {
 		return fmt.Errorf("--rules: %w", err)
 	}
 	return nil
+}
+
+// isOwnAddress reports whether a is one of the gateway's own addresses
+// (gateway and DNS of each family). The NIC is promiscuous, so gVisor
+// counts every address a relayed connection is bound to as local; asking
+// it would send a flow's packets after the SYN to INPUT instead of FORWARD.
+func (in *Instance) isOwnAddress(a tcpip.Address) bool {
+	ip := stack.FromAddr(a)
+	for _, n := range []gateway.Addresses{in.cfg.V4, in.cfg.V6} {
+		if n.Network.IsValid() && (ip == n.Gateway || ip == n.DNS) {
+			return true
+		}
+	}
+	return false
 }
 
 func (b backend) firewall() (*netfilter.Firewall, error) {
