@@ -9,8 +9,12 @@
 # the middle of the transfer, then prints the top functions by self time and
 # by inclusive time (call chains from Go's frame pointers).
 #
+# WORKLOAD=rr or crr profiles bench/tcprr instead (1-byte request/response
+# on one connection, or connect+request+close in a loop) for DURATION s.
+#
 # Usage (root):  BIN=$PWD/bin/tunstack bash bench/profile.sh
-# Env: MTU=65520 DIR=fwd|rev DURATION=12 PARALLEL=1 FREQ=999 TOP=30
+# Env: MTU=65520 WORKLOAD=iperf|rr|crr DIR=fwd|rev DURATION=12 PARALLEL=1
+#      FREQ=999 TOP=30
 #      TUNSTACK_ARGS="" (extra run flags)  OUT=/tmp/tunstack-perf.DIR.MTU.data
 # Needs: perf (apt-get install linux-perf), iperf3, iproute2 (ifb).
 set -euo pipefail
@@ -22,10 +26,12 @@ MTU=${MTU:-65520}
 DIR=${DIR:-fwd}
 DURATION=${DURATION:-12}
 PARALLEL=${PARALLEL:-1}
+WORKLOAD=${WORKLOAD:-iperf}
 FREQ=${FREQ:-999}
 TOP=${TOP:-30}
 PORT=${PORT:-15401}
 TUNSTACK_ARGS=${TUNSTACK_ARGS:-}
+[ "$WORKLOAD" = iperf ] || DIR=$WORKLOAD
 OUT=${OUT:-/tmp/tunstack-perf.$DIR.$MTU.data}
 
 [ "$(id -u)" = 0 ] || { echo "run as root" >&2; exit 1; }
@@ -38,10 +44,14 @@ NS=tsbprof-$$
 srv= ts=
 cleanup() {
 	trap - EXIT INT TERM
+	set +e # a failing wait must not skip the namespace deletion
 	[ -n "$ts" ] && kill -TERM "$ts" 2>/dev/null
 	[ -n "$srv" ] && kill -TERM "$srv" 2>/dev/null
-	wait 2>/dev/null
+	[ -n "$ts" ] && wait "$ts" 2>/dev/null
+	[ -n "$srv" ] && wait "$srv" 2>/dev/null
 	ip netns del "$NS" 2>/dev/null || true
+	[ -n "${TMPB:-}" ] && rm -rf "$TMPB"
+	return 0
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -53,26 +63,37 @@ ip netns exec "$NS" sh -ec "
 	ip addr add 198.18.0.1/24 dev tsbup0
 	ip link set tsbup0 up
 	ip route add default via 198.18.0.254 dev tsbup0"
-ip netns exec "$NS" timeout -k 3 $((DURATION + 60)) iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
-srv=$!
-sleep 0.5
 flags=(-P "$PARALLEL")
 [ "$DIR" = rev ] && flags+=(-R)
-# `ip netns exec` execs its command, so $! is the tunstack process itself.
+client=(iperf3 -c 10.0.2.2 -p "$PORT" -t "$DURATION" "${flags[@]}" -f g)
+if [ "$WORKLOAD" = iperf ]; then
+	ip netns exec "$NS" timeout -k 3 $((DURATION + 60)) iperf3 -s -1 -B 127.0.0.1 -p "$PORT" >/dev/null 2>&1 &
+else
+	TMPB=$(mktemp -d /tmp/tsbprof.XXXXXX)
+	(cd "$REPO/bench/tcprr" && GOTOOLCHAIN=local CGO_ENABLED=0 go build -o "$TMPB/tcprr" .)
+	ip netns exec "$NS" timeout -k 3 $((DURATION + 60)) "$TMPB/tcprr" -s "127.0.0.1:$PORT" -lifetime $((DURATION + 50))s >/dev/null 2>&1 &
+	if [ "$WORKLOAD" = rr ]; then
+		client=("$TMPB/tcprr" -c "10.0.2.2:$PORT" -n $((DURATION * 20000)) -crr 0 -timeout "${DURATION}s")
+	else
+		client=("$TMPB/tcprr" -c "10.0.2.2:$PORT" -n 0 -crr $((DURATION * 3000)) -timeout "${DURATION}s")
+	fi
+fi
+srv=$!
+sleep 0.5
+# `ip netns exec` execs timeout, whose child is the tunstack process.
 # shellcheck disable=SC2086
 ip netns exec "$NS" timeout -k 3 $((DURATION + 30)) "$BIN" run --mtu "$MTU" $TUNSTACK_ARGS -- \
-	iperf3 -c 10.0.2.2 -p "$PORT" -t "$DURATION" "${flags[@]}" -f g >/tmp/tunstack-perf.iperf.$$ 2>&1 &
+	"${client[@]}" >/tmp/tunstack-perf.iperf.$$ 2>&1 &
 ts=$!
 sleep 0.2
-# timeout forks: the tunstack process is timeout's child.
 tpid=$(pgrep -P "$ts" | head -n 1 || true)
 [ -n "$tpid" ] || { echo "tunstack process not found" >&2; exit 1; }
 sleep 2
 perf record -e cpu-clock -F "$FREQ" -g -p "$tpid" -o "$OUT" -- sleep $((DURATION - 4)) 2>&1 | grep -v '^\[ perf record: Woken' >&2
 wait "$ts" || true
 ts=
-echo "# tunstack run --mtu $MTU $TUNSTACK_ARGS, iperf3 $DIR -P $PARALLEL, ${DURATION}s; perf data: $OUT"
-grep -E 'sender|receiver' /tmp/tunstack-perf.iperf.$$ || tail -n 5 /tmp/tunstack-perf.iperf.$$
+echo "# tunstack run --mtu $MTU $TUNSTACK_ARGS, $WORKLOAD $DIR -P $PARALLEL, ${DURATION}s; perf data: $OUT"
+grep -E 'sender|receiver' /tmp/tunstack-perf.iperf.$$ || tail -n 6 /tmp/tunstack-perf.iperf.$$
 rm -f /tmp/tunstack-perf.iperf.$$
 echo
 echo "## self time, top $TOP"

@@ -230,6 +230,16 @@ if [ "${1:-}" = __stack ]; then
 	unshare --user --map-root-user --net -- "$SELF" __wait "$flagf" "$@" &
 	t=$!
 	track "$t"
+	# Until unshare has made the namespaces and exec'd, /proc/$t/ns/net is
+	# still this namespace: a stack started then would serve the host
+	# namespace itself. Wait (bounded) for the exec.
+	me=$(readlink /proc/self/ns/net)
+	for _ in $(seq 500); do
+		ns=$(readlink "/proc/$t/ns/net" 2>/dev/null) || break
+		a0=$(head -z -n 1 "/proc/$t/cmdline" 2>/dev/null | tr -d '\0')
+		[ "$ns" != "$me" ] && [ "${a0##*/}" != unshare ] && break
+		sleep 0.01
+	done
 	case $stack in
 	veth)
 		vh=tsbv$t
@@ -303,6 +313,7 @@ HNS=tsbench-$$
 HNS_MADE=
 cleanup() {
 	trap - EXIT INT TERM
+	set +e
 	kill_tracked "$TSB_PIDS"
 	[ -n "$HNS_MADE" ] && ip netns del "$HNS" 2>/dev/null
 	if [ "${KEEP:-0}" = 1 ]; then log "run directory kept: $RUN"; else rm -rf "$RUN"; fi
