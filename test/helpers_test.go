@@ -143,6 +143,9 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, o.stdin
 	cmd.Env = append(os.Environ(), o.env...)
 	cmd.Dir = "/"
+	// A grandchild that keeps our output pipes open must not hang the test
+	// past the timeout.
+	cmd.WaitDelay = 5 * time.Second
 	if o.uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 		cmd.Env = append(cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
