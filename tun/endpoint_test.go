@@ -32,6 +32,9 @@ func newFakeTun(t testing.TB, offload bool) *fakeTun {
 		t.Fatal(err)
 	}
 	unix.SetNonblock(fds[0], true)
+	// The test side polls (readFrame), so a missing reply fails the test
+	// instead of blocking it.
+	unix.SetNonblock(fds[1], true)
 	f := &fakeTun{dev: &tun.Device{File: os.NewFile(uintptr(fds[0]), "fake-tun"), Name: "tun0", Offload: offload}, peer: fds[1]}
 	t.Cleanup(func() { unix.Close(fds[1]) })
 	return f
