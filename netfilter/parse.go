@@ -538,23 +538,11 @@ func (p *ruleParser) matchOpt(m Match, opt string, inv bool, r *argReader) (bool
 		}
 	case *MarkMatch:
 		if opt == "--mark" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			m.Value, m.Mask, err = parseValueMask(v)
-			m.Invert = inv
-			return true, err
+			return true, parseMarkOption(val, inv, &m.Value, &m.Mask, &m.Invert)
 		}
 	case *ConnmarkMatch:
 		if opt == "--mark" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			m.Value, m.Mask, err = parseValueMask(v)
-			m.Invert = inv
-			return true, err
+			return true, parseMarkOption(val, inv, &m.Value, &m.Mask, &m.Invert)
 		}
 	case *Limit:
 		switch opt {
@@ -1014,4 +1002,16 @@ func (p *ruleParser) expand() []*Rule {
 		}
 	}
 	return out
+}
+
+// parseMarkOption parses "--mark VALUE[/MASK]", shared by -m mark and
+// -m connmark.
+func parseMarkOption(val func() (string, error), inv bool, value, mask *uint32, invert *bool) error {
+	v, err := val()
+	if err != nil {
+		return err
+	}
+	*value, *mask, err = parseValueMask(v)
+	*invert = inv
+	return err
 }
