@@ -55,19 +55,11 @@ func Attach(cfg AttachConfig) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ctrl, childEnd, err := controlPair()
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: socketpair: %w", err)
+		return nil, err
 	}
-	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
-	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
 	defer childEnd.Close()
-	fc, err := net.FileConn(parentEnd)
-	parentEnd.Close()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: control socket: %w", err)
-	}
-	ctrl := fc.(*net.UnixConn)
 	cmd := exec.Command(nsenter, append(args, "--", self, childArg)...)
 	cmd.Stderr = os.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}

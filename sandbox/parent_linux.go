@@ -73,19 +73,11 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: find own executable: %w", err)
 	}
-	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	ctrl, childEnd, err := controlPair()
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: socketpair: %w", err)
+		return nil, err
 	}
-	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
-	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
 	defer childEnd.Close()
-	fc, err := net.FileConn(parentEnd)
-	parentEnd.Close()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: control socket: %w", err)
-	}
-	ctrl := fc.(*net.UnixConn)
 
 	cmd := exec.Command(self, childArg)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
@@ -242,4 +234,22 @@ func (sb *Sandbox) Wait() (int, error) {
 		return 128 + int(st.Signal()), nil
 	}
 	return 125, err
+}
+
+// controlPair creates the parent↔child control socket: the parent's end as
+// a *net.UnixConn, the child's as a file to pass in ExtraFiles.
+func controlPair() (*net.UnixConn, *os.File, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox: socketpair: %w", err)
+	}
+	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
+	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
+	fc, err := net.FileConn(parentEnd)
+	parentEnd.Close()
+	if err != nil {
+		childEnd.Close()
+		return nil, nil, fmt.Errorf("sandbox: control socket: %w", err)
+	}
+	return fc.(*net.UnixConn), childEnd, nil
 }
