@@ -189,7 +189,7 @@ func (c *Client) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error
 	for {
 		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
 		if oobn > 0 {
-			if got := parseRights(oob[:oobn]); len(got) > 0 {
+			if got := ParseRights(oob[:oobn]); len(got) > 0 {
 				if fd >= 0 {
 					syscall.Close(fd)
 				}
@@ -236,7 +236,9 @@ func (c *Client) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error
 	return os.NewFile(uintptr(fd), name), info, nil
 }
 
-func parseRights(oob []byte) []int {
+// ParseRights returns the file descriptors carried in SCM_RIGHTS control
+// messages (the out-of-band bytes of a recvmsg); the caller owns them.
+func ParseRights(oob []byte) []int {
 	msgs, err := syscall.ParseSocketControlMessage(oob)
 	if err != nil {
 		return nil

@@ -100,7 +100,7 @@ func serveTCP(ln *net.UnixConn, argv []string, once bool) (int, error) {
 		if err != nil {
 			return 0, fmt.Errorf("accept: %w", err)
 		}
-		fds := parseRightsMsg(oob[:oobn])
+		fds := control.ParseRights(oob[:oobn])
 		if n == 0 && len(fds) == 0 {
 			return 0, errors.New("accept: the instance closed the listener")
 		}
@@ -253,16 +253,3 @@ func parseUDPHeader(msg []byte) (netip.AddrPort, []byte, bool) {
 	return netip.AddrPortFrom(a, uint16(msg[1])<<8|uint16(msg[2])), msg[3+l:], true
 }
 
-func parseRightsMsg(oob []byte) []int {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range msgs {
-		if r, err := syscall.ParseUnixRights(&m); err == nil {
-			fds = append(fds, r...)
-		}
-	}
-	return fds
-}
