@@ -252,4 +252,3 @@ func parseUDPHeader(msg []byte) (netip.AddrPort, []byte, bool) {
 	a, _ := netip.AddrFromSlice(msg[3 : 3+l])
 	return netip.AddrPortFrom(a, uint16(msg[1])<<8|uint16(msg[2])), msg[3+l:], true
 }
-
