@@ -166,32 +166,28 @@ func (e *Egress) goTracked(f func()) bool {
 func (e *Egress) reject(pkt *gstack.PacketBuffer, v Verdict, isTCP bool) {
 	switch pkt.NetworkProtocolNumber {
 	case ipv4.ProtocolNumber:
-		h, ok := e.gs.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler)
-		if !ok {
-			return
+		if h, ok := e.gs.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler); ok {
+			_ = h.SendRejectionError(pkt, rejection(v, isTCP, gstack.RejectIPv4WithICMPHostUnreachable,
+				gstack.RejectIPv4WithICMPPortUnreachable, gstack.RejectIPv4WithTCPReset), true)
 		}
-		why := gstack.RejectIPv4WithICMPHostUnreachable
-		if v == Refuse {
-			why = gstack.RejectIPv4WithICMPPortUnreachable
-			if isTCP {
-				why = gstack.RejectIPv4WithTCPReset
-			}
-		}
-		_ = h.SendRejectionError(pkt, why, true)
 	case ipv6.ProtocolNumber:
-		h, ok := e.gs.NetworkProtocolInstance(ipv6.ProtocolNumber).(gstack.RejectIPv6WithHandler)
-		if !ok {
-			return
+		if h, ok := e.gs.NetworkProtocolInstance(ipv6.ProtocolNumber).(gstack.RejectIPv6WithHandler); ok {
+			_ = h.SendRejectionError(pkt, rejection(v, isTCP, gstack.RejectIPv6WithICMPAddrUnreachable,
+				gstack.RejectIPv6WithICMPPortUnreachable, gstack.RejectIPv6WithTCPReset), true)
 		}
-		why := gstack.RejectIPv6WithICMPAddrUnreachable
-		if v == Refuse {
-			why = gstack.RejectIPv6WithICMPPortUnreachable
-			if isTCP {
-				why = gstack.RejectIPv6WithTCPReset
-			}
-		}
-		_ = h.SendRejectionError(pkt, why, true)
 	}
+}
+
+// rejection picks the answer of one family: a refusal is an RST for TCP
+// and port unreachable otherwise; anything else is host unreachable.
+func rejection[T any](v Verdict, isTCP bool, unreachable, port, reset T) T {
+	switch {
+	case v != Refuse:
+		return unreachable
+	case isTCP:
+		return reset
+	}
+	return port
 }
 
 // verdictFor turns a host dial error into what the sandbox should see.
