@@ -42,6 +42,20 @@ func takeName(args []string) (name string, rest []string, err error) {
 
 // wantsHelp reports whether args ask for tunstack's help on the command
 // (only as the sole argument; iptables -h is passed on).
+// connectByArgs takes --name NAME out of a pass-through command line and
+// connects to that instance (or the only one running).
+func connectByArgs(cmd *cobra.Command, args []string) (*control.Client, []string, error) {
+	name, rest, err := takeName(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := connect(cmd.Context(), name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, rest, nil
+}
+
 func wantsHelp(args []string) bool {
 	return len(args) == 1 && (args[0] == "--help" || args[0] == "help")
 }
@@ -84,11 +98,7 @@ and POSTROUTING. DNAT in PREROUTING changes where the host side dials.`, prog, p
 			if wantsHelp(args) {
 				return cmd.Help()
 			}
-			name, rest, err := takeName(args)
-			if err != nil {
-				return err
-			}
-			c, err := connect(cmd.Context(), name)
+			c, rest, err := connectByArgs(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -261,11 +271,7 @@ reads commands, one per line, from standard input.`,
 			if wantsHelp(args) {
 				return cmd.Help()
 			}
-			name, rest, err := takeName(args)
-			if err != nil {
-				return err
-			}
-			c, err := connect(cmd.Context(), name)
+			c, rest, err := connectByArgs(cmd, args)
 			if err != nil {
 				return err
 			}
