@@ -138,8 +138,8 @@ func (r *Relay) Close() error {
 
 func (r *Relay) serveUDP(c *gonet.UDPConn) {
 	defer r.wg.Done()
+	buf := make([]byte, dns.MaxMsgSize)
 	for {
-		buf := make([]byte, dns.MaxMsgSize)
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			return
@@ -149,11 +149,13 @@ func (r *Relay) serveUDP(c *gonet.UDPConn) {
 		default:
 			continue
 		}
+		// Queries are small: copy out rather than hold 64 KiB each.
+		q := append([]byte(nil), buf[:n]...)
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			defer func() { <-r.sem }()
-			if resp := r.answer(buf[:n], "udp"); resp != nil {
+			if resp := r.answer(q, "udp"); resp != nil {
 				c.WriteTo(resp, from)
 			}
 		}()
