@@ -81,8 +81,12 @@ func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer,
 		cancel()
 		if err == nil {
 			pc.host = c
-			// The forwarder's handler (complete) takes over from here.
-			t.fwd.HandlePacket(id, syn)
+			// The forwarder's handler (complete) takes over from here,
+			// unless the forwarder refuses the SYN (a bad checksum).
+			if !t.fwd.HandlePacket(id, syn) {
+				t.forget(id)
+				c.Close()
+			}
 			return
 		}
 		v = verdictFor(err)
@@ -110,8 +114,10 @@ func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 	// SYN must not start a second dial.
 	t.forget(id)
 	if err != nil {
+		// The handshake failed or the sandbox reset the connection
+		// before it was accepted: the host connection was aborted too.
 		r.Complete(true)
-		pc.host.Close()
+		closeReset(pc.host)
 		return
 	}
 	r.Complete(false)
