@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -59,11 +60,14 @@ func Attach(cfg AttachConfig) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer childEnd.Close()
 	cmd := exec.Command(nsenter, append(args, "--", self, childArg)...)
 	cmd.Stderr = os.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// Only the child holds its end now, so a child that dies during setup
+	// (nsenter failing to enter) ends the handshake instead of hanging it.
+	childEnd.Close()
+	if err != nil {
 		ctrl.Close()
 		return nil, fmt.Errorf("sandbox: start nsenter: %w", err)
 	}
@@ -95,6 +99,11 @@ func nsenterArgs(cfg AttachConfig) ([]string, error) {
 		}
 		if theirs != ours {
 			args = append(args, fmt.Sprintf("--user=/proc/%d/ns/user", cfg.PID))
+			if mapsToRoot(cfg.PID) {
+				// nsenter would setgroups(), which a namespace made by
+				// unshare --map-root-user denies; we are already its root.
+				args = append(args, "--preserve-credentials")
+			}
 		}
 		return args, nil
 	}
@@ -107,8 +116,38 @@ func nsenterArgs(cfg AttachConfig) ([]string, error) {
 	args := []string{"--net=" + cfg.NetNS}
 	if cfg.UserNS != "" {
 		args = append(args, "--user="+cfg.UserNS)
+		if os.Geteuid() != 0 {
+			// A rootless user namespace maps us to its root (see mapsToRoot).
+			args = append(args, "--preserve-credentials")
+		}
 	}
 	return args, nil
+}
+
+// mapsToRoot reports whether our effective uid and gid are uid and gid 0
+// in the user namespace of process pid.
+func mapsToRoot(pid int) bool {
+	return idMapsToRoot(fmt.Sprintf("/proc/%d/uid_map", pid), os.Geteuid()) &&
+		idMapsToRoot(fmt.Sprintf("/proc/%d/gid_map", pid), os.Getegid())
+}
+
+// idMapsToRoot reports whether id maps to 0 in the map file (lines of
+// "inside outside count", as seen from our namespace).
+func idMapsToRoot(path string, id int) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var in, out, n int
+		if _, err := fmt.Sscan(line, &in, &out, &n); err != nil {
+			continue
+		}
+		if in == 0 && out == id && n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {

@@ -1,0 +1,303 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// bgProc is a process started in the background and ended by PID when the
+// test ends.
+type bgProc struct {
+	cmd            *exec.Cmd
+	done           chan struct{}
+	stdout, stderr bytes.Buffer
+}
+
+// startBG starts argv as uid (0: as is) with extra environment env; the
+// cleanup sends SIGTERM, then SIGKILL after 5 s.
+func startBG(t *testing.T, uid int, env []string, argv ...string) *bgProc {
+	t.Helper()
+	p := &bgProc{done: make(chan struct{})}
+	p.cmd = exec.Command(argv[0], argv[1:]...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Dir = "/"
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	// A descendant holding the output pipes must not delay Wait.
+	p.cmd.WaitDelay = time.Second
+	if uid != 0 {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid)}}
+		p.cmd.Env = append(p.cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%v: stdout %q\nstderr %s", argv, p.stdout.String(), p.stderr.String())
+		}
+	})
+	return p
+}
+
+// exited reports whether the process has ended.
+func (p *bgProc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// controlDir makes a control socket directory usable by uid, removed when
+// the test ends.
+func controlDir(t *testing.T, uid int) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tunstack-ctl-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if uid != 0 {
+		if err := os.Chown(dir, uid, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// waitPs polls tunstack ps until every name in want is listed, and returns
+// the listing.
+func waitPs(t *testing.T, o runOpts, procs []*bgProc, want ...string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := mustRun(t, o, "ps")
+		missing := ""
+		for _, n := range want {
+			if psLine(r.stdout, n) == nil {
+				missing = n
+			}
+		}
+		if missing == "" {
+			return r.stdout
+		}
+		for _, p := range procs {
+			if p.exited() {
+				t.Fatalf("%v exited before %s was listed: %s", p.cmd.Args, missing, p.stderr.String())
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tunstack ps does not list %s:\n%s", missing, r.stdout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// psLine returns the fields of tunstack ps's row for name, or nil.
+func psLine(out, name string) []string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == name {
+			return f
+		}
+	}
+	return nil
+}
+
+// holdListener accepts TCP connections on 127.0.0.1 and holds them open,
+// unanswered, until the test ends.
+func holdListener(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for {
+			select {
+			case c := <-conns:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestAttach serves a namespace made by unshare(1) with tunstack attach
+// PID: a program in it reaches a host server through 10.0.2.2, ps, ip and
+// ss show the instance, and attach ends when the target exits. As root,
+// and rootless (uid 65534 owns the target's user namespace and runs
+// attach).
+func TestAttach(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		uid  int
+		argv []string
+	}{
+		{"root", 0, []string{"unshare", "--net", "sleep", "60"}},
+		{"rootless", 65534, []string{"unshare", "--user", "--map-root-user", "--net", "sleep", "60"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			needTun(t, tc.uid)
+			needRoot(t) // the test enters the namespace with nsenter
+			needProg(t, "unshare", "nsenter", "curl")
+			target := startBG(t, tc.uid, nil, tc.argv...)
+			pid := target.cmd.Process.Pid
+			// unshare execs sleep once the namespaces exist.
+			ours, _ := os.Readlink("/proc/self/ns/net")
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+				if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); err == nil && theirs != ours && filepath.Base(exe) == "sleep" {
+					break
+				}
+				if target.exited() || time.Now().After(end) {
+					t.Fatalf("%v did not start in its own namespace: %s", tc.argv, target.stderr.String())
+				}
+			}
+
+			ctl := controlDir(t, tc.uid)
+			env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
+			o := runOpts{uid: tc.uid, env: env, timeout: 10 * time.Second}
+			name := "att-" + tc.name
+			att := startBG(t, tc.uid, env, binPath, "attach", "--name", name, strconv.Itoa(pid))
+			ps := waitPs(t, o, []*bgProc{att, target}, name)
+			row := psLine(ps, name)
+			if row[1] != strconv.Itoa(att.cmd.Process.Pid) || row[2] != strconv.Itoa(pid) || !strings.Contains(ps, "10.0.2.100/24") {
+				t.Errorf("ps row %q: want attach's PID %d, the target's %d and 10.0.2.100/24\n%s", row, att.cmd.Process.Pid, pid, ps)
+			}
+
+			// Networking from inside the target's namespace.
+			port := startHTTP(t, "127.0.0.1:0")
+			out, err := exec.Command("nsenter", "-t", strconv.Itoa(pid), "-n",
+				"curl", "-sS", "-m", "5", fmt.Sprintf("http://10.0.2.2:%d/", port)).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "hello from 10.0.2.2:") {
+				t.Fatalf("curl in the attached namespace: %v: %s", err, out)
+			}
+
+			// The views.
+			if r := mustRun(t, o, "ip", "--name", name, "addr"); !strings.Contains(r.stdout, "tun0") || !strings.Contains(r.stdout, "inet 10.0.2.2/24") {
+				t.Errorf("tunstack ip addr does not show tun0 with 10.0.2.2/24:\n%s", r.stdout)
+			}
+			hold := holdListener(t)
+			curl := startBG(t, 0, nil, "nsenter", "-t", strconv.Itoa(pid), "-n",
+				"curl", "-sS", "-m", "10", fmt.Sprintf("http://10.0.2.2:%d/", hold))
+			var ss string
+			for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+				ss = mustRun(t, o, "ss", "--name", name, "-tn").stdout
+				if strings.Contains(ss, "ESTAB") && strings.Contains(ss, fmt.Sprintf("10.0.2.2:%d", hold)) && strings.Contains(ss, "10.0.2.100:") {
+					break
+				}
+				if curl.exited() || time.Now().After(end) {
+					t.Fatalf("tunstack ss -tn does not list the held connection to 10.0.2.2:%d:\n%s\ncurl: %s", hold, ss, curl.stderr.String())
+				}
+			}
+			curl.cmd.Process.Kill()
+			<-curl.done
+
+			// The target exits: attach stops and its socket goes.
+			target.cmd.Process.Kill()
+			select {
+			case <-att.done:
+			case <-time.After(5 * time.Second):
+				t.Fatal("tunstack attach still runs 5 s after its target exited")
+			}
+			if code := att.cmd.ProcessState.ExitCode(); code != 0 {
+				t.Errorf("tunstack attach exited %d after its target exited: %s", code, att.stderr.String())
+			}
+			if _, err := os.Stat(filepath.Join(ctl, name+".sock")); !os.IsNotExist(err) {
+				t.Errorf("control socket left behind: %v", err)
+			}
+			if r := mustRun(t, o, "ps"); psLine(r.stdout, name) != nil {
+				t.Errorf("tunstack ps still lists %s:\n%s", name, r.stdout)
+			}
+		})
+	}
+}
+
+// TestAttachBadNamespace: when nsenter cannot enter the namespace, attach
+// reports it and exits instead of waiting for a device that never comes.
+func TestAttachBadNamespace(t *testing.T) {
+	needProg(t, "nsenter")
+	o := runOpts{env: []string{"TUNSTACK_CONTROL_DIR=" + controlDir(t, 0)}, timeout: 10 * time.Second}
+	r := tunstack(t, o, "attach", "--name", "bad", "--netns", "/etc/passwd")
+	if r.code == 0 || !strings.Contains(r.stderr, "nsenter") {
+		t.Fatalf("exit %d, stderr %q; want a failure naming nsenter", r.code, r.stderr)
+	}
+}
+
+// TestPs: tunstack ps lists two running instances by name and PID; an
+// instance killed with SIGKILL leaves its socket, which the next ps
+// removes.
+func TestPs(t *testing.T) {
+	needTun(t, 0)
+	ctl := controlDir(t, 0)
+	env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
+	o := runOpts{env: env, timeout: 10 * time.Second}
+	a := startBG(t, 0, env, binPath, "run", "--name", "ps-a", "--", "sleep", "60")
+	b := startBG(t, 0, env, binPath, "run", "--name", "ps-b", "--", "sleep", "60")
+	ps := waitPs(t, o, []*bgProc{a, b}, "ps-a", "ps-b")
+	for _, p := range []struct {
+		name string
+		proc *bgProc
+	}{{"ps-a", a}, {"ps-b", b}} {
+		row := psLine(ps, p.name)
+		if row[1] != strconv.Itoa(p.proc.cmd.Process.Pid) || !strings.HasSuffix(strings.Join(row, " "), "sleep 60") {
+			t.Errorf("row %q: want PID %d and command sleep 60\n%s", row, p.proc.cmd.Process.Pid, ps)
+		}
+	}
+
+	// The sandbox's command, ended by PID should it outlive tunstack.
+	if sb, err := strconv.Atoi(psLine(ps, "ps-b")[2]); err == nil && sb > 0 {
+		t.Cleanup(func() { syscall.Kill(sb, syscall.SIGKILL) })
+	}
+	b.cmd.Process.Kill()
+	select {
+	case <-b.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("tunstack run survived SIGKILL")
+	}
+	stale := filepath.Join(ctl, "ps-b.sock")
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("a SIGKILLed instance should leave its socket for ps to clean: %v", err)
+	}
+	r := mustRun(t, o, "ps")
+	if psLine(r.stdout, "ps-b") != nil || psLine(r.stdout, "ps-a") == nil {
+		t.Errorf("ps after killing ps-b: want ps-a only:\n%s", r.stdout)
+	}
+	if _, err := os.Stat(stale); !os.IsNotExist(err) {
+		t.Errorf("ps did not remove the stale socket %s: %v", stale, err)
+	}
+	if a.exited() {
+		t.Errorf("ps-a exited: %s", a.stderr.String())
+	}
+}
