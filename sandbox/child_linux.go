@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -24,6 +25,7 @@ func IsChild() bool { return len(os.Args) > 1 && os.Args[1] == childArg }
 // device back, wait for the go-ahead and execute the command. It never
 // returns.
 func ChildMain() {
+	parent := os.Getppid()
 	f := os.NewFile(3, "sandbox-control")
 	fc, err := net.FileConn(f)
 	f.Close()
@@ -37,6 +39,17 @@ func ChildMain() {
 		fail(conn, err)
 	}
 	conn.Close()
+	// PR_SET_PDEATHSIG belongs to a thread, and the runtime may exec from
+	// any thread: the one set at fork is lost. Set it again on the thread
+	// that execs, so the command dies with tunstack, even by SIGKILL.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "tunstack: sandbox: set parent-death signal: %v\n", err)
+		os.Exit(125)
+	}
+	if os.Getppid() != parent {
+		os.Exit(125) // tunstack died before the prctl took effect
+	}
 	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
 		fmt.Fprintf(os.Stderr, "tunstack: %s: %v\n", argv[0], err)
 		os.Exit(126)

@@ -77,13 +77,15 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer childEnd.Close()
-
 	cmd := exec.Command(self, childArg)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}
 	cmd.SysProcAttr = sysProcAttr(cfg.Stdin)
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	// Our copy of the child's end must go now: while we hold it, a child
+	// that dies during setup never shows as EOF, and the handshake hangs.
+	childEnd.Close()
+	if err != nil {
 		ctrl.Close()
 		return nil, explainStart(err)
 	}

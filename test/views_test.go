@@ -277,14 +277,24 @@ func TestPs(t *testing.T) {
 	}
 
 	// The sandbox's command, ended by PID should it outlive tunstack.
-	if sb, err := strconv.Atoi(psLine(ps, "ps-b")[2]); err == nil && sb > 0 {
-		t.Cleanup(func() { syscall.Kill(sb, syscall.SIGKILL) })
+	sb, err := strconv.Atoi(psLine(ps, "ps-b")[2])
+	if err != nil || sb <= 0 {
+		t.Fatalf("ps shows no sandbox PID for ps-b:\n%s", ps)
 	}
+	t.Cleanup(func() { syscall.Kill(sb, syscall.SIGKILL) })
 	b.cmd.Process.Kill()
 	select {
 	case <-b.done:
 	case <-time.After(5 * time.Second):
 		t.Fatal("tunstack run survived SIGKILL")
+	}
+	// The command must not outlive tunstack, even one killed by SIGKILL
+	// (the parent-death signal).
+	for i := 0; syscall.Kill(sb, 0) == nil; i++ {
+		if i == 100 {
+			t.Fatalf("the sandboxed command (PID %d) outlived its SIGKILLed tunstack", sb)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	stale := filepath.Join(ctl, "ps-b.sock")
 	if _, err := os.Stat(stale); err != nil {
