@@ -34,7 +34,7 @@ func Attach(cfg Config, target AttachTarget) (*Instance, error) {
 	in.setDNS()
 	ac := sandbox.AttachConfig{
 		PID: target.PID, NetNS: target.NetNS, UserNS: target.UserNS,
-		Offload: cfg.Offload, MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		Offload: cfg.Offload, MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: netip.PrefixFrom(cfg.V4.Sandbox, cfg.V4.Network.Bits()), Gateway4: cfg.V4.Gateway,
 	}
 	if cfg.V6.Network.IsValid() {

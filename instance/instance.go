@@ -35,6 +35,8 @@ type Config struct {
 	MTU int
 	// TxQueueLen of tun0.
 	TxQueueLen int
+	// Queues of tun0 (IFF_MULTI_QUEUE above 1).
+	Queues int
 	// Offload selects the TUN path.
 	Offload tun.OffloadMode
 	// DisableHostLoopback refuses the gateway address.
@@ -120,7 +122,7 @@ func Start(cfg Config) (*Instance, error) {
 func (in *Instance) sandboxConfig() sandbox.Config {
 	c := in.cfg
 	sc := sandbox.Config{
-		Command: c.Command, Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen,
+		Command: c.Command, Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen, Queues: c.Queues,
 		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
 		ResolvConf: in.resolvConf(), HidePaths: in.hidePaths(),
 		Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,

@@ -32,6 +32,7 @@ type AttachConfig struct {
 	Offload    tun.OffloadMode
 	MTU        int
 	TxQueueLen int
+	Queues     int
 	Addr4      netip.Prefix
 	Gateway4   netip.Addr
 	Addr6      netip.Prefix
@@ -152,7 +153,7 @@ func idMapsToRoot(path string, id int) bool {
 
 func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {
 	cc := childConfig{
-		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
 	}
 	if cc.TunName == "" {
@@ -173,28 +174,14 @@ func (sb *Sandbox) exchange(cc childConfig) error {
 	if _, err := sb.ctrl.Write(b); err != nil {
 		return fmt.Errorf("sandbox: send config: %w", err)
 	}
-	buf := make([]byte, 64<<10)
-	n, f, err := tun.ReceiveFile(sb.ctrl, buf, "/dev/net/tun")
-	if err != nil || n == 0 {
-		if err == nil {
-			err = errors.New("child exited during setup")
-		}
-		return fmt.Errorf("sandbox: %w", err)
+	dev, reply, err := receiveDevice(sb.ctrl)
+	if err != nil {
+		return err
 	}
-	var reply childReply
-	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.Error != "" {
-		if f != nil {
-			f.Close()
-		}
-		if err == nil {
-			err = errors.New(reply.Error)
-		}
-		return fmt.Errorf("sandbox: %w", err)
+	if reply.Error != "" {
+		return fmt.Errorf("sandbox: %s", reply.Error)
 	}
-	if f == nil {
-		return errors.New("sandbox: child sent no TUN device")
-	}
-	sb.Device = &tun.Device{File: f, Name: reply.TunName, Offload: reply.Offload}
+	sb.Device = dev
 	sb.Notes = reply.Notes
 	return nil
 }
@@ -207,7 +194,7 @@ func attachSetup(conn *net.UnixConn, cfg *childConfig) error {
 		return err
 	}
 	msg, _ := json.Marshal(childReply{TunName: dev.Name, Offload: dev.Offload})
-	err = tun.SendFile(conn, dev.File, msg)
+	err = tun.SendFiles(conn, dev.Files(), msg)
 	dev.Close()
 	if err != nil {
 		return err

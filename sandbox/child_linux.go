@@ -103,7 +103,7 @@ func childSetup(conn *net.UnixConn) (string, []string, error) {
 	}
 	reply.TunName, reply.Offload = dev.Name, dev.Offload
 	msg, _ := json.Marshal(reply)
-	err = tun.SendFile(conn, dev.File, msg)
+	err = tun.SendFiles(conn, dev.Files(), msg)
 	dev.Close()
 	if err != nil {
 		return "", nil, err
@@ -129,7 +129,7 @@ func configureNetwork(cfg *childConfig) (*tun.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode})
+	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues})
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ type childConfig struct {
 	Offload    string       `json:"offload"`
 	MTU        int          `json:"mtu"`
 	TxQueueLen int          `json:"txqueuelen"`
+	Queues     int          `json:"queues"`
 	Addr4      netip.Prefix `json:"addr4"`
 	Gateway4   netip.Addr   `json:"gateway4"`
 	Addr6      netip.Prefix `json:"addr6"`

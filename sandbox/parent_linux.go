@@ -30,6 +30,9 @@ type Config struct {
 	// TxQueueLen of the TUN device (default 10000: a short queue
 	// overflows at small MTUs, as pasta's does at 1500).
 	TxQueueLen int
+	// Queues is the number of TUN queues (IFF_MULTI_QUEUE above 1), each
+	// read by its own goroutine.
+	Queues int
 	// Addr4/Gateway4 and Addr6/Gateway6 configure the device and default
 	// routes; zero values skip a family.
 	Addr4    netip.Prefix
@@ -145,7 +148,7 @@ func explainStart(err error) error {
 func (sb *Sandbox) handshake(cfg Config) error {
 	cc := childConfig{
 		Command: cfg.Command, TunName: cfg.TunName, Offload: cfg.Offload.String(),
-		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen,
+		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
 		ResolvConf: cfg.ResolvConf, HidePaths: cfg.HidePaths,
 	}
@@ -162,34 +165,17 @@ func (sb *Sandbox) handshake(cfg Config) error {
 	if _, err := sb.ctrl.Write(b); err != nil {
 		return fmt.Errorf("sandbox: send config: %w", err)
 	}
-	buf := make([]byte, 64<<10)
-	n, f, err := tun.ReceiveFile(sb.ctrl, buf, "/dev/net/tun")
-	if err != nil || n == 0 {
-		if err == nil || errors.Is(err, io.EOF) {
-			err = errors.New("child exited during setup")
-		}
-		return fmt.Errorf("sandbox: %w", err)
-	}
-	var reply childReply
-	if err := json.Unmarshal(buf[:n], &reply); err != nil {
-		if f != nil {
-			f.Close()
-		}
-		return fmt.Errorf("sandbox: bad reply from child: %w", err)
+	dev, reply, err := receiveDevice(sb.ctrl)
+	if err != nil {
+		return err
 	}
 	if reply.Error != "" {
-		if f != nil {
-			f.Close()
-		}
 		if name, ok := strings.CutPrefix(reply.Error, "notfound:"); ok {
 			return fmt.Errorf("%s: %w", name, ErrNotFound)
 		}
 		return fmt.Errorf("sandbox: %s", reply.Error)
 	}
-	if f == nil {
-		return errors.New("sandbox: child sent no TUN device")
-	}
-	sb.Device = &tun.Device{File: f, Name: reply.TunName, Offload: reply.Offload}
+	sb.Device = dev
 	sb.Notes = reply.Notes
 	return nil
 }
@@ -254,4 +240,31 @@ func controlPair() (*net.UnixConn, *os.File, error) {
 		return nil, nil, fmt.Errorf("sandbox: control socket: %w", err)
 	}
 	return fc.(*net.UnixConn), childEnd, nil
+}
+
+// receiveDevice reads the child's reply and the TUN queues passed with it.
+// A reply with Error set comes back with no device and no error.
+func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, error) {
+	var reply childReply
+	buf := make([]byte, 64<<10)
+	n, files, err := tun.ReceiveFiles(ctrl, buf, "/dev/net/tun")
+	if err != nil || n == 0 {
+		if err == nil || errors.Is(err, io.EOF) {
+			err = errors.New("child exited during setup")
+		}
+		return nil, reply, fmt.Errorf("sandbox: %w", err)
+	}
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.Error != "" || len(files) == 0 {
+		for _, f := range files {
+			f.Close()
+		}
+		switch {
+		case err != nil:
+			return nil, reply, fmt.Errorf("sandbox: bad reply from child: %w", err)
+		case reply.Error != "":
+			return nil, reply, nil
+		}
+		return nil, reply, errors.New("sandbox: child sent no TUN device")
+	}
+	return &tun.Device{File: files[0], Queues: files[1:], Name: reply.TunName, Offload: reply.Offload}, reply, nil
 }

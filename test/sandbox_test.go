@@ -111,6 +111,7 @@ func TestExitStatus(t *testing.T) {
 		{"command not found", []string{"run", "--", "no-such-command-tunstack"}, 127},
 		{"bad mtu is tunstack's failure", []string{"run", "--mtu", "100", "--", "true"}, 125},
 		{"bad cidr", []string{"run", "--cidr", "10.0.2.0/30", "--", "true"}, 125},
+		{"bad queue count", []string{"run", "--queues", "0", "--", "true"}, 125},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -130,5 +131,30 @@ func TestStdinPassesThrough(t *testing.T) {
 	r := mustRun(t, runOpts{stdin: strings.NewReader("through the sandbox\n")}, "run", "--", "cat")
 	if r.stdout != "through the sandbox\n" {
 		t.Fatalf("stdin to cat came out as %q", r.stdout)
+	}
+}
+
+// TestMultiqueue carries parallel downloads over a two-queue TUN, in both
+// offload modes: every byte must arrive whichever queue a flow hashes to.
+func TestMultiqueue(t *testing.T) {
+	_, sum := testPayload()
+	port := startHTTP(t, "127.0.0.1:0")
+	for _, offload := range []string{"on", "off"} {
+		for _, u := range users {
+			t.Run("offload="+offload+"/"+u.name, func(t *testing.T) {
+				needTun(t, u.uid)
+				script := fmt.Sprintf("for i in 1 2 3; do curl -sS --fail http://10.0.2.2:%d/file | sha256sum & done; wait", port)
+				r := mustRun(t, runOpts{uid: u.uid}, "run", "--queues", "2", "--offload", offload, "--", "sh", "-c", script)
+				lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+				if len(lines) != 3 {
+					t.Fatalf("want 3 checksums, got %q\nstderr: %s", r.stdout, r.stderr)
+				}
+				for _, l := range lines {
+					if f := strings.Fields(l); len(f) == 0 || f[0] != sum {
+						t.Fatalf("sha256 %q, want %s\nstderr: %s", l, sum, r.stderr)
+					}
+				}
+			})
+		}
 	}
 }

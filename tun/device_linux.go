@@ -60,6 +60,9 @@ type Config struct {
 	Name string
 	// Offload selects the virtio-net header path (see OffloadMode).
 	Offload OffloadMode
+	// Queues is the number of queues (IFF_MULTI_QUEUE when above 1);
+	// each gets its own reader. 0 means 1.
+	Queues int
 }
 
 // Device is an open TUN device.
@@ -71,17 +74,47 @@ type Device struct {
 	// Offload reports whether the device carries virtio-net headers with
 	// checksum and TSO offload enabled.
 	Offload bool
+	// Queues are the further queues of a multiqueue device
+	// (IFF_MULTI_QUEUE); File is the first.
+	Queues []*os.File
 }
 
-// Close closes the device's file descriptor. The interface disappears once
-// no descriptor refers to it (devices are never made persistent).
-func (d *Device) Close() error { return d.File.Close() }
+// Close closes the device's file descriptors. The interface disappears
+// once no descriptor refers to it (devices are never made persistent).
+func (d *Device) Close() error {
+	var errs []error
+	for _, f := range d.Files() {
+		errs = append(errs, f.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Files returns every queue's file, File first.
+func (d *Device) Files() []*os.File { return append([]*os.File{d.File}, d.Queues...) }
 
 // Open creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling process's
-// network namespace.
+// network namespace, with cfg.Queues queues.
 func Open(cfg Config) (*Device, error) {
+	n := max(cfg.Queues, 1)
+	d, err := openFirst(cfg, n > 1)
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i < n; i++ {
+		q, err := openQueue(d.Name, d.Offload, true)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("tun: queue %d of %s: %w", i, d.Name, err)
+		}
+		d.Queues = append(d.Queues, q.File)
+	}
+	return d, nil
+}
+
+// openFirst opens the first queue, choosing the path as cfg.Offload says.
+func openFirst(cfg Config, multi bool) (*Device, error) {
 	if cfg.Offload != OffloadOff {
-		d, err := openOffload(cfg.Name)
+		d, err := openOffload(cfg.Name, multi)
 		if err == nil {
 			return d, nil
 		}
@@ -89,12 +122,28 @@ func Open(cfg Config) (*Device, error) {
 			return nil, explain(err)
 		}
 	}
-	ifc, err := water.New(water.Config{
-		DeviceType:             water.TUN,
-		PlatformSpecificParams: water.PlatformSpecificParams{Name: cfg.Name},
-	})
+	d, err := openPlain(cfg.Name, multi)
 	if err != nil {
 		return nil, explain(err)
+	}
+	return d, nil
+}
+
+// openQueue opens one more queue of an existing multiqueue device.
+func openQueue(name string, offload, multi bool) (*Device, error) {
+	if offload {
+		return openOffload(name, multi)
+	}
+	return openPlain(name, multi)
+}
+
+func openPlain(name string, multi bool) (*Device, error) {
+	ifc, err := water.New(water.Config{
+		DeviceType:             water.TUN,
+		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: multi},
+	})
+	if err != nil {
+		return nil, err
 	}
 	f, ok := ifc.ReadWriteCloser.(*os.File)
 	if !ok {
@@ -123,7 +172,7 @@ type ifreq struct {
 	_     [22]byte
 }
 
-func openOffload(name string) (*Device, error) {
+func openOffload(name string, multi bool) (*Device, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
@@ -131,6 +180,9 @@ func openOffload(name string) (*Device, error) {
 	var req ifreq
 	copy(req.name[:], name)
 	req.flags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	if multi {
+		req.flags |= unix.IFF_MULTI_QUEUE
+	}
 	if err := ioctlPtr(fd, unix.TUNSETIFF, unsafe.Pointer(&req)); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUNSETIFF: %w", err)

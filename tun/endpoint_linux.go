@@ -43,8 +43,9 @@ type EndpointStats struct {
 // Endpoint is a gVisor stack.LinkEndpoint backed by a TUN device. It owns
 // the device: Close (called when the NIC is removed) closes it.
 type Endpoint struct {
-	dev     *Device
-	raw     syscall.RawConn
+	dev *Device
+	// raws has one entry per queue; raws[0] is dev.File.
+	raws    []syscall.RawConn
 	log     *slog.Logger
 	mtu     atomic.Uint32
 	onClose func()
@@ -66,13 +67,16 @@ func NewEndpoint(dev *Device, mtu uint32, log *slog.Logger) (*Endpoint, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	// Never call dev.File.Fd() here: it would switch the descriptor to
-	// blocking mode and take it off the runtime poller.
-	raw, err := dev.File.SyscallConn()
-	if err != nil {
-		return nil, fmt.Errorf("tun: %w", err)
+	// Never call Fd() on the queue files here: it would switch them to
+	// blocking mode and take them off the runtime poller.
+	e := &Endpoint{dev: dev, log: log}
+	for _, f := range dev.Files() {
+		raw, err := f.SyscallConn()
+		if err != nil {
+			return nil, fmt.Errorf("tun: %w", err)
+		}
+		e.raws = append(e.raws, raw)
 	}
-	e := &Endpoint{dev: dev, raw: raw, log: log}
 	e.mtu.Store(mtu)
 	return e, nil
 }
@@ -142,13 +146,15 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 	defer e.mu.Unlock()
 	start := e.dispatcher == nil && d != nil
 	e.dispatcher = d
-	if start {
-		e.dev.File.SetReadDeadline(time.Time{})
-		e.wg.Add(1)
-		go e.readLoop()
-	}
-	if d == nil {
-		e.dev.File.SetReadDeadline(time.Unix(1, 0))
+	for q, f := range e.dev.Files() {
+		if start {
+			f.SetReadDeadline(time.Time{})
+			e.wg.Add(1)
+			go e.readLoop(e.raws[q])
+		}
+		if d == nil {
+			f.SetReadDeadline(time.Unix(1, 0))
+		}
 	}
 }
 
@@ -169,7 +175,7 @@ func (e *Endpoint) Close() {
 		if e.onClose != nil {
 			e.onClose()
 		}
-		e.dev.File.Close()
+		e.dev.Close()
 	})
 }
 
@@ -179,7 +185,8 @@ func (e *Endpoint) currentDispatcher() stack.NetworkDispatcher {
 	return e.dispatcher
 }
 
-func (e *Endpoint) readLoop() {
+// readLoop reads one queue until the endpoint is detached or closed.
+func (e *Endpoint) readLoop(raw syscall.RawConn) {
 	defer e.wg.Done()
 	r := &reader{}
 	r.read = r.readv
@@ -200,7 +207,7 @@ func (e *Endpoint) readLoop() {
 			tail = buffer.NewViewSize(size)
 		}
 		head := buffer.NewViewSize(headView)
-		n, err := e.readPacket(r, head, tail)
+		n, err := e.readPacket(raw, r, head, tail)
 		if err != nil {
 			head.Release()
 			if e.readFailed(err) {
@@ -263,7 +270,7 @@ func (r *reader) readv(fd uintptr) bool {
 
 // readPacket reads one frame into (the virtio header,) head and tail and
 // returns the packet length without the virtio header.
-func (e *Endpoint) readPacket(r *reader, head, tail *buffer.View) (int, error) {
+func (e *Endpoint) readPacket(raw syscall.RawConn, r *reader, head, tail *buffer.View) (int, error) {
 	i := 0
 	if e.dev.Offload {
 		r.iov[i].Base, r.iov[i].Len = &r.vh[0], uint64(len(r.vh))
@@ -273,7 +280,7 @@ func (e *Endpoint) readPacket(r *reader, head, tail *buffer.View) (int, error) {
 	r.iov[i].Base, r.iov[i].Len = &hb[0], uint64(len(hb))
 	r.iov[i+1].Base, r.iov[i+1].Len = &tb[0], uint64(len(tb))
 	r.niov = i + 2
-	if err := e.raw.Read(r.read); err != nil {
+	if err := raw.Read(r.read); err != nil {
 		return 0, err
 	}
 	if r.errno != 0 {
@@ -404,7 +411,12 @@ func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Erro
 	}
 	// RawConn.Write holds the descriptor against a concurrent Close, so a
 	// write never lands on a reused descriptor number.
-	if err := e.raw.Write(wb.write); err != nil {
+	// The packet's flow hash picks the queue, so a flow stays on one.
+	raw := e.raws[0]
+	if len(e.raws) > 1 {
+		raw = e.raws[pkt.Hash%uint32(len(e.raws))]
+	}
+	if err := raw.Write(wb.write); err != nil {
 		return &tcpip.ErrClosedForSend{}
 	}
 	if wb.errno != 0 {

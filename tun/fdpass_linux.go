@@ -9,34 +9,39 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// SendFile sends f's descriptor and a message over a unix socket
-// (SCM_RIGHTS). The caller keeps f and may close it afterwards.
-func SendFile(conn *net.UnixConn, f *os.File, msg []byte) error {
+// SendFiles sends the files' descriptors and a message over a unix socket
+// (SCM_RIGHTS) in one datagram. The caller keeps the files and may close
+// them afterwards.
+func SendFiles(conn *net.UnixConn, files []*os.File, msg []byte) error {
 	if len(msg) == 0 {
-		return errors.New("tun: SendFile needs a non-empty message")
+		return errors.New("tun: SendFiles needs a non-empty message")
 	}
-	rights := unix.UnixRights(int(f.Fd()))
+	fds := make([]int, len(files))
+	for i, f := range files {
+		fds[i] = int(f.Fd())
+	}
+	rights := unix.UnixRights(fds...)
 	n, oobn, err := conn.WriteMsgUnix(msg, rights, nil)
 	if err != nil {
-		return fmt.Errorf("tun: send fd: %w", err)
+		return fmt.Errorf("tun: send fds: %w", err)
 	}
 	if n != len(msg) || oobn != len(rights) {
-		return fmt.Errorf("tun: send fd: short write (%d of %d bytes)", n, len(msg))
+		return fmt.Errorf("tun: send fds: short write (%d of %d bytes)", n, len(msg))
 	}
 	return nil
 }
 
-// ReceiveFile receives one descriptor and its message (at most len(buf)
-// bytes) sent by SendFile. It returns the message length; file is nil when
-// the message carried no descriptor.
-func ReceiveFile(conn *net.UnixConn, buf []byte, name string) (n int, file *os.File, err error) {
-	oob := make([]byte, unix.CmsgSpace(4*4))
+// maxFiles bounds how many descriptors one ReceiveFiles accepts.
+const maxFiles = 64
+
+// ReceiveFiles receives the descriptors and message (at most len(buf)
+// bytes) sent by SendFiles. The descriptors are made non-blocking and
+// close-on-exec; files is empty when the message carried none.
+func ReceiveFiles(conn *net.UnixConn, buf []byte, name string) (n int, files []*os.File, err error) {
+	oob := make([]byte, unix.CmsgSpace(4*maxFiles))
 	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 	if err != nil {
 		return 0, nil, err
-	}
-	if oobn == 0 {
-		return n, nil, nil
 	}
 	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 	if err != nil {
@@ -44,22 +49,22 @@ func ReceiveFile(conn *net.UnixConn, buf []byte, name string) (n int, file *os.F
 	}
 	var fds []int
 	for _, m := range msgs {
-		got, err := unix.ParseUnixRights(&m)
-		if err == nil {
+		if got, err := unix.ParseUnixRights(&m); err == nil {
 			fds = append(fds, got...)
 		}
 	}
-	if len(fds) == 0 {
-		return n, nil, nil
+	for _, fd := range fds {
+		unix.CloseOnExec(fd)
+		// Non-blocking before os.NewFile, so the runtime poller serves it.
+		if err := unix.SetNonblock(fd, true); err != nil {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			return 0, nil, fmt.Errorf("tun: received fd: %w", err)
+		}
 	}
-	for _, extra := range fds[1:] {
-		unix.Close(extra)
+	for _, fd := range fds {
+		files = append(files, os.NewFile(uintptr(fd), name))
 	}
-	unix.CloseOnExec(fds[0])
-	// Non-blocking before os.NewFile, so the runtime poller serves it.
-	if err := unix.SetNonblock(fds[0], true); err != nil {
-		unix.Close(fds[0])
-		return 0, nil, fmt.Errorf("tun: received fd: %w", err)
-	}
-	return n, os.NewFile(uintptr(fds[0]), name), nil
+	return n, files, nil
 }

@@ -42,6 +42,7 @@ type runOptions struct {
 	noIPv6              bool
 	mtu                 int
 	txQueueLen          int
+	queues              int
 	offload             string
 	disableHostLoopback bool
 	dnsUpstreams        []string
@@ -92,6 +93,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.BoolVar(&o.noIPv6, "no-ipv6", false, "configure no IPv6 in the sandbox")
 	f.IntVar(&o.mtu, "mtu", 65520, "MTU of tun0 (1280..65520)")
 	f.IntVar(&o.txQueueLen, "txqueuelen", 10000, "transmit queue length of tun0")
+	f.IntVar(&o.queues, "queues", 1, "TUN queues, each read by its own goroutine (1..16; more than 1 helps only with spare cores)")
 	f.StringVar(&o.offload, "offload", "auto", "TUN offloads (virtio-net header, TSO): auto, on or off")
 	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
 	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
@@ -128,12 +130,15 @@ func (o *runOptions) loadRules(c *instance.Config) error {
 // config turns the flags into an instance configuration.
 func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config, error) {
 	c := instance.Config{
-		Command: command, MTU: o.mtu, TxQueueLen: o.txQueueLen,
+		Command: command, MTU: o.mtu, TxQueueLen: o.txQueueLen, Queues: o.queues,
 		DisableHostLoopback: o.disableHostLoopback, Logger: log,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	}
 	if o.mtu < 1280 || o.mtu > 65520 {
 		return c, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
+	}
+	if o.queues < 1 || o.queues > 16 {
+		return c, fmt.Errorf("--queues %d: must be between 1 and 16", o.queues)
 	}
 	var err error
 	if c.Offload, err = tun.ParseOffloadMode(o.offload); err != nil {
