@@ -111,12 +111,20 @@ func (b backend) Capture(req control.CaptureRequest) (*capture.Subscription, err
 	if b.in.Endpoint != nil {
 		name = b.in.Endpoint.Device().Name
 	}
-	if req.Interface != "" && req.Interface != name && req.Interface != "any" {
-		return nil, fmt.Errorf("capture: no interface %q (the instance has %s)", req.Interface, name)
+	host := req.Interface == HostCaptureInterface
+	if req.Interface != "" && req.Interface != name && req.Interface != "any" && !host {
+		return nil, fmt.Errorf("capture: no interface %q (the instance has %s and %s)", req.Interface, name, HostCaptureInterface)
 	}
 	f, err := capture.ParseFilter(req.Filter)
 	if err != nil {
 		return nil, err
+	}
+	if host {
+		hc, err := b.in.hostCap()
+		if err != nil {
+			return nil, err
+		}
+		return hc.Subscribe(f, req.SnapLen, 0)
 	}
 	return b.in.Capture.Subscribe(f, req.SnapLen, 0), nil
 }

@@ -22,6 +22,9 @@ type extras struct {
 	deniedNS string
 	// kind is "attach" for an attached namespace ("" means "run").
 	kind string
+	// hostCapture is the tap behind "tcpdump -i host" (capture_host.go).
+	hostCapture *hostCapture
+	hostCapOnce sync.Once
 }
 
 // startExtras starts the forwards and the control socket once the stack

@@ -43,6 +43,9 @@ type Endpoint struct {
 	// subs is replaced (copy on write) under mu and read without it on
 	// the packet path; nil or empty means nobody listens.
 	subs atomic.Pointer[[]*Subscription]
+	// onIdle, if set, runs (without mu) when the last subscription
+	// closes.
+	onIdle func()
 }
 
 var (
@@ -194,9 +197,9 @@ func (e *Endpoint) Subscribe(f *Filter, snapLen, queue int) *Subscription {
 
 func (e *Endpoint) unsubscribe(s *Subscription) {
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	old := e.subs.Load()
 	if old == nil {
+		e.mu.Unlock()
 		return
 	}
 	var next []*Subscription
@@ -206,6 +209,38 @@ func (e *Endpoint) unsubscribe(s *Subscription) {
 		}
 	}
 	e.subs.Store(&next)
+	idle := e.onIdle
+	e.mu.Unlock()
+	if len(next) == 0 && idle != nil {
+		idle()
+	}
+}
+
+// SetOnIdle sets a function to run each time the last subscription
+// closes. It runs outside the endpoint's locks, so it may race with a new
+// Subscribe: check Subscribers under the caller's own lock.
+func (e *Endpoint) SetOnIdle(fn func()) {
+	e.mu.Lock()
+	e.onIdle = fn
+	e.mu.Unlock()
+}
+
+// Subscribers returns the number of open subscriptions.
+func (e *Endpoint) Subscribers() int {
+	if subs := e.subs.Load(); subs != nil {
+		return len(*subs)
+	}
+	return 0
+}
+
+// OfferPacket hands a gVisor packet (from its network header on) to the
+// subscribers as if it had crossed the endpoint in direction dir. It
+// copies the packet only when someone listens; a tap outside the link
+// (the netfilter hooks behind "tcpdump -i host") feeds captures with it.
+func (e *Endpoint) OfferPacket(pkt *gstack.PacketBuffer, dir Direction) {
+	if subs := e.subs.Load(); subs != nil && len(*subs) > 0 {
+		e.tap(*subs, pkt, dir)
+	}
 }
 
 // Subscription receives captured packets until Close.
