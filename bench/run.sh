@@ -12,6 +12,7 @@
 #   tunstack65520    $BIN run --mtu 65520                   target 10.0.2.2
 #   tunstack1500     $BIN run --mtu 1500
 #   tunstack1500off  $BIN run --mtu 1500 --offload off      (ablation)
+#   tunstack65520q2  $BIN run --mtu 65520 --queues 2        (any row + q2: two TUN queues)
 # Any tunstackMTU[off] name works in STACKS (e.g. tunstack9000).
 #
 # Per stack run, inside the sandbox: iperf3 sandbox->host (fwd) and
@@ -208,8 +209,13 @@ if [ "${1:-}" = __stack ]; then
 	tunstack*)
 		mtu=${stack#tunstack}
 		off=()
+		case $mtu in *q2)
+			off=(--queues 2)
+			mtu=${mtu%q2}
+			;;
+		esac
 		case $mtu in *off)
-			off=(--offload off)
+			off+=(--offload off)
 			mtu=${mtu%off}
 			;;
 		esac
