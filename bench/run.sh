@@ -23,6 +23,16 @@
 # /proc/PID/stat (CPU seconds per GiB moved); its VmHWM (peak RSS) is read at
 # the end. veth has no stack process: those columns stay empty.
 #
+# Port forwards (FORWARD=1, the default; FORWARD=0 skips them): after the
+# runs above, the sandbox starts an iperf3 server on FPORT and a tcprr server
+# on FPORT+1, and a client in the host namespace connects to them through the
+# stack's port forward on 127.0.0.1 (PF_ADDR): tunstack -p 127.0.0.1:P:P, pasta
+# -t 127.0.0.1/P, slirp4netns add_hostfwd on its --api-socket (host_addr
+# 127.0.0.1). veth has no forward: the client dials the sandbox's veth address
+# 198.18.1.2 (the baseline). Measured: pfup = host client sends to the sandbox
+# server, pfdown = -R (sandbox server sends), single stream, plus tcprr
+# (pf_rr/pf_crr) and the stack's CPU s/GiB as above.
+#
 # Containment: everything runs inside a throwaway network namespace (the
 # "host", tsbench-PID) holding lo plus an ifb device with 198.18.0.1/24 and a
 # default route via 198.18.0.254, a dead end. The iperf3 and tcprr servers
@@ -36,7 +46,10 @@
 # Env:
 #   ROUNDS=3 DURATION=5 (s per iperf3 run, +1 s omitted warm-up) PARALLEL=4
 #   STACKS="veth slirp65520 ..." (subset/order)  RR_N=2000 CRR_N=300
-#   PORT=15301 (tcprr uses PORT+1)  VETH_MTU=1500  TUNSTACK_ARGS="" (extra
+#   PORT=15301 (tcprr uses PORT+1; forwards use PORT+2 and PORT+3)
+#   FORWARD=1 (0: no port-forward runs)  PF_ADDR=127.0.0.1 (host address of
+#   the forwards and of the client; 198.18.0.1 = a non-loopback client, which
+#   pasta cannot splice)  VETH_MTU=1500  TUNSTACK_ARGS="" (extra
 #   flags for every tunstack row)  KEEP=1 (keep the run directory, raw logs)
 #   BIN (tunstack binary; default ./bin/tunstack, built into the run
 #   directory if missing)
@@ -60,6 +73,11 @@ DURATION=${DURATION:-5}
 PARALLEL=${PARALLEL:-4}
 PORT=${PORT:-15301}
 RRPORT=$((PORT + 1))
+FORWARD=${FORWARD:-1}
+FPORT=$((PORT + 2))
+FRRPORT=$((PORT + 3))
+PF_ADDR=${PF_ADDR:-127.0.0.1}
+case $PF_ADDR in 127.0.0.1 | 198.18.0.1) ;; *) echo "PF_ADDR: 127.0.0.1 or 198.18.0.1" >&2; exit 2 ;; esac
 RR_N=${RR_N:-2000}
 CRR_N=${CRR_N:-300}
 VETH_MTU=${VETH_MTU:-1500}
@@ -74,6 +92,8 @@ VETH_NS=198.18.1.2
 
 # One stack run: 4 iperf3 runs of DURATION+1 s plus connect slack, tcprr, setup.
 STACK_TIMEOUT=$((4 * (DURATION + 1 + 10) + 120))
+# Forwards: 2 more iperf3 runs, tcprr, server start-up.
+[ "$FORWARD" = 1 ] && STACK_TIMEOUT=$((STACK_TIMEOUT + 2 * (DURATION + 1 + 25) + 100))
 
 log() { printf '%s\n' "$*" >&2; }
 
@@ -180,11 +200,84 @@ if [ "${1:-}" = __inner ]; then
 		log "[$name] tcprr failed: $(tail -n 3 "$dir/tcprr.err" | tr '\n' ' ')"
 		cat "$dir/tcprr.out"
 	fi
+	if [ "$TSB_FORWARD" = 1 ]; then
+		# Servers for the host's clients (run by fwdclient in __stack, in
+		# the host namespace); ready/done flags in the run directory.
+		flt=$((2 * (TSB_DURATION + 1 + 25) + 90))
+		timeout -k 3 "$flt" iperf3 -s -p "$TSB_FPORT" >"$dir/pf-iperf3-server.log" 2>&1 &
+		ps1=$!
+		timeout -k 3 "$flt" "$TSB_TCPRR" -s "0.0.0.0:$TSB_FRRPORT" -lifetime "${flt}s" >"$dir/pf-tcprr-server.log" 2>&1 &
+		ps2=$!
+		n=0
+		for _ in $(seq 100); do
+			n=$(ss -Htln 2>/dev/null | grep -cE ":($TSB_FPORT|$TSB_FRRPORT)\b" || true)
+			[ "$n" -ge 2 ] && break
+			sleep 0.05
+		done
+		[ "$n" -ge 2 ] || log "[$name] forward: only $n of 2 sandbox servers listening"
+		touch "$TSB_RUN/pfready.$name.$TSB_ROUND"
+		for _ in $(seq $((flt * 10))); do
+			[ -e "$TSB_RUN/pfdone.$name.$TSB_ROUND" ] && break
+			sleep 0.1
+		done
+		[ -e "$TSB_RUN/pfdone.$name.$TSB_ROUND" ] || log "[$name] forward: host client did not finish"
+		kill -TERM "$ps1" "$ps2" 2>/dev/null || true
+		wait "$ps1" "$ps2" 2>/dev/null || true
+	fi
 	if [ -n "$spid" ]; then
 		awk '/^VmHWM:/ {print "hwm_kib=" $2}' "/proc/$spid/status" 2>/dev/null || true
 	fi
 	exit 0
 fi
+
+# ---------------------------------------------------------------------------
+# fwdclient NAME TARGET SPID: in the host namespace (called from __stack,
+# backgrounded): wait for the sandbox's servers, then measure through the
+# forward. Prints key=value lines on stdout (the round's output file; the
+# sandbox workload is idle meanwhile). Always touches the done flag.
+fwdclient() {
+	local name=$1 tgt=$2 spid=$3 dir t flags c0 c1 out bytes tck ok=
+	dir=$TSB_RUN/work.$name.$TSB_ROUND
+	mkdir -p "$dir"
+	tck=$(getconf CLK_TCK)
+	for _ in $(seq $((TSB_STACK_TIMEOUT * 10))); do
+		[ -e "$TSB_RUN/pfready.$name.$TSB_ROUND" ] && ok=1 && break
+		sleep 0.1
+	done
+	if [ -z "$ok" ]; then
+		log "[$name] forward: sandbox servers never ready"
+		touch "$TSB_RUN/pfdone.$name.$TSB_ROUND"
+		return 0
+	fi
+	[ -n "$spid" ] && [ ! -r "/proc/$spid/stat" ] && spid=
+	for t in pfup pfdown; do
+		flags=()
+		[ $t = pfdown ] && flags=(-R)
+		c0= c1=
+		[ -n "$spid" ] && c0=$(cputicks "$spid")
+		timeout -k 3 $((TSB_DURATION + 25)) iperf3 -c "$tgt" -p "$TSB_FPORT" -t "$TSB_DURATION" -O 1 \
+			--connect-timeout 3000 -J "${flags[@]}" >"$dir/iperf.$t.json" 2>"$dir/iperf.$t.err" || true
+		[ -n "$spid" ] && c1=$(cputicks "$spid")
+		if out=$("$TSB_TCPRR" -iperf "$dir/iperf.$t.json" -prefix "$t" 2>&1); then
+			echo "$out"
+			bytes=$(sed -n "s/^${t}_bytes=//p" <<<"$out")
+			if [ -n "$c0" ] && [ -n "$c1" ]; then
+				awk -v a="$c0" -v b="$c1" -v hz="$tck" -v by="$bytes" -v t="$t" \
+					'BEGIN {s = (b - a) / hz; printf "%s_cpu_s=%.2f\n%s_cpu_s_gib=%.3f\n", t, s, t, s / (by / 1073741824)}'
+			fi
+		else
+			log "[$name] forward iperf3 $t failed: $out $(tail -c 300 "$dir/iperf.$t.err" 2>/dev/null | tr '\n' ' ')"
+		fi
+	done
+	timeout -k 3 70 "$TSB_TCPRR" -c "$tgt:$TSB_FRRPORT" -n "$TSB_RR_N" -crr "$TSB_CRR_N" -timeout 60s \
+		>"$dir/pf-tcprr.out" 2>"$dir/pf-tcprr.err" || true
+	if grep -q '^rr_p50_us=' "$dir/pf-tcprr.out"; then
+		sed 's/^/pf_/' "$dir/pf-tcprr.out"
+	else
+		log "[$name] forward tcprr failed: $(tail -n 3 "$dir/pf-tcprr.err" | tr '\n' ' ')"
+	fi
+	touch "$TSB_RUN/pfdone.$name.$TSB_ROUND"
+}
 
 # ---------------------------------------------------------------------------
 # __stack NAME PIDFILE CMD...: run CMD in a fresh namespace connected through
@@ -219,11 +312,18 @@ if [ "${1:-}" = __stack ]; then
 			mtu=${mtu%off}
 			;;
 		esac
+		if [ "$TSB_FORWARD" = 1 ]; then
+			off+=(-p "$TSB_PF_ADDR:$TSB_FPORT:$TSB_FPORT" -p "$TSB_PF_ADDR:$TSB_FRRPORT:$TSB_FRRPORT")
+		fi
 		# shellcheck disable=SC2086
 		"$TSB_BIN" run --mtu "$mtu" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
+		if [ "$TSB_FORWARD" = 1 ]; then
+			fwdclient "$stack" "$TSB_PF_ADDR" "$d" &
+			track $!
+		fi
 		rc=0
 		wait "$d" || rc=$?
 		d=
@@ -263,7 +363,9 @@ if [ "${1:-}" = __stack ]; then
 		echo - >"$pidfile"
 		;;
 	slirp*)
-		slirp4netns --configure --mtu="${stack#slirp}" "$t" tap0 >>"$TSB_RUN/slirp4netns.log" 2>&1 &
+		api=()
+		[ "$TSB_FORWARD" = 1 ] && api=(--api-socket "$TSB_RUN/slirp.$stack.$TSB_ROUND.sock")
+		slirp4netns --configure --mtu="${stack#slirp}" "${api[@]}" "$t" tap0 >>"$TSB_RUN/slirp4netns.log" 2>&1 &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
@@ -271,7 +373,9 @@ if [ "${1:-}" = __stack ]; then
 	pasta*)
 		# Root outside: --runas 0:0, or pasta drops to nobody and cannot
 		# open the target's namespaces.
-		pasta -q -f --runas 0:0 --config-net -m "${stack#pasta}" "$t" >>"$TSB_RUN/pasta.log" 2>&1 &
+		pf=()
+		[ "$TSB_FORWARD" = 1 ] && pf=(-t "$TSB_PF_ADDR/$TSB_FPORT-$TSB_FRRPORT")
+		pasta -q -f --runas 0:0 --config-net -m "${stack#pasta}" "${pf[@]}" "$t" >>"$TSB_RUN/pasta.log" 2>&1 &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
@@ -291,6 +395,22 @@ if [ "${1:-}" = __stack ]; then
 		log "__stack $stack: sandbox got no default route"
 		exit 125
 	}
+	if [ "$TSB_FORWARD" = 1 ]; then
+		case $stack in
+		veth) fwdclient "$stack" "$VETH_NS" "" & track $! ;;
+		slirp*)
+			command -v socat >/dev/null || { log "[$stack] forward: no socat for the API socket"; touch "$TSB_RUN/pfdone.$stack.$TSB_ROUND"; }
+			sock=$TSB_RUN/slirp.$stack.$TSB_ROUND.sock
+			for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
+			for p in "$TSB_FPORT" "$TSB_FRRPORT"; do
+				r=$(printf '{"execute": "add_hostfwd", "arguments": {"proto": "tcp", "host_addr": "%s", "host_port": %d, "guest_port": %d}}' "$TSB_PF_ADDR" "$p" "$p" |
+					timeout 5 socat -t 2 - "UNIX-CONNECT:$sock" 2>&1) || true
+				grep -q '"return"' <<<"$r" || log "[$stack] add_hostfwd $p: $r"
+			done
+			fwdclient "$stack" "$TSB_PF_ADDR" "$d" & track $! ;;
+		pasta*) fwdclient "$stack" "$TSB_PF_ADDR" "$d" & track $! ;;
+		esac
+	fi
 	touch "$flagf"
 	rc=0
 	wait "$t" || rc=$?
@@ -418,7 +538,7 @@ done
 
 export TSB_RUN=$RUN TSB_PIDS TSB_DURATION=$DURATION TSB_PARALLEL=$PARALLEL TSB_PORT=$PORT TSB_RRPORT=$RRPORT
 export TSB_RR_N=$RR_N TSB_CRR_N=$CRR_N TSB_TCPRR=$TCPRR TSB_BIN=$BIN TSB_VETH_MTU=$VETH_MTU
-export TSB_TUNSTACK_ARGS=$TUNSTACK_ARGS
+export TSB_TUNSTACK_ARGS=$TUNSTACK_ARGS TSB_FORWARD=$FORWARD TSB_PF_ADDR=$PF_ADDR TSB_STACK_TIMEOUT=$STACK_TIMEOUT TSB_FPORT=$FPORT TSB_FRRPORT=$FRRPORT
 
 RES=$RUN/results
 : >"$RES"
@@ -442,7 +562,7 @@ for r in $(seq "$ROUNDS"); do
 		set -e
 		t1=$(date +%s.%N)
 		sed -n "s/^\([A-Za-z0-9_]*\)=\(.*\)$/$r $s \1 \2/p" "$RUN/out.$s.$r" >>"$RES"
-		log "round $r $(printf '%-16s' "$s") rc=$rc $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%5.1fs", b - a}')  $(grep -E '^(fwd|rev)P?_mbps|^rr_p50|^crr_cps' "$RUN/out.$s.$r" | tr '\n' ' ')"
+		log "round $r $(printf '%-16s' "$s") rc=$rc $(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%5.1fs", b - a}')  $(grep -E '^(fwd|rev)P?_mbps|^rr_p50|^crr_cps|^pf(up|down)_mbps|^pf_rr_p50' "$RUN/out.$s.$r" | tr '\n' ' ')"
 		[ -s "$RUN/err.$s.$r" ] && sed 's/^/    /' "$RUN/err.$s.$r" | head -n 20 >&2
 		sleep 1
 	done
@@ -451,7 +571,7 @@ done
 # ---------------------------------------------------------------------------
 # Summary (markdown).
 P=$PARALLEL
-awk -v order="${ALL[*]}" -v P="$P" -v rounds="$ROUNDS" '
+awk -v order="${ALL[*]}" -v pfaddr="$PF_ADDR" -v P="$P" -v rounds="$ROUNDS" '
 function median(s, m,   n, i, j, t, a) {
 	n = cnt[s, m]
 	if (n == 0) return ""
@@ -465,7 +585,7 @@ function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.
 { cnt[$2, $3]++; val[$2, $3, cnt[$2, $3]] = $4; seen[$3] = 1 }
 END {
 	ns = split(order, st, " ")
-	split("fwd_mbps rev_mbps fwdP_mbps revP_mbps rr_p50_us rr_p99_us rr_tps crr_p50_us crr_p99_us crr_cps fwd_cpu_s_gib rev_cpu_s_gib fwdP_cpu_s_gib revP_cpu_s_gib hwm_kib fwd_stall_s rev_stall_s fwdP_stall_s revP_stall_s", M, " ")
+	split("fwd_mbps rev_mbps fwdP_mbps revP_mbps rr_p50_us rr_p99_us rr_tps crr_p50_us crr_p99_us crr_cps fwd_cpu_s_gib rev_cpu_s_gib fwdP_cpu_s_gib revP_cpu_s_gib hwm_kib fwd_stall_s rev_stall_s fwdP_stall_s revP_stall_s pfup_mbps pfdown_mbps pfup_cpu_s_gib pfdown_cpu_s_gib pf_rr_p50_us pf_rr_p99_us pf_crr_p50_us pf_crr_cps pfup_stall_s pfdown_stall_s", M, " ")
 	for (i = 1; i <= ns; i++) for (k in M) med[st[i], M[k]] = median(st[i], M[k])
 	for (i = 1; i <= ns; i++) { stall[st[i]] = 0
 		for (k = 16; k <= 19; k++) for (j = 1; j <= cnt[st[i], M[k]]; j++) stall[st[i]] += val[st[i], M[k], j] }
@@ -501,6 +621,40 @@ END {
 			f(med[s, "fwdP_cpu_s_gib"], "%.2f"), f(med[s, "revP_cpu_s_gib"], "%.2f"),
 			f(med[s, "hwm_kib"] == "" ? "" : med[s, "hwm_kib"] / 1024, "%.1f") }
 	print ""
+	npf = 0
+	for (i = 1; i <= ns; i++) npf += cnt[st[i], "pfup_mbps"] + cnt[st[i], "pf_rr_p50_us"]
+	if (npf > 0) {
+		print "### Port forward: host client -> server in the sandbox, through the stack port forward on " pfaddr " (veth: direct to the sandbox address); single stream, median"
+		print ""
+		print "| stack | up Gbit/s | down Gbit/s | up/veth | down/veth | rr p50 µs | rr p99 µs | crr p50 µs | crr/s | CPU s/GiB up | CPU s/GiB down | stall s | n |"
+		print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+		for (i = 1; i <= ns; i++) { s = st[i]
+			ps = 0
+			for (k = 28; k <= 29; k++) for (j = 1; j <= cnt[s, M[k]]; j++) ps += val[s, M[k], j]
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", s,
+				g(med[s, "pfup_mbps"]), g(med[s, "pfdown_mbps"]),
+				ratio(med[s, "pfup_mbps"], med[v, "pfup_mbps"]), ratio(med[s, "pfdown_mbps"], med[v, "pfdown_mbps"]),
+				f(med[s, "pf_rr_p50_us"], "%.0f"), f(med[s, "pf_rr_p99_us"], "%.0f"),
+				f(med[s, "pf_crr_p50_us"], "%.0f"), f(med[s, "pf_crr_cps"], "%.0f"),
+				f(med[s, "pfup_cpu_s_gib"], "%.2f"), f(med[s, "pfdown_cpu_s_gib"], "%.2f"), ps, cnt[s, "pfup_mbps"] }
+		print ""
+		print "Port forward, tunstack against its peers at the same MTU (ratio of medians; throughput >1 = tunstack faster; latency, CPU <1 = tunstack better)"
+		print ""
+		print "| tunstack row | vs | up | down | rr p50 | crr p50 | CPU/GiB up | CPU/GiB down |"
+		print "|---|---|--:|--:|--:|--:|--:|--:|"
+		for (i = 1; i <= ns; i++) { s = st[i]
+			if (s !~ /^tunstack/) continue
+			mtu = s; sub(/^tunstack/, "", mtu); sub(/[^0-9].*$/, "", mtu)
+			np = split("pasta" mtu " slirp" mtu, peers, " ")
+			for (k = 1; k <= np; k++) { q = peers[k]
+				if (cnt[q, "pfup_mbps"] == 0 && cnt[q, "pf_rr_p50_us"] == 0) continue
+				printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", s, q,
+					ratio(med[s, "pfup_mbps"], med[q, "pfup_mbps"]), ratio(med[s, "pfdown_mbps"], med[q, "pfdown_mbps"]),
+					ratio(med[s, "pf_rr_p50_us"], med[q, "pf_rr_p50_us"]), ratio(med[s, "pf_crr_p50_us"], med[q, "pf_crr_p50_us"]),
+					ratio(med[s, "pfup_cpu_s_gib"], med[q, "pfup_cpu_s_gib"]), ratio(med[s, "pfdown_cpu_s_gib"], med[q, "pfdown_cpu_s_gib"]) }
+		}
+		print ""
+	}
 	print "### tunstack against its peers at the same MTU (ratio of medians; throughput: >1 = tunstack faster; latency and CPU: <1 = tunstack better)"
 	print ""
 	print "| tunstack row | vs | fwd | rev | fwd -P" P " | rev -P" P " | rr p50 | crr p50 | CPU/GiB fwd | CPU/GiB rev |"
@@ -534,6 +688,7 @@ echo
 echo "# fwd = sandbox -> host (iperf3 client sends), rev = host -> sandbox (-R); -P$P = $P parallel streams."
 echo "# Targets: veth $HOST_ADDR; slirp4netns and tunstack 10.0.2.2 (host 127.0.0.1); pasta its gateway $HOST_GW (mapped to host 127.0.0.1)."
 echo "# stall s = 1 s iperf3 intervals under 1 Mbit/s, summed over rounds and the four runs. n = rounds with a fwd result."
+[ "$FORWARD" = 1 ] && echo "# Port forward: pfup = host client sends to the sandbox's server on port $FPORT (tcprr on $FRRPORT), pfdown = -R; client in the host namespace to $PF_ADDR (veth: $VETH_NS)."
 echo "# CPU is the stack process only (veth: none); kernel TUN/tap work in the iperf3 processes is not in it."
 for s in "${ALL[@]}"; do
 	[ -n "${SKIP[$s]:-}" ] && echo "# $s: not run: ${SKIP[$s]}"
