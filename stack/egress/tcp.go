@@ -12,6 +12,8 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // tcpRelay answers sandbox SYNs only once the host connection is up.
@@ -155,11 +157,11 @@ func (c *tcpConn) abort() {
 func (c *tcpConn) guestToHost() {
 	c.done.Add(1)
 	defer c.done.Done()
-	err := copyLoop(c.host, c.guest)
+	err := relay.Copy(c.host, c.guest)
 	switch {
 	case err == nil:
 		closeWrite(c.host)
-	case errors.Is(err, errWrite):
+	case errors.Is(err, relay.ErrWrite):
 		c.ep.Abort()
 	default:
 		closeReset(c.host)
@@ -169,11 +171,11 @@ func (c *tcpConn) guestToHost() {
 // hostToGuest copies host → sandbox; at EOF it sends FIN to the sandbox, on
 // a reset it resets the sandbox connection.
 func (c *tcpConn) hostToGuest() {
-	err := copyLoop(c.guest, c.host)
+	err := relay.Copy(c.guest, c.host)
 	switch {
 	case err == nil:
 		c.guest.CloseWrite()
-	case errors.Is(err, errWrite):
+	case errors.Is(err, relay.ErrWrite):
 		closeReset(c.host)
 	default:
 		c.ep.Abort()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // dialTimeout bounds the stack's connect to the sandbox (a silent
@@ -94,7 +94,7 @@ func (f *fwd) serveTCP(client net.Conn) {
 	}
 	defer f.untrack(guest)
 	defer guest.Close()
-	relay(client, guest)
+	bridge(client, guest)
 }
 
 func (m *Manager) dialTCP(ctx context.Context, src, dst netip.AddrPort) (*gonet.TCPConn, error) {
@@ -114,8 +114,8 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
-// relay copies both ways; EOF on one side half-closes the other.
-func relay(a, b net.Conn) {
+// bridge copies both ways; EOF on one side half-closes the other.
+func bridge(a, b net.Conn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -126,7 +126,9 @@ func relay(a, b net.Conn) {
 }
 
 func copyHalf(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
+	// relay.Copy, not io.Copy: 32 KiB writes into gVisor halved a
+	// forward's host→sandbox throughput (bench, docs/PERFORMANCE.md).
+	err := relay.Copy(dst, src)
 	if hc, ok := dst.(halfCloser); ok && err == nil {
 		hc.CloseWrite()
 		return

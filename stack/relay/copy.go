@@ -1,4 +1,6 @@
-package egress
+// Package relay copies byte streams between a stack's connections and host
+// sockets, the way tunstack's egress and port forwards need it.
+package relay
 
 import (
 	"errors"
@@ -20,13 +22,14 @@ var (
 	bigPool   = sync.Pool{New: func() any { b := make([]byte, bigBuf); return &b }}
 )
 
-// errWrite marks a copy that ended because the destination failed.
-var errWrite = errors.New("egress: write failed")
+// ErrWrite marks a copy that ended because the destination failed.
+var ErrWrite = errors.New("relay: write failed")
 
-// copyLoop copies src to dst until EOF (nil) or an error. A destination
-// failure is returned wrapped in errWrite so the caller knows which side
-// broke.
-func copyLoop(dst io.Writer, src io.Reader) error {
+// Copy copies src to dst until EOF (nil) or an error. A destination failure
+// is returned wrapped in ErrWrite so the caller knows which side broke.
+// Unlike io.Copy it writes up to 1 MiB at a time when the source keeps
+// up, which a gVisor connection needs to amortise its per-write work.
+func Copy(dst io.Writer, src io.Reader) error {
 	bp, big := smallPool.Get().(*[]byte), false
 	defer func() { release(bp, big) }()
 	for {
@@ -34,7 +37,7 @@ func copyLoop(dst io.Writer, src io.Reader) error {
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return errors.Join(errWrite, werr)
+				return errors.Join(ErrWrite, werr)
 			}
 		}
 		if rerr != nil {
