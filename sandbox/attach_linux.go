@@ -156,34 +156,7 @@ func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {
 		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
 	}
-	if cc.TunName == "" {
-		cc.TunName = "tun0"
-	}
-	if cc.TxQueueLen == 0 {
-		cc.TxQueueLen = 10000
-	}
 	return sb.exchange(cc)
-}
-
-// exchange sends the child its configuration and receives the device.
-func (sb *Sandbox) exchange(cc childConfig) error {
-	b, err := json.Marshal(cc)
-	if err != nil {
-		return err
-	}
-	if _, err := sb.ctrl.Write(b); err != nil {
-		return fmt.Errorf("sandbox: send config: %w", err)
-	}
-	dev, reply, err := receiveDevice(sb.ctrl)
-	if err != nil {
-		return err
-	}
-	if reply.Error != "" {
-		return fmt.Errorf("sandbox: %s", reply.Error)
-	}
-	sb.Device = dev
-	sb.Notes = reply.Notes
-	return nil
 }
 
 // attachSetup is the child side of Attach: it runs inside the namespace,

@@ -152,6 +152,12 @@ func (sb *Sandbox) handshake(cfg Config) error {
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
 		ResolvConf: cfg.ResolvConf, HidePaths: cfg.HidePaths,
 	}
+	return sb.exchange(cc)
+}
+
+// exchange sends the child its configuration (with defaults filled in) and
+// receives the device.
+func (sb *Sandbox) exchange(cc childConfig) error {
 	if cc.TunName == "" {
 		cc.TunName = "tun0"
 	}
