@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Registry holds the named sets of one firewall.
@@ -142,6 +143,14 @@ func (r *Registry) Exec(args []string) (string, error) {
 				default:
 					return "", fmt.Errorf("ipset create: unknown family %q", v)
 				}
+			case "timeout":
+				n, err := parseTimeout(v)
+				if err != nil {
+					return "", fmt.Errorf("ipset create: %w", err)
+				}
+				// "timeout 0" still enables timeout support, with
+				// entries that never expire unless added with one.
+				opts.Timeout, opts.HasTimeout = n, true
 			case "hashsize", "maxelem":
 				n, err := strconv.Atoi(v)
 				if err != nil || n <= 0 {
@@ -173,7 +182,7 @@ func (r *Registry) Exec(args []string) (string, error) {
 		}
 		switch cmd {
 		case "add", "-A", "a":
-			return "", s.Add(p, exist)
+			return "", addEntry(s, p, rest[2:], exist)
 		case "del", "-D", "d":
 			return "", s.Del(p, exist)
 		}
@@ -237,6 +246,30 @@ func (r *Registry) Exec(args []string) (string, error) {
 	return "", fmt.Errorf("ipset: unknown command %q", cmd)
 }
 
+// addEntry runs "add SET ENTRY [timeout N]".
+func addEntry(s *Set, p netip.Prefix, opts []string, exist bool) error {
+	switch {
+	case len(opts) == 0:
+		return s.Add(p, exist)
+	case len(opts) == 2 && opts[0] == "timeout":
+		t, err := parseTimeout(opts[1])
+		if err != nil {
+			return fmt.Errorf("ipset add: %w", err)
+		}
+		return s.AddTimeout(p, t, exist)
+	}
+	return fmt.Errorf("ipset add: unknown options %q (supported: timeout N)", opts)
+}
+
+// parseTimeout parses a timeout in whole seconds, as ipset takes it.
+func parseTimeout(v string) (time.Duration, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > MaxTimeout {
+		return 0, fmt.Errorf("bad timeout %q (0 to %d seconds)", v, MaxTimeout)
+	}
+	return time.Duration(n) * time.Second, nil
+}
+
 func (s *Set) hasPrefix(p netip.Prefix) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -244,7 +277,17 @@ func (s *Set) hasPrefix(p netip.Prefix) bool {
 }
 
 func (s *Set) header() string {
-	return fmt.Sprintf("family %s hashsize %d maxelem %d", s.opts.Family, s.opts.HashSize, s.opts.MaxElem)
+	h := fmt.Sprintf("family %s hashsize %d maxelem %d", s.opts.Family, s.opts.HashSize, s.opts.MaxElem)
+	if s.opts.HasTimeout {
+		h += fmt.Sprintf(" timeout %d", seconds(s.opts.Timeout))
+	}
+	return h
+}
+
+// seconds rounds a remaining lifetime up to whole seconds, as ipset
+// lists them.
+func seconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
 }
 
 func (s *Set) list(b *strings.Builder, terse bool) {
@@ -253,22 +296,29 @@ func (s *Set) list(b *strings.Builder, terse bool) {
 		return
 	}
 	b.WriteString("Members:\n")
-	for _, p := range s.Entries() {
-		b.WriteString(s.entryString(p))
+	for _, e := range s.EntriesWithTimeout() {
+		b.WriteString(s.entryString(e))
 		b.WriteByte('\n')
 	}
 }
 
 func (s *Set) save(b *strings.Builder) {
 	fmt.Fprintf(b, "create %s %s %s\n", s.name, s.typ, s.header())
-	for _, p := range s.Entries() {
-		fmt.Fprintf(b, "add %s %s\n", s.name, s.entryString(p))
+	for _, e := range s.EntriesWithTimeout() {
+		fmt.Fprintf(b, "add %s %s\n", s.name, s.entryString(e))
 	}
 }
 
-func (s *Set) entryString(p netip.Prefix) string {
+// entryString formats an entry as ipset lists it: the address (or
+// network), then "timeout N" in a set with timeout support.
+func (s *Set) entryString(e Entry) string {
+	p := e.Prefix
+	out := p.String()
 	if p.Bits() == p.Addr().BitLen() {
-		return p.Addr().String()
+		out = p.Addr().String()
 	}
-	return p.String()
+	if s.opts.HasTimeout {
+		out += fmt.Sprintf(" timeout %d", seconds(e.Remaining))
+	}
+	return out
 }

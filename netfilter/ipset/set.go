@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 )
 
 // Type is a set type.
@@ -65,11 +66,20 @@ func (f Family) bits() int {
 // DefaultMaxElem is ipset's default maximum number of entries.
 const DefaultMaxElem = 65536
 
+// MaxTimeout is the largest timeout ipset accepts, in seconds.
+const MaxTimeout = 2147483
+
 // Options are the creation options of a set.
 type Options struct {
 	Family   Family
 	HashSize int
 	MaxElem  int
+	// HasTimeout makes this a set with timeout support (ipset's "timeout
+	// N" creation option); only such a set takes entries that expire.
+	HasTimeout bool
+	// Timeout is the default lifetime of entries added without one (0:
+	// they never expire). Setting it implies HasTimeout.
+	Timeout time.Duration
 }
 
 // Set is one address set. Its methods are safe for concurrent use;
@@ -79,14 +89,21 @@ type Set struct {
 	typ  Type
 	opts Options
 
+	// epoch is the origin of expiry times: entries store nanoseconds since
+	// it, read from the monotonic clock, so wall-clock steps do not move
+	// expiries.
+	epoch time.Time
+
 	mu sync.RWMutex
-	// v4 maps a masked address to presence, one map per prefix length
-	// present; lens lists those lengths longest first so that lookups
-	// stop at the first, most specific hit.
-	v4   [33]map[uint32]struct{}
-	v6   [129]map[netip.Addr]struct{}
-	lens []int
-	n    int
+	// v4 maps a masked address to its expiry (nanoseconds since epoch, 0
+	// for never), one map per prefix length present; lens lists those
+	// lengths longest first so that lookups stop at the first, most
+	// specific hit. An expired entry is absent for lookups and is removed
+	// by the next write or listing.
+	v4   [33]map[uint32]int64      // +checklocks:mu
+	v6   [129]map[netip.Addr]int64 // +checklocks:mu
+	lens []int                     // +checklocks:mu
+	n    int                       // +checklocks:mu
 }
 
 // New returns an empty set.
@@ -103,8 +120,18 @@ func New(name string, typ Type, opts Options) (*Set, error) {
 	if opts.MaxElem < 0 || opts.HashSize < 0 {
 		return nil, fmt.Errorf("ipset: bad size options for %q", name)
 	}
-	return &Set{name: name, typ: typ, opts: opts}, nil
+	if opts.Timeout < 0 || opts.Timeout > MaxTimeout*time.Second {
+		return nil, fmt.Errorf("ipset: timeout %v of %q out of range (0 to %d s)", opts.Timeout, name, MaxTimeout)
+	}
+	opts.HasTimeout = opts.HasTimeout || opts.Timeout != 0
+	return &Set{name: name, typ: typ, opts: opts, epoch: time.Now()}, nil
 }
+
+// now returns the current time on the set's expiry clock.
+func (s *Set) now() int64 { return int64(time.Since(s.epoch)) }
+
+// live reports whether an entry with expiry exp is present at now.
+func live(exp, now int64) bool { return exp == 0 || exp > now }
 
 // Name returns the set's name.
 func (s *Set) Name() string { return s.name }
@@ -153,55 +180,68 @@ type ErrExist struct{ msg string }
 
 func (e *ErrExist) Error() string { return e.msg }
 
-// Add adds p. With exist, adding a present entry is not an error.
+// Add adds p with the set's default timeout. With exist, adding a present
+// entry is not an error (and, as in ipset, resets its timeout).
 func (s *Set) Add(p netip.Prefix, exist bool) error {
+	return s.AddTimeout(p, s.opts.Timeout, exist)
+}
+
+// AddTimeout adds p to expire after timeout (0: never). Only a set created
+// with a timeout takes entries that expire.
+func (s *Set) AddTimeout(p netip.Prefix, timeout time.Duration, exist bool) error {
 	if err := s.checkPrefix(p); err != nil {
 		return err
 	}
+	if timeout != 0 && !s.opts.HasTimeout {
+		return fmt.Errorf("ipset: set %s was created without timeout support", s.name)
+	}
+	if timeout < 0 || timeout > MaxTimeout*time.Second {
+		return fmt.Errorf("ipset: timeout %v out of range (0 to %d s)", timeout, MaxTimeout)
+	}
 	p = p.Masked()
+	now := s.now()
+	var exp int64
+	if timeout > 0 {
+		exp = now + int64(timeout)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.has(p) {
-		if exist {
-			return nil
+	if s.hasAt(p, now) {
+		if !exist {
+			return &ErrExist{fmt.Sprintf("ipset: element %s is already added to set %s", p, s.name)}
 		}
-		return &ErrExist{fmt.Sprintf("ipset: element %s is already added to set %s", p, s.name)}
+		s.store(p, exp)
+		return nil
 	}
+	s.expireLocked(now)
 	if s.n >= s.opts.MaxElem {
 		return fmt.Errorf("ipset: hash is full, cannot add more elements to %s (maxelem %d)", s.name, s.opts.MaxElem)
 	}
-	b := p.Bits()
-	if s.opts.Family == Inet {
-		if s.v4[b] == nil {
-			s.v4[b] = make(map[uint32]struct{})
-			s.addLen(b)
-		}
-		s.v4[b][u32(p.Addr())] = struct{}{}
-	} else {
-		if s.v6[b] == nil {
-			s.v6[b] = make(map[netip.Addr]struct{})
-			s.addLen(b)
-		}
-		s.v6[b][p.Addr()] = struct{}{}
-	}
+	s.store(p, exp)
 	s.n++
 	return nil
 }
 
-// Del removes p. With exist, removing an absent entry is not an error.
-func (s *Set) Del(p netip.Prefix, exist bool) error {
-	if err := s.checkPrefix(p); err != nil {
-		return err
-	}
-	p = p.Masked()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.has(p) {
-		if exist {
-			return nil
+// store sets p's expiry, creating its prefix-length map if needed.
+func (s *Set) store(p netip.Prefix, exp int64) {
+	b := p.Bits()
+	if s.opts.Family == Inet {
+		if s.v4[b] == nil {
+			s.v4[b] = make(map[uint32]int64)
+			s.addLen(b)
 		}
-		return &ErrExist{fmt.Sprintf("ipset: element %s is not in set %s", p, s.name)}
+		s.v4[b][u32(p.Addr())] = exp
+		return
 	}
+	if s.v6[b] == nil {
+		s.v6[b] = make(map[netip.Addr]int64)
+		s.addLen(b)
+	}
+	s.v6[b][p.Addr()] = exp
+}
+
+// remove deletes p, which must be present.
+func (s *Set) remove(p netip.Prefix) {
 	b := p.Bits()
 	if s.opts.Family == Inet {
 		delete(s.v4[b], u32(p.Addr()))
@@ -217,6 +257,44 @@ func (s *Set) Del(p netip.Prefix, exist bool) error {
 		}
 	}
 	s.n--
+}
+
+// expireLocked removes the entries expired at now. Sets without timeout
+// support have none.
+func (s *Set) expireLocked(now int64) {
+	if !s.opts.HasTimeout {
+		return
+	}
+	for _, b := range append([]int(nil), s.lens...) {
+		for k, exp := range s.v4[b] {
+			if !live(exp, now) {
+				s.remove(netip.PrefixFrom(addr4(k), b))
+			}
+		}
+		for k, exp := range s.v6[b] {
+			if !live(exp, now) {
+				s.remove(netip.PrefixFrom(k, b))
+			}
+		}
+	}
+}
+
+// Del removes p. With exist, removing an absent entry is not an error.
+func (s *Set) Del(p netip.Prefix, exist bool) error {
+	if err := s.checkPrefix(p); err != nil {
+		return err
+	}
+	p = p.Masked()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expireLocked(s.now())
+	if !s.has(p) {
+		if exist {
+			return nil
+		}
+		return &ErrExist{fmt.Sprintf("ipset: element %s is not in set %s", p, s.name)}
+	}
+	s.remove(p)
 	return nil
 }
 
@@ -224,8 +302,8 @@ func (s *Set) Del(p netip.Prefix, exist bool) error {
 func (s *Set) Flush() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.v4 = [33]map[uint32]struct{}{}
-	s.v6 = [129]map[netip.Addr]struct{}{}
+	s.v4 = [33]map[uint32]int64{}
+	s.v6 = [129]map[netip.Addr]int64{}
 	s.lens = nil
 	s.n = 0
 }
@@ -235,12 +313,16 @@ func (s *Set) Contains(a netip.Addr) bool {
 	if a.Is4() != (s.opts.Family == Inet) {
 		return false
 	}
+	var now int64
+	if s.opts.HasTimeout {
+		now = s.now()
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.opts.Family == Inet {
 		v := u32(a)
 		for _, b := range s.lens {
-			if _, ok := s.v4[b][v&mask32(b)]; ok {
+			if exp, ok := s.v4[b][v&mask32(b)]; ok && live(exp, now) {
 				return true
 			}
 		}
@@ -248,33 +330,60 @@ func (s *Set) Contains(a netip.Addr) bool {
 	}
 	for _, b := range s.lens {
 		p, _ := a.Prefix(b)
-		if _, ok := s.v6[b][p.Addr()]; ok {
+		if exp, ok := s.v6[b][p.Addr()]; ok && live(exp, now) {
 			return true
 		}
 	}
 	return false
 }
 
-// Entries returns the entries, sorted.
+// Entry is a set member with its remaining lifetime.
+type Entry struct {
+	Prefix netip.Prefix
+	// Remaining is the time left before the entry expires; 0 for an entry
+	// that never does.
+	Remaining time.Duration
+}
+
+// Entries returns the live entries' prefixes, sorted.
 func (s *Set) Entries() []netip.Prefix {
-	s.mu.RLock()
-	out := make([]netip.Prefix, 0, s.n)
+	es := s.EntriesWithTimeout()
+	out := make([]netip.Prefix, len(es))
+	for i, e := range es {
+		out[i] = e.Prefix
+	}
+	return out
+}
+
+// EntriesWithTimeout returns the live entries with their remaining
+// lifetimes, sorted by address.
+func (s *Set) EntriesWithTimeout() []Entry {
+	now := s.now()
+	s.mu.Lock()
+	s.expireLocked(now)
+	out := make([]Entry, 0, s.n)
+	rem := func(exp int64) time.Duration {
+		if exp == 0 {
+			return 0
+		}
+		return time.Duration(exp - now)
+	}
 	for b, m := range s.v4 {
-		for k := range m {
-			out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)}), b))
+		for k, exp := range m {
+			out = append(out, Entry{netip.PrefixFrom(addr4(k), b), rem(exp)})
 		}
 	}
 	for b, m := range s.v6 {
-		for k := range m {
-			out = append(out, netip.PrefixFrom(k, b))
+		for k, exp := range m {
+			out = append(out, Entry{netip.PrefixFrom(k, b), rem(exp)})
 		}
 	}
-	s.mu.RUnlock()
+	s.mu.Unlock()
 	sort.Slice(out, func(i, j int) bool {
-		if c := out[i].Addr().Compare(out[j].Addr()); c != 0 {
+		if c := out[i].Prefix.Addr().Compare(out[j].Prefix.Addr()); c != 0 {
 			return c < 0
 		}
-		return out[i].Bits() < out[j].Bits()
+		return out[i].Prefix.Bits() < out[j].Prefix.Bits()
 	})
 	return out
 }
@@ -292,6 +401,7 @@ func (s *Set) checkPrefix(p netip.Prefix) error {
 	return nil
 }
 
+// has reports whether p is stored, expired or not.
 func (s *Set) has(p netip.Prefix) bool {
 	if s.opts.Family == Inet {
 		_, ok := s.v4[p.Bits()][u32(p.Addr())]
@@ -299,6 +409,18 @@ func (s *Set) has(p netip.Prefix) bool {
 	}
 	_, ok := s.v6[p.Bits()][p.Addr()]
 	return ok
+}
+
+// hasAt reports whether p is stored and live at now.
+func (s *Set) hasAt(p netip.Prefix, now int64) bool {
+	var exp int64
+	var ok bool
+	if s.opts.Family == Inet {
+		exp, ok = s.v4[p.Bits()][u32(p.Addr())]
+	} else {
+		exp, ok = s.v6[p.Bits()][p.Addr()]
+	}
+	return ok && live(exp, now)
 }
 
 func (s *Set) addLen(b int) {
@@ -313,6 +435,10 @@ func (s *Set) delLen(b int) {
 			return
 		}
 	}
+}
+
+func addr4(k uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(k >> 24), byte(k >> 16), byte(k >> 8), byte(k)})
 }
 
 func u32(a netip.Addr) uint32 {
