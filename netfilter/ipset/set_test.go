@@ -168,4 +168,3 @@ func BenchmarkContainsTimeout(b *testing.B) {
 		})
 	}
 }
-
