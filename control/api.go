@@ -32,6 +32,9 @@ type Info struct {
 	Forwards []forward.Info `json:"forwards"`
 	// Socket is the control socket's path.
 	Socket string `json:"socket"`
+	// AllowHosts are the egress allowlist's patterns (run --allow-host);
+	// empty when egress is not restricted.
+	AllowHosts []string `json:"allow_hosts,omitempty"`
 }
 
 // Error is the body of every failed request.

@@ -165,6 +165,7 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/capture", s.capture)
 	s.firewallRoutes(mux)
+	s.allowlistRoutes(mux)
 	mux.HandleFunc("POST /v1/fd", s.handleFD)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s (see docs/CONTROL.md)", r.Method, r.URL.Path))

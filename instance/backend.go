@@ -33,6 +33,9 @@ func (b backend) Info() control.Info {
 		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: in.Forwards.List(),
 		Socket: in.ControlPath(),
 	}
+	if in.Allowlist != nil {
+		info.AllowHosts = patternStrings(in.Allowlist.Patterns())
+	}
 	if in.Endpoint != nil {
 		info.Interface = in.Endpoint.Device().Name
 	}

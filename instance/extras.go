@@ -25,6 +25,8 @@ type extras struct {
 	// hostCapture is the tap behind "tcpdump -i host" (capture_host.go).
 	hostCapture *hostCapture
 	hostCapOnce sync.Once
+	// audit is the --audit file of the allowlist.
+	audit *os.File
 }
 
 // startExtras starts the forwards and the control socket once the stack

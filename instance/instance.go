@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tunstack/tunstack/netfilter"
+	"github.com/tunstack/tunstack/netfilter/fqdn"
 	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/capture"
@@ -58,6 +59,16 @@ type Config struct {
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
+	// AllowHosts, when not empty, makes the sandbox's egress
+	// deny-by-default but for these patterns (--allow-host; package
+	// netfilter/fqdn).
+	AllowHosts []fqdn.Pattern
+	// AllowHostMinTTL is the floor of a learned address's lifetime (0:
+	// fqdn.DefaultMinTTL; negative: none).
+	AllowHostMinTTL time.Duration
+	// AuditPath, if set, is a file that receives every allowlist
+	// decision as a JSON line (appended to).
+	AuditPath string
 }
 
 // Instance is a running sandbox and its stack.
@@ -82,6 +93,8 @@ type Instance struct {
 	Forwards *forward.Manager
 	// Firewall is the stack's iptables (gateway mode).
 	Firewall *netfilter.Firewall
+	// Allowlist is the --allow-host policy (nil without one).
+	Allowlist *fqdn.Policy
 
 	extras
 }
@@ -175,6 +188,10 @@ func (in *Instance) serve(dev *tun.Device) error {
 		in.Close()
 		return err
 	}
+	if err := in.startAllowlist(); err != nil {
+		in.Close()
+		return err
+	}
 	if err := in.startExtras(); err != nil {
 		in.Close()
 		return err
@@ -210,6 +227,7 @@ func (in *Instance) Run(signals <-chan os.Signal) (int, error) {
 func (in *Instance) Close() error {
 	var errs []error
 	errs = append(errs, in.closeExtras())
+	errs = append(errs, in.closeAllowlist())
 	if in.Gateway != nil {
 		errs = append(errs, in.Gateway.Close())
 	}

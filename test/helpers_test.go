@@ -195,6 +195,10 @@ func helperMain(mode string, args []string) int {
 		return serveUntilStdinCloses(args[1:])
 	case "dial":
 		return dialHelper(args[1])
+	case "udpprobe":
+		return udpProbe(args[1])
+	case "zone":
+		return serveZone(args[1])
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

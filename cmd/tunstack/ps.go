@@ -33,7 +33,7 @@ cleaning up are removed.`,
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tPID\tSANDBOX PID\tUPTIME\tADDRESSES\tFORWARDS\tCOMMAND")
+			fmt.Fprintln(tw, "NAME\tPID\tSANDBOX PID\tUPTIME\tADDRESSES\tFORWARDS\tALLOW\tCOMMAND")
 			for _, in := range infos {
 				var addrs, fwds []string
 				for _, a := range in.Addresses {
@@ -42,9 +42,9 @@ cleaning up are removed.`,
 				for _, f := range in.Forwards {
 					fwds = append(fwds, f.ID)
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\n", in.Name, in.PID, in.SandboxPID,
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", in.Name, in.PID, in.SandboxPID,
 					uptime(time.Since(in.Started)), orDash(strings.Join(addrs, ",")), orDash(strings.Join(fwds, ",")),
-					strings.Join(in.Command, " "))
+					orDash(strings.Join(in.AllowHosts, ",")), strings.Join(in.Command, " "))
 			}
 			if ferr := tw.Flush(); ferr != nil {
 				return ferr

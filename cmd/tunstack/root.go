@@ -46,6 +46,7 @@ func newRootCmd() *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
 	root.AddCommand(newRunCmd(g), newAttachCmd(g), newVersionCmd(), newPsCmd(), newSsCmd(), newIPCmd(), newTcpdumpCmd(), newForwardCmd())
 	root.AddCommand(newFirewallCmds()...)
+	root.AddCommand(newAllowCmds()...)
 	root.AddCommand(newConnectCmd(), newListenCmd())
 	return root
 }

@@ -22,7 +22,8 @@ const (
 )
 
 // Decision is one allow or deny, as the audit stream records it (one JSON
-// object a line).
+// object a line). It is the allowlist's own decision: a rule the user put
+// before the policy's jump may still accept a flow the allowlist denies.
 type Decision struct {
 	Time time.Time `json:"time"`
 	// PID and Comm name the sandbox process that owns the flow, when it

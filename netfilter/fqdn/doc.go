@@ -29,8 +29,9 @@
 // NXDOMAIN with an Extended DNS Error (RFC 8914, code 15 "Blocked"), and
 // nothing is learned from it.
 //
-// Denials fail fast: REJECT with ICMP administratively prohibited, which
-// a Linux program sees as EHOSTUNREACH ("No route to host"). The policy
+// Denials fail fast: REJECT with ICMP administratively prohibited (ICMPv6
+// address unreachable), which a Linux program sees as EHOSTUNREACH ("No
+// route to host"). The policy
 // logs each denied destination once per interval and can write every
 // decision to an audit stream as JSON lines.
 //

@@ -304,9 +304,13 @@ func rules(f netfilter.Family, snap *snapshot) [][]string {
 		}
 		out = append(out, withPorts(nil, []string{"-m", "set", "--match-set", g.set.Name(), "dst"}, g.portLo, g.portHi)...)
 	}
+	// Both answers reach a Linux program as EHOSTUNREACH: ICMP
+	// "communication administratively prohibited" does for IPv4, but its
+	// ICMPv6 counterpart maps to EACCES, so IPv6 says "address
+	// unreachable".
 	reject := "icmp-admin-prohibited"
 	if v6 {
-		reject = "icmp6-adm-prohibited"
+		reject = "icmp6-addr-unreachable"
 	}
 	return append(out, []string{"-j", "REJECT", "--reject-with", reject})
 }

@@ -63,7 +63,7 @@ func TestRulesInIPTablesSave(t *testing.T) {
 	for _, want := range []string{
 		"-A TS-ALLOW -d fd00:5::1/128 -p tcp -m tcp --dport 80 -j RETURN",
 		"-A TS-ALLOW -m set --match-set ts-allow6 dst -j RETURN",
-		"-A TS-ALLOW -j REJECT --reject-with icmp6-adm-prohibited",
+		"-A TS-ALLOW -j REJECT --reject-with icmp6-addr-unreachable",
 	} {
 		if !strings.Contains(got6, want+"\n") {
 			t.Errorf("ip6tables-save lacks %q:\n%s", want, got6)

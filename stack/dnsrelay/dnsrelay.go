@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -65,6 +66,23 @@ type Relay struct {
 	tcp   []*gonet.TCPListener
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
+	// filter, if set, decides each upstream answer (SetFilter).
+	filter atomic.Pointer[Filter]
+}
+
+// Filter sees each upstream answer with the client's query and returns
+// what the client gets. It runs before the answer is sent, so state it
+// derives from the answer (an allowlist learning addresses) is in place
+// before the client can act on it.
+type Filter func(query, resp []byte) []byte
+
+// SetFilter installs f for the answers that follow; nil removes it.
+func (r *Relay) SetFilter(f Filter) {
+	if f == nil {
+		r.filter.Store(nil)
+		return
+	}
+	r.filter.Store(&f)
 }
 
 // Start binds port 53 on each address and serves until Close.
@@ -218,6 +236,9 @@ func (r *Relay) answer(q []byte, network string) []byte {
 	for _, up := range r.cfg.Upstreams {
 		resp, err := r.exchange(q, network, up)
 		if err == nil {
+			if f := r.filter.Load(); f != nil {
+				resp = (*f)(q, resp)
+			}
 			return resp
 		}
 		r.log.Debug("DNS: upstream failed", "upstream", up, "network", network, "err", err)

@@ -133,6 +133,9 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// DNSRelay returns the gateway's DNS relay.
+func (g *Gateway) DNSRelay() *dnsrelay.Relay { return g.dns }
+
 // Close stops the relays.
 func (g *Gateway) Close() error {
 	var errs []error
