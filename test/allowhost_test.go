@@ -158,8 +158,8 @@ func allowRun(t *testing.T, ns string, flags []string, script string) runResult 
 
 // The outcomes a probe prints.
 const (
-	fetched     = "fetched"
-	nxdomain    = "status: NXDOMAIN"
+	fetched  = "fetched"
+	nxdomain = "status: NXDOMAIN"
 )
 
 // fetch is a shell snippet that downloads the payload from URL (with
