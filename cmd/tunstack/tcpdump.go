@@ -121,6 +121,12 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 			if errors.Is(err, io.EOF) || ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				break
 			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				// The instance ended (its interface went away): like
+				// tcpdump, report what was captured and succeed.
+				fmt.Fprintf(stderr, "tunstack tcpdump: %s ended (the instance stopped)\n", iface)
+				break
+			}
 			fmt.Fprintf(stderr, "\n%d packets captured\n", n)
 			return err
 		}

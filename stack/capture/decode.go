@@ -26,11 +26,12 @@ type decoded struct {
 	transport     []byte // from the transport header on
 	fragment      bool   // a non-first fragment
 	ipLen, hdrLen int
+	raw           []byte // the whole packet, for proto[] loads
 }
 
 // decode reads an IPv4 or IPv6 packet's addresses, protocol and ports.
 func (d *decoded) decode(b []byte) {
-	*d = decoded{}
+	*d = decoded{raw: b}
 	if len(b) < 1 {
 		return
 	}

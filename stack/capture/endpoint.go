@@ -145,6 +145,7 @@ func (e *Endpoint) tap(subs []*Subscription, pkt *gstack.PacketBuffer, dir Direc
 	p := Packet{Time: time.Now(), Data: data, Len: wire, Dir: dir}
 	var d decoded
 	d.decode(data)
+	completeChecksum(data, &d)
 	for _, s := range subs {
 		s.offer(p, &d)
 	}

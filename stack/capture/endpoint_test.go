@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bytes"
+	"encoding/binary"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -10,6 +11,8 @@ import (
 
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -203,5 +206,65 @@ func TestPcapRoundTripAndTcpdump(t *testing.T) {
 		if head := strings.SplitN(ours[i], ":", 2)[0]; !strings.HasPrefix(l, head) {
 			t.Errorf("packet %d: tcpdump %q, ours %q", i, l, ours[i])
 		}
+	}
+}
+
+func TestCompleteChecksum(t *testing.T) {
+	mk := func(proto uint8, partial bool) []byte {
+		b := make([]byte, 20+20+5)
+		b[0], b[9] = 0x45, proto
+		binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+		copy(b[12:], []byte{10, 0, 2, 100})
+		copy(b[16:], []byte{198, 18, 0, 1})
+		seg := b[20:]
+		binary.BigEndian.PutUint16(seg[0:], 40000)
+		binary.BigEndian.PutUint16(seg[2:], 443)
+		off := 16
+		if proto == 17 {
+			binary.BigEndian.PutUint16(seg[4:], uint16(len(seg)))
+			off = 6
+		} else {
+			seg[12] = 5 << 4
+		}
+		copy(seg[len(seg)-5:], "hello")
+		src, dst := tcpip.AddrFrom4([4]byte{10, 0, 2, 100}), tcpip.AddrFrom4([4]byte{198, 18, 0, 1})
+		pseudo := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(proto), src, dst, uint16(len(seg)))
+		if partial {
+			// What checksum offload leaves: the pseudo-header sum only.
+			binary.BigEndian.PutUint16(seg[off:], pseudo)
+		} else {
+			binary.BigEndian.PutUint16(seg[off:], ^checksum.Checksum(seg, pseudo))
+		}
+		return b
+	}
+	verifies := func(b []byte) bool {
+		src, dst := tcpip.AddrFrom4([4]byte(b[12:16])), tcpip.AddrFrom4([4]byte(b[16:20]))
+		pseudo := header.PseudoHeaderChecksum(tcpip.TransportProtocolNumber(b[9]), src, dst, uint16(len(b)-20))
+		return checksum.Checksum(b[20:], pseudo) == 0xffff
+	}
+	for _, proto := range []uint8{6, 17} {
+		for _, partial := range []bool{true, false} {
+			b := mk(proto, partial)
+			want := append([]byte(nil), b...)
+			var d decoded
+			d.decode(b)
+			completeChecksum(b, &d)
+			if !verifies(b) {
+				t.Errorf("proto %d partial=%v: checksum does not verify after completeChecksum", proto, partial)
+			}
+			if !partial && !bytes.Equal(b, want) {
+				t.Errorf("proto %d: a correct checksum was changed", proto)
+			}
+		}
+	}
+	// A packet cut by the snapshot length is left alone.
+	b := mk(6, true)
+	cut := b[:30]
+	var d decoded
+	d.decode(cut)
+	before := append([]byte(nil), cut...)
+	completeChecksum(cut, &d)
+	if !bytes.Equal(cut, before) {
+		t.Error("a truncated packet was changed")
 	}
 }

@@ -16,7 +16,12 @@ import (
 // and dst"; and, or, not (&&, ||, !) and parentheses. As in tcpdump, a bare
 // value repeats the previous primitive's qualifiers ("host a or b"); not
 // binds tightest, and and or have equal precedence and associate to the
-// left.
+// left. Arithmetic relations too: proto[expr], proto[expr:size] (ip, ip6,
+// tcp, udp, icmp, icmp6), len, numbers, + - * / % & | ^ << >>, the
+// comparisons = == != < <= > >=, greater N, less N, and pcap's names
+// (tcpflags, tcp-syn, icmptype, icmp-echo, ...): "tcp[tcpflags] &
+// tcp-syn != 0", "ip[6:2] & 0x1fff = 0". As in BPF, a load beyond the
+// packet rejects it.
 type Filter struct {
 	expr string
 	root node
@@ -32,18 +37,72 @@ func (f *Filter) Match(pkt []byte) bool {
 	return f.match(&d)
 }
 
-func (f *Filter) match(d *decoded) bool { return f.root == nil || f.root.eval(d) }
+func (f *Filter) match(d *decoded) bool { return f.root == nil || f.root.eval(d) == yes }
+
+// tri is a three-valued verdict: a relation whose load falls beyond the
+// packet is unknown, and a packet whose verdict stays unknown is
+// rejected, as the BPF code libpcap generates (and optimises) does.
+type tri uint8
+
+const (
+	no tri = iota
+	yes
+	unknown
+)
+
+func triOf(b bool) tri {
+	if b {
+		return yes
+	}
+	return no
+}
 
 // node is a filter expression tree.
-type node interface{ eval(d *decoded) bool }
+type node interface{ eval(d *decoded) tri }
 
 type andNode struct{ a, b node }
 type orNode struct{ a, b node }
 type notNode struct{ a node }
 
-func (n andNode) eval(d *decoded) bool { return n.a.eval(d) && n.b.eval(d) }
-func (n orNode) eval(d *decoded) bool  { return n.a.eval(d) || n.b.eval(d) }
-func (n notNode) eval(d *decoded) bool { return !n.a.eval(d) }
+func (n andNode) eval(d *decoded) tri {
+	a := n.a.eval(d)
+	if a == no {
+		return no
+	}
+	b := n.b.eval(d)
+	if b == no {
+		return no
+	}
+	if a == yes && b == yes {
+		return yes
+	}
+	return unknown
+}
+
+func (n orNode) eval(d *decoded) tri {
+	a := n.a.eval(d)
+	if a == yes {
+		return yes
+	}
+	b := n.b.eval(d)
+	if b == yes {
+		return yes
+	}
+	if a == no && b == no {
+		return no
+	}
+	return unknown
+}
+
+func (n notNode) eval(d *decoded) tri {
+	switch n.a.eval(d) {
+	case yes:
+		return no
+	case no:
+		return yes
+	}
+	return unknown
+}
 
 // protoNode matches a protocol: "ip", "ip6", or an IP protocol number
 // within family (0 for either).
@@ -52,11 +111,11 @@ type protoNode struct {
 	proto  int // -1: any (family only)
 }
 
-func (n protoNode) eval(d *decoded) bool {
+func (n protoNode) eval(d *decoded) tri {
 	if d.version == 0 || (n.family != 0 && d.version != n.family) {
-		return false
+		return no
 	}
-	return n.proto < 0 || int(d.proto) == n.proto
+	return triOf(n.proto < 0 || int(d.proto) == n.proto)
 }
 
 // dir selects the address or port a primitive tests.
@@ -86,11 +145,11 @@ type netNode struct {
 	prefix netip.Prefix
 }
 
-func (n netNode) eval(d *decoded) bool {
+func (n netNode) eval(d *decoded) tri {
 	if d.version == 0 {
-		return false
+		return no
 	}
-	return n.dir.test(n.prefix.Contains(d.src), n.prefix.Contains(d.dst))
+	return triOf(n.dir.test(n.prefix.Contains(d.src), n.prefix.Contains(d.dst)))
 }
 
 type portNode struct {
@@ -99,12 +158,12 @@ type portNode struct {
 	proto  int // protoTCP, protoUDP, or 0 for either (and SCTP)
 }
 
-func (n portNode) eval(d *decoded) bool {
+func (n portNode) eval(d *decoded) tri {
 	if !d.hasPorts || (n.proto != 0 && int(d.proto) != n.proto) {
-		return false
+		return no
 	}
 	in := func(p uint16) bool { return p >= n.lo && p <= n.hi }
-	return n.dir.test(in(d.sport), in(d.dport))
+	return triOf(n.dir.test(in(d.sport), in(d.dport)))
 }
 
 // ParseFilter compiles a tcpdump expression; "" matches every packet. An
@@ -135,34 +194,60 @@ type token struct {
 	pos  int
 }
 
+// twoCharOps are the operators of two characters, tried before one.
+var twoCharOps = []string{"&&", "||", "<<", ">>", "<=", ">=", "==", "!="}
+
 func lex(s string) ([]token, error) {
 	var out []token
+	depth := 0 // inside proto[...], where ':' separates the size
 	for i := 0; i < len(s); {
 		c := s[i]
-		switch {
-		case c == ' ' || c == '\t' || c == '\n':
+		if c == ' ' || c == '\t' || c == '\n' {
 			i++
-		case c == '(' || c == ')':
+			continue
+		}
+		if op := twoCharOp(s[i:]); op != "" {
+			out = append(out, token{op, i})
+			i += 2
+			continue
+		}
+		// '-' is an operator after a value or bracket, else part of a word
+		// (tcp-syn, 1-100).
+		afterValue := len(out) > 0 && (out[len(out)-1].text == "]" || out[len(out)-1].text == ")" || isWordToken(out[len(out)-1].text))
+		switch {
+		case c == '[':
+			depth++
+		case c == ']':
+			depth--
+		}
+		if strings.IndexByte("()[]!&|^+*%<>=", c) >= 0 || (c == ':' && depth > 0) || (c == '-' && afterValue) || (c == '/' && depth > 0) {
 			out = append(out, token{s[i : i+1], i})
 			i++
-		case c == '!':
-			out = append(out, token{"!", i})
-			i++
-		case strings.HasPrefix(s[i:], "&&") || strings.HasPrefix(s[i:], "||"):
-			out = append(out, token{s[i : i+2], i})
-			i += 2
-		case c == '&' || c == '|':
-			return nil, fmt.Errorf("filter: unexpected %q at offset %d (did you mean %q?)", string(c), i, strings.Repeat(string(c), 2))
-		default:
-			j := i
-			for j < len(s) && !strings.ContainsRune(" \t\n()!&|", rune(s[j])) {
-				j++
-			}
-			out = append(out, token{s[i:j], i})
-			i = j
+			continue
 		}
+		j := i + 1
+		for j < len(s) && strings.IndexByte(" \t\n()[]!&|^+*%<>=", s[j]) < 0 && !(depth > 0 && (s[j] == ':' || s[j] == '-' || s[j] == '/')) {
+			j++
+		}
+		out = append(out, token{s[i:j], i})
+		i = j
 	}
 	return out, nil
+}
+
+func twoCharOp(s string) string {
+	for _, op := range twoCharOps {
+		if strings.HasPrefix(s, op) {
+			return op
+		}
+	}
+	return ""
+}
+
+// isWordToken reports whether t is a word (a value or name), not an
+// operator or bracket.
+func isWordToken(t string) bool {
+	return t != "" && strings.IndexByte("()[]!&|^+*%<>=:-/", t[0]) < 0
 }
 
 // quals are a primitive's qualifiers, remembered for bare values.
@@ -239,9 +324,15 @@ func (p *parser) parseUnary() (node, error) {
 		}
 		return notNode{n}, nil
 	case "(":
+		start := p.i
 		p.next()
 		n, err := p.parseOr()
 		if err != nil {
+			// Perhaps an arithmetic relation: "(tcp[12] & 0xf0) >> 2 > 5".
+			p.i, p.last = start, nil
+			if rel, rerr := p.parseRelation(); rerr == nil {
+				return rel, nil
+			}
 			return nil, err
 		}
 		if p.peek() != ")" {
@@ -254,6 +345,10 @@ func (p *parser) parseUnary() (node, error) {
 		return n, nil
 	case ")":
 		return nil, p.errorf("unexpected %q", ")")
+	}
+	if p.startsRelation() {
+		p.last = nil
+		return p.parseRelation()
 	}
 	return p.parsePrimitive()
 }
@@ -450,6 +545,9 @@ func parseNet(v string, host bool, p *parser) (netip.Prefix, error) {
 
 func parsePorts(v string, isRange bool, proto string) (uint16, uint16, error) {
 	one := func(s string) (uint16, error) {
+		if s == "" {
+			return 0, fmt.Errorf("missing port")
+		}
 		if n, err := strconv.ParseUint(s, 10, 32); err == nil {
 			if n > 65535 {
 				return 0, fmt.Errorf("port %d out of range", n)

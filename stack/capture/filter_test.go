@@ -59,6 +59,31 @@ var filterCases = []struct {
 	{"ip6 host fd00::100", "00000111000"},
 	{"udp dst port domain", "00100010000"},
 	{"src host 198.18.0.2 and (port 8080 or port 8085)", "00000000110"},
+	{"tcp[tcpflags] & tcp-syn != 0", "11000000100"},
+	{"tcp[tcpflags] & (tcp-syn|tcp-ack) == tcp-syn", "11000000100"},
+	{"tcp[13] & 2 != 0", "11000000100"},
+	{"tcp[13]&0x12=0x12", "00000000000"},
+	{"ip[6:2] & 0x1fff = 0", "11111000111"},
+	{"ip[0] & 0xf != 5", "00000000000"},
+	{"ip[2:2] > 100", "00000000000"},
+	{"ip[2:2]-20 > 60", "00011000000"},
+	{"udp[4:2] - 8 >= 12", "00110000000"},
+	{"udp[2:2] = 53 and not tcp", "00100000000"},
+	{"icmp[icmptype] = icmp-echo", "00001000000"},
+	{"icmp[icmptype] != icmp-echo and icmp[icmptype] != icmp-echoreply", "00000000000"},
+	{"ip6[6] = 58", "00000001000"},
+	{"ip6[40] = 128 or ip6[40] = 129", "00000001000"},
+	{"icmp6[icmp6type] = icmp6-echo", "00000001000"},
+	{"len > 100", "00000001000"},
+	{"greater 100", "00000001000"},
+	{"less 60", "11100100111"},
+	{"tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420", "00000000000"},
+	{"tcp[100:4] = 0 or tcp", "11000100100"},
+	{"not tcp[100] = 1", "00111111011"},
+	{"(ip[2:2] * 2) / 4 % 1000 > 10", "11111000111"},
+	{"ip[1] | 3 ^ 1 = 3", "00000000000"},
+	{"ip[8] << 1 >= 128", "11111000111"},
+	{"tcp dst port 443 and tcp[tcpflags] & tcp-syn != 0", "00000000000"},
 }
 
 func corpusVerdicts(t *testing.T, f *Filter) string {
@@ -168,4 +193,40 @@ func TestFilterAgreesWithTcpdump(t *testing.T) {
 func fmtSscan(line string, sec *int64) (int, error) {
 	s, _, _ := strings.Cut(line, ".")
 	return fmt.Sscan(s, sec)
+}
+
+// validityCases are expressions whose acceptance must agree with
+// tcpdump's own filter compiler (tcpdump -d).
+var validityCases = []string{
+	"tcp[tcpflags] & tcp-syn != 0", "tcp[13] & 2 != 0", "ip[6:2] & 0x1fff = 0", "len >= 60",
+	"greater 100", "less 1500", "icmp[icmptype] = icmp-echo", "udp[8:4] = 0xdeadbeef",
+	"tcp[((tcp[12:1] & 0xf0) >> 2):4] = 0x47455420", "ip[2:2] - 20 > 60", "(ip[0] & 0xf) << 2 > 20",
+	"tcp[", "tcp[13", "tcp[13] &", "tcp[13:3] = 1", "ip[0] =", "len >", "greater",
+	"tcp[tcpflags] & tcp-bogus != 0", "ip[0] & & 1 = 1", "ip[0] = = 1", "tcp[13] & 2 != 0 and",
+	"port 99999", "portrange 1-", "host", "net 10.0.0.1/8", "tcp port 80 or", "(tcp", "tcp)",
+}
+
+func TestFilterValidityAgreesWithTcpdump(t *testing.T) {
+	tcpdump, err := exec.LookPath("tcpdump")
+	if err != nil {
+		t.Skip("tcpdump is not installed")
+	}
+	var pcap bytes.Buffer
+	if _, err := NewPcapWriter(&pcap, 0); err != nil {
+		t.Fatal(err)
+	}
+	for _, expr := range validityCases {
+		cmd := exec.Command(tcpdump, "-r", "-", "-d", expr)
+		cmd.Stdin = bytes.NewReader(pcap.Bytes())
+		out, terr := cmd.CombinedOutput()
+		_, ourErr := ParseFilter(expr)
+		if (terr == nil) != (ourErr == nil) {
+			t.Errorf("%q: tcpdump -d says %v (%s), ParseFilter says %v", expr, terr, firstLine(out), ourErr)
+		}
+	}
+}
+
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(string(b), "\n")
+	return s
 }

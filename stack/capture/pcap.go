@@ -90,12 +90,14 @@ func NewPcapReader(r io.Reader) (*PcapReader, error) {
 	return pr, nil
 }
 
-// Next returns the next packet, or io.EOF at a clean end of stream.
+// Next returns the next packet, or io.EOF at a clean end of stream. A
+// stream cut short (a capture whose instance ended) gives an error that
+// wraps io.ErrUnexpectedEOF.
 func (pr *PcapReader) Next() (Packet, error) {
 	var h [16]byte
 	if _, err := io.ReadFull(pr.r, h[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Packet{}, fmt.Errorf("capture: truncated pcap record header")
+			return Packet{}, fmt.Errorf("capture: truncated pcap record header: %w", err)
 		}
 		return Packet{}, err
 	}
