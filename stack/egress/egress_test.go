@@ -27,7 +27,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // sandbox returns a stack playing the sandbox (10.0.2.100, default route to
 // the gateway) joined by an in-memory link to a gateway stack whose egress
 // reaches only the host's loopback.
-func sandbox(t *testing.T) *stack.Stack {
+func sandbox(t testing.TB) *stack.Stack {
 	t.Helper()
 	stacktest.CheckLeaks(t)
 	a, b := pipe.New("", "", 65520)
@@ -64,7 +64,7 @@ func sandbox(t *testing.T) *stack.Stack {
 
 // hostListener listens on the host's loopback and serves each connection
 // with handle until the test ends.
-func hostListener(t *testing.T, network string, handle func(net.Conn)) int {
+func hostListener(t testing.TB, network string, handle func(net.Conn)) int {
 	t.Helper()
 	addr := "127.0.0.1:0"
 	if network == "tcp6" {

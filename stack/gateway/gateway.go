@@ -14,6 +14,9 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/dnsrelay"
 	"github.com/tunstack/tunstack/stack/echo"
@@ -85,6 +88,25 @@ type Gateway struct {
 	echo   *echo.Relay
 }
 
+// gatewayTimeWait is how long the gateway's side of a terminated sandbox
+// connection stays in TIME_WAIT. gVisor hands a SYN that meets a TIME_WAIT
+// endpoint to a listener only, never to the forwarder that terminates the
+// sandbox's connections, so with its 60 s default a sandbox reusing a port
+// within a minute of a connection the gateway closed first had its SYNs
+// swallowed for 63 s (six retransmissions); in-process clients, which pick
+// ports at random, met that about once in a few hundred connections. The
+// link to the sandbox neither duplicates nor reorders much, which is what
+// TIME_WAIT guards against, and the sandbox's own kernel keeps its TIME_WAIT.
+const gatewayTimeWait = 0
+
+func shortTimeWait(s *stack.Stack) error {
+	tw := tcpip.TCPTimeWaitTimeoutOption(gatewayTimeWait)
+	if err := s.GVisor().SetTransportProtocolOption(tcp.ProtocolNumber, &tw); err != nil {
+		return fmt.Errorf("gateway: set TCP TIME_WAIT timeout: %s", err)
+	}
+	return nil
+}
+
 // Start assigns the gateway and DNS addresses to NIC nic, routes all
 // traffic through it, starts the relays, and enables the NIC. Create the
 // NIC with stack.NICConfig.Disabled: the relays' transport handlers must be
@@ -94,6 +116,9 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 		cfg.Logger = s.Logger()
 	}
 	g := &Gateway{cfg: cfg}
+	if err := shortTimeWait(s); err != nil {
+		return nil, err
+	}
 	var dnsAddrs []netip.Addr
 	for _, a := range []Addresses{cfg.V4, cfg.V6} {
 		if !a.Network.IsValid() {
