@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAddrHeader$$' -fuzztime $(FUZZTIME) ./stack
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./control
 
 # Side-by-side throughput and latency against slirp4netns, pasta and the
 # kernel's veth (root; see bench/README.md).

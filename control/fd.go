@@ -83,13 +83,6 @@ type FDBackend interface {
 	FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error)
 }
 
-// FDError is a request the backend refused as invalid (answered with 400
-// rather than 502).
-type FDError struct{ Err error }
-
-func (e *FDError) Error() string { return e.Err.Error() }
-func (e *FDError) Unwrap() error { return e.Err }
-
 // fdMarker is the byte the fd travels with.
 const fdMarker = 'F'
 
@@ -124,8 +117,8 @@ func (s *Server) handleFD(w http.ResponseWriter, r *http.Request) {
 	f, info, err := fb.FD(r.Context(), req)
 	if err != nil {
 		code := http.StatusBadGateway
-		var fe *FDError
-		if errors.As(err, &fe) {
+		var re *RequestError
+		if errors.As(err, &re) {
 			code = http.StatusBadRequest
 		}
 		writeError(w, code, err)
