@@ -32,6 +32,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInboundFrame$$' -fuzztime $(FUZZTIME) ./tun
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) ./netfilter
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAddrHeader$$' -fuzztime $(FUZZTIME) ./stack
+	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./control
 
 # Side-by-side throughput and latency against slirp4netns, pasta and the
 # kernel's veth (root; see bench/README.md).

@@ -1,10 +1,10 @@
 package control
 
 import (
+	"context"
+	"io"
 	"net/netip"
 	"time"
-
-	"github.com/tunstack/tunstack/stack/forward"
 )
 
 // APIVersion is the path prefix of this API.
@@ -26,10 +26,10 @@ type Info struct {
 	// Addresses are the sandbox's addresses.
 	Addresses []netip.Prefix `json:"addresses"`
 	// Gateways and DNS are the stack's addresses seen from the sandbox.
-	Gateways []netip.Addr   `json:"gateways,omitempty"`
-	DNS      []netip.Addr   `json:"dns,omitempty"`
-	Started  time.Time      `json:"started"`
-	Forwards []forward.Info `json:"forwards"`
+	Gateways []netip.Addr `json:"gateways,omitempty"`
+	DNS      []netip.Addr `json:"dns,omitempty"`
+	Started  time.Time    `json:"started"`
+	Forwards []Forward    `json:"forwards"`
 	// Socket is the control socket's path.
 	Socket string `json:"socket"`
 	// AllowHosts are the egress allowlist's patterns (run --allow-host);
@@ -60,4 +60,28 @@ type SocketQuery struct {
 	Processes bool
 	// TCPInfo adds TCP internals.
 	TCPInfo bool
+}
+
+// RequestError is a request a backend refused as invalid: the server
+// answers 400 rather than the status it gives the backend's other
+// failures.
+type RequestError struct{ Err error }
+
+func (e *RequestError) Error() string { return e.Err.Error() }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// CaptureStream is a packet capture a backend opened for GET
+// /v1/capture; the server writes it out as a pcap stream.
+type CaptureStream interface {
+	// WriteHeader writes the pcap file header to w; the packets follow.
+	WriteHeader(w io.Writer) error
+	// WriteNext waits for the next packet and writes it to w as one pcap
+	// record. It returns false when the capture ended or ctx is done.
+	WriteNext(ctx context.Context, w io.Writer) (bool, error)
+	// Queued counts the packets ready to write without waiting.
+	Queued() int
+	// Dropped counts the packets lost to a slow reader.
+	Dropped() uint64
+	// Close ends the capture.
+	Close()
 }

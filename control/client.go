@@ -11,9 +11,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-
-	"github.com/tunstack/tunstack/stack/forward"
-	"github.com/tunstack/tunstack/stack/views"
 )
 
 // Client talks to one instance's control socket.
@@ -127,8 +124,8 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 }
 
 // Sockets lists the stack's sockets.
-func (c *Client) Sockets(ctx context.Context, q SocketQuery) ([]views.Socket, error) {
-	var out []views.Socket
+func (c *Client) Sockets(ctx context.Context, q SocketQuery) ([]Socket, error) {
+	var out []Socket
 	v := url.Values{}
 	v.Set("processes", strconv.FormatBool(q.Processes))
 	v.Set("tcp_info", strconv.FormatBool(q.TCPInfo))
@@ -137,29 +134,29 @@ func (c *Client) Sockets(ctx context.Context, q SocketQuery) ([]views.Socket, er
 }
 
 // Links lists the stack's interfaces.
-func (c *Client) Links(ctx context.Context) ([]views.Link, error) {
-	var out []views.Link
+func (c *Client) Links(ctx context.Context) ([]Link, error) {
+	var out []Link
 	err := c.do(ctx, http.MethodGet, "/v1/links", nil, &out)
 	return out, err
 }
 
 // Routes lists the stack's routes.
-func (c *Client) Routes(ctx context.Context) ([]views.Route, error) {
-	var out []views.Route
+func (c *Client) Routes(ctx context.Context) ([]Route, error) {
+	var out []Route
 	err := c.do(ctx, http.MethodGet, "/v1/routes", nil, &out)
 	return out, err
 }
 
 // Forwards lists the port forwards.
-func (c *Client) Forwards(ctx context.Context) ([]forward.Info, error) {
-	var out []forward.Info
+func (c *Client) Forwards(ctx context.Context) ([]Forward, error) {
+	var out []Forward
 	err := c.do(ctx, http.MethodGet, "/v1/forwards", nil, &out)
 	return out, err
 }
 
 // AddForwards adds forwards given in "tunstack run -p" syntax.
-func (c *Client) AddForwards(ctx context.Context, specs []string) ([]forward.Info, error) {
-	var out []forward.Info
+func (c *Client) AddForwards(ctx context.Context, specs []string) ([]Forward, error) {
+	var out []Forward
 	err := c.do(ctx, http.MethodPost, "/v1/forwards", AddForwardsRequest{Specs: specs}, &out)
 	return out, err
 }
@@ -169,8 +166,8 @@ func (c *Client) RemoveForward(ctx context.Context, id string) error {
 	return c.do(ctx, http.MethodDelete, "/v1/forwards/"+url.PathEscape(id), nil, nil)
 }
 
-// Capture opens a pcap stream; read it with capture.NewPcapReader and
-// close it to stop the capture.
+// Capture opens a pcap stream (see docs/CONTROL.md); close it to stop the
+// capture.
 func (c *Client) Capture(ctx context.Context, req CaptureRequest) (io.ReadCloser, error) {
 	v := url.Values{}
 	if req.Filter != "" {

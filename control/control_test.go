@@ -16,7 +16,6 @@ import (
 
 	"github.com/tunstack/tunstack/stack/capture"
 	"github.com/tunstack/tunstack/stack/forward"
-	"github.com/tunstack/tunstack/stack/views"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,27 +23,35 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeBackend answers with fixed values and records forwards.
 type fakeBackend struct {
 	name string
-	fwds []forward.Info
+	fwds []Forward
 }
 
 func (f *fakeBackend) Info() Info {
 	return Info{Name: f.name, PID: os.Getpid(), Kind: "run", Command: []string{"sleep", "1"}, Forwards: f.fwds}
 }
-func (f *fakeBackend) Sockets(context.Context, SocketQuery) ([]views.Socket, error) {
-	return []views.Socket{{Netid: "tcp", State: "LISTEN"}}, nil
+func (f *fakeBackend) Sockets(context.Context, SocketQuery) ([]Socket, error) {
+	return []Socket{{Netid: "tcp", State: "LISTEN"}}, nil
 }
-func (f *fakeBackend) Links() []views.Link   { return []views.Link{{Index: 1, Name: "tun0"}} }
-func (f *fakeBackend) Routes() []views.Route { return nil }
-func (f *fakeBackend) Capture(req CaptureRequest) (*capture.Subscription, error) {
+func (f *fakeBackend) Links() []Link   { return []Link{{Index: 1, Name: "tun0"}} }
+func (f *fakeBackend) Routes() []Route { return nil }
+func (f *fakeBackend) Capture(req CaptureRequest) (CaptureStream, error) {
 	return nil, errors.New("capture: not in the fake")
 }
-func (f *fakeBackend) Forwards() []forward.Info { return f.fwds }
-func (f *fakeBackend) AddForwards(specs []forward.Spec) ([]forward.Info, error) {
+func (f *fakeBackend) Forwards() []Forward { return f.fwds }
+func (f *fakeBackend) AddForwards(strs []string) ([]Forward, error) {
+	var specs []forward.Spec
+	for _, str := range strs {
+		sp, err := forward.ParseSpec(str)
+		if err != nil {
+			return nil, &RequestError{Err: err}
+		}
+		specs = append(specs, sp...)
+	}
 	for _, s := range specs {
 		if s.HostPort == 1 {
 			return nil, errors.New("host port 1/tcp: in use")
 		}
-		f.fwds = append(f.fwds, forward.Info{ID: s.String(), Spec: s})
+		f.fwds = append(f.fwds, Forward{ID: s.String(), Spec: ForwardSpec{Proto: s.Proto, HostPort: s.HostPort, SandboxPort: s.SandboxPort}})
 	}
 	return f.fwds, nil
 }
@@ -226,7 +233,7 @@ type tapBackend struct {
 	tap *capture.Endpoint
 }
 
-func (b *tapBackend) Capture(req CaptureRequest) (*capture.Subscription, error) {
+func (b *tapBackend) Capture(req CaptureRequest) (CaptureStream, error) {
 	f, err := capture.ParseFilter(req.Filter)
 	if err != nil {
 		return nil, err

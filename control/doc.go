@@ -7,4 +7,9 @@
 // Paths are versioned (/v1/...); docs/CONTROL.md documents them. Only
 // connections from the instance's own user (or root) that do not come from
 // inside the sandbox's network namespace are served.
+//
+// The v1 request and response types are this package's own and it
+// imports nothing of the stack, the firewall or gVisor, so a client (the
+// views, "tunstack ps") links none of them; package instance maps the
+// wire types to and from the stack's.
 package control

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tunstack/tunstack/fdpass"
 )
 
 // File descriptor handover (POST /v1/fd): a client asks for a socket on
@@ -81,13 +83,6 @@ type FDBackend interface {
 	FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error)
 }
 
-// FDError is a request the backend refused as invalid (answered with 400
-// rather than 502).
-type FDError struct{ Err error }
-
-func (e *FDError) Error() string { return e.Err.Error() }
-func (e *FDError) Unwrap() error { return e.Err }
-
 // fdMarker is the byte the fd travels with.
 const fdMarker = 'F'
 
@@ -122,8 +117,8 @@ func (s *Server) handleFD(w http.ResponseWriter, r *http.Request) {
 	f, info, err := fb.FD(r.Context(), req)
 	if err != nil {
 		code := http.StatusBadGateway
-		var fe *FDError
-		if errors.As(err, &fe) {
+		var re *RequestError
+		if errors.As(err, &re) {
 			code = http.StatusBadRequest
 		}
 		writeError(w, code, err)
@@ -154,7 +149,7 @@ func (s *Server) handleFD(w http.ResponseWriter, r *http.Request) {
 		s.cfg.Logger.Debug("control: fd handover: write header", "err", err)
 		return
 	}
-	if _, _, err := uc.WriteMsgUnix([]byte{fdMarker}, syscall.UnixRights(int(f.Fd())), nil); err != nil {
+	if err := fdpass.Send(uc, []byte{fdMarker}, f); err != nil {
 		s.cfg.Logger.Debug("control: fd handover: send fd", "err", err)
 	}
 }
@@ -167,6 +162,11 @@ func (c *Client) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error
 	if err != nil {
 		return nil, FDInfo{}, err
 	}
+	hreq, err := http.NewRequest(http.MethodPost, "http://tunstack/v1/fd", bytes.NewReader(body))
+	if err != nil {
+		return nil, FDInfo{}, err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
@@ -179,24 +179,26 @@ func (c *Client) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error
 	}
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	fmt.Fprintf(uc, "POST /v1/fd HTTP/1.1\r\nHost: tunstack\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	if err := hreq.Write(uc); err != nil {
+		if ctx.Err() != nil {
+			return nil, FDInfo{}, ctx.Err()
+		}
+		return nil, FDInfo{}, fmt.Errorf("control: fd handover: send request: %w", err)
+	}
 
 	// Read with recvmsg until the headers end and the fd has arrived.
 	var data []byte
 	var fd = -1
 	buf := make([]byte, 4096)
-	oob := make([]byte, syscall.CmsgSpace(4))
 	for {
-		n, oobn, _, _, err := uc.ReadMsgUnix(buf, oob)
-		if oobn > 0 {
-			if got := ParseRights(oob[:oobn]); len(got) > 0 {
-				if fd >= 0 {
-					syscall.Close(fd)
-				}
-				fd = got[0]
-				for _, extra := range got[1:] {
-					syscall.Close(extra)
-				}
+		n, got, err := fdpass.ReadMsg(uc, buf)
+		if len(got) > 0 {
+			if fd >= 0 {
+				syscall.Close(fd)
+			}
+			fd = got[0]
+			for _, extra := range got[1:] {
+				syscall.Close(extra)
 			}
 		}
 		data = append(data, buf[:n]...)
@@ -230,24 +232,7 @@ func (c *Client) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, error
 	if fd < 0 {
 		return nil, FDInfo{}, errors.New("control: fd handover: the instance sent no file descriptor")
 	}
-	syscall.CloseOnExec(fd)
 	info := FDInfo{Local: resp.Header.Get("X-Tunstack-Local"), Remote: resp.Header.Get("X-Tunstack-Remote")}
 	name := "tunstack-" + req.Op + ":" + strings.TrimSpace(info.Local+"->"+info.Remote)
 	return os.NewFile(uintptr(fd), name), info, nil
-}
-
-// ParseRights returns the file descriptors carried in SCM_RIGHTS control
-// messages (the out-of-band bytes of a recvmsg); the caller owns them.
-func ParseRights(oob []byte) []int {
-	msgs, err := syscall.ParseSocketControlMessage(oob)
-	if err != nil {
-		return nil
-	}
-	var fds []int
-	for _, m := range msgs {
-		if r, err := syscall.ParseUnixRights(&m); err == nil {
-			fds = append(fds, r...)
-		}
-	}
-	return fds
 }

@@ -21,7 +21,7 @@ func (f *fdBackend) FD(ctx context.Context, req FDRequest) (*os.File, FDInfo, er
 	case "refused:1":
 		return nil, FDInfo{}, errors.New("connect: connection refused")
 	case "bad":
-		return nil, FDInfo{}, &FDError{Err: errors.New(`address "bad": missing port`)}
+		return nil, FDInfo{}, &RequestError{Err: errors.New(`address "bad": missing port`)}
 	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -9,27 +9,25 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/tunstack/tunstack/netfilter"
 )
 
-// FirewallBackend is implemented by backends with a firewall (package
-// netfilter): the iptables, iptables-save, iptables-restore, ipset and
-// conntrack endpoints. See docs/CONTROL.md, "Firewall".
+// FirewallBackend is implemented by backends with a firewall: the
+// iptables, iptables-save, iptables-restore, ipset and conntrack
+// endpoints. See docs/CONTROL.md, "Firewall". The server has checked
+// every family: it is 4 or 6.
 type FirewallBackend interface {
-	// IPTables runs one iptables (IPv4) or ip6tables (IPv6) command line,
-	// without the program name, and returns what it prints.
-	IPTables(f netfilter.Family, args []string) (string, error)
+	// IPTables runs one iptables (family 4) or ip6tables (6) command
+	// line, without the program name, and returns what it prints.
+	IPTables(family int, args []string) (string, error)
 	// IPTablesSave returns iptables-save text, with counters if asked.
-	IPTablesSave(f netfilter.Family, counters bool) (string, error)
-	// IPTablesRestore replaces the tables in text atomically, or with
-	// test only validates it.
-	IPTablesRestore(f netfilter.Family, text string, test bool, o netfilter.RestoreOptions) error
+	IPTablesSave(family int, counters bool) (string, error)
+	// IPTablesRestore replaces the tables in req.Text atomically, or
+	// with req.Test only validates it.
+	IPTablesRestore(req IPTablesRestoreRequest) error
 	// IPSet runs an ipset command line, without the program name.
 	IPSet(args []string) (string, error)
 	// Conntrack lists the tracked flows.
-	Conntrack() ([]netfilter.Flow, error)
+	Conntrack() ([]Flow, error)
 }
 
 // IPTablesRequest is the body of POST /v1/iptables.
@@ -104,43 +102,13 @@ type FlowTuple struct {
 	DstPort uint16     `json:"dport"`
 }
 
-// FlowFrom converts a netfilter flow.
-func FlowFrom(f netfilter.Flow) Flow {
-	fam := 4
-	if f.Family == netfilter.IPv6 {
-		fam = 6
-	}
-	return Flow{
-		Family: fam, Protocol: f.Protocol, State: f.State,
-		Orig:      FlowTuple{f.Orig.Src, f.Orig.Dst, f.Orig.SrcPort, f.Orig.DstPort},
-		Reply:     FlowTuple{f.Reply.Src, f.Reply.Dst, f.Reply.SrcPort, f.Reply.DstPort},
-		TimeoutNS: int64(f.Timeout), OrigPackets: f.OrigPackets, OrigBytes: f.OrigBytes,
-		ReplyPackets: f.ReplyPackets, ReplyBytes: f.ReplyBytes, Assured: f.Assured, Mark: f.Mark,
-	}
-}
-
-// Netfilter converts back, for netfilter.FormatConntrack.
-func (f Flow) Netfilter() netfilter.Flow {
-	fam := netfilter.IPv4
-	if f.Family == 6 {
-		fam = netfilter.IPv6
-	}
-	return netfilter.Flow{
-		Family: fam, Protocol: f.Protocol, State: f.State,
-		Orig:    netfilter.Tuple{Src: f.Orig.Src, Dst: f.Orig.Dst, SrcPort: f.Orig.SrcPort, DstPort: f.Orig.DstPort},
-		Reply:   netfilter.Tuple{Src: f.Reply.Src, Dst: f.Reply.Dst, SrcPort: f.Reply.SrcPort, DstPort: f.Reply.DstPort},
-		Timeout: time.Duration(f.TimeoutNS), OrigPackets: f.OrigPackets, OrigBytes: f.OrigBytes,
-		ReplyPackets: f.ReplyPackets, ReplyBytes: f.ReplyBytes, Assured: f.Assured, Mark: f.Mark,
-	}
-}
-
-// ParseFamily turns 0, 4 or 6 into a netfilter family.
-func ParseFamily(n int) (netfilter.Family, error) {
+// ParseFamily checks a request's family: 0 or 4 is 4 (IPv4), 6 is 6.
+func ParseFamily(n int) (int, error) {
 	switch n {
 	case 0, 4:
-		return netfilter.IPv4, nil
+		return 4, nil
 	case 6:
-		return netfilter.IPv6, nil
+		return 6, nil
 	}
 	return 0, fmt.Errorf("family %d: want 4 or 6", n)
 }
@@ -203,7 +171,8 @@ func (s *Server) firewallRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
-		err = fb.IPTablesRestore(f, req.Text, req.Test, netfilter.RestoreOptions{NoFlush: req.NoFlush, Counters: req.Counters})
+		req.Family = f
+		err = fb.IPTablesRestore(req)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err)
 			return
@@ -236,11 +205,7 @@ func (s *Server) firewallRoutes(mux *http.ServeMux) {
 			writeError(w, http.StatusInternalServerError, err)
 			return
 		}
-		out := make([]Flow, 0, len(flows))
-		for _, f := range flows {
-			out = append(out, FlowFrom(f))
-		}
-		writeJSON(w, http.StatusOK, out)
+		writeJSON(w, http.StatusOK, orEmpty(flows))
 	})
 }
 

@@ -16,21 +16,33 @@ type fwBackend struct {
 	fw *netfilter.Firewall
 }
 
-func (b *fwBackend) IPTables(f netfilter.Family, args []string) (string, error) {
-	return b.fw.Exec(f, args)
-}
-func (b *fwBackend) IPTablesSave(f netfilter.Family, counters bool) (string, error) {
-	return b.fw.Save(f, counters), nil
-}
-func (b *fwBackend) IPTablesRestore(f netfilter.Family, text string, test bool, o netfilter.RestoreOptions) error {
-	if test {
-		return b.fw.Validate(f, text)
+// family maps the API's family (the server passes only 4 or 6).
+func family(n int) netfilter.Family {
+	if n == 6 {
+		return netfilter.IPv6
 	}
-	return b.fw.Restore(f, text, o)
+	return netfilter.IPv4
+}
+
+func (b *fwBackend) IPTables(f int, args []string) (string, error) {
+	return b.fw.Exec(family(f), args)
+}
+func (b *fwBackend) IPTablesSave(f int, counters bool) (string, error) {
+	return b.fw.Save(family(f), counters), nil
+}
+func (b *fwBackend) IPTablesRestore(req IPTablesRestoreRequest) error {
+	if req.Test {
+		return b.fw.Validate(family(req.Family), req.Text)
+	}
+	return b.fw.Restore(family(req.Family), req.Text, netfilter.RestoreOptions{NoFlush: req.NoFlush, Counters: req.Counters})
 }
 func (b *fwBackend) IPSet(args []string) (string, error) { return b.fw.IPSet(args) }
-func (b *fwBackend) Conntrack() ([]netfilter.Flow, error) {
-	return b.fw.Conntrack(), nil
+func (b *fwBackend) Conntrack() ([]Flow, error) {
+	var out []Flow
+	for _, f := range b.fw.Conntrack() {
+		out = append(out, Flow{Protocol: f.Protocol, State: f.State, Orig: FlowTuple{Src: f.Orig.Src, Dst: f.Orig.Dst}})
+	}
+	return out, nil
 }
 
 func TestFirewallEndpoints(t *testing.T) {

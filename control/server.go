@@ -12,10 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
-
-	"github.com/tunstack/tunstack/stack/capture"
-	"github.com/tunstack/tunstack/stack/forward"
-	"github.com/tunstack/tunstack/stack/views"
 )
 
 // Backend is what a control socket serves: the instance's views and
@@ -24,17 +20,18 @@ type Backend interface {
 	// Info describes the instance.
 	Info() Info
 	// Sockets lists the stack's sockets.
-	Sockets(ctx context.Context, q SocketQuery) ([]views.Socket, error)
+	Sockets(ctx context.Context, q SocketQuery) ([]Socket, error)
 	// Links lists the stack's interfaces.
-	Links() []views.Link
+	Links() []Link
 	// Routes lists the stack's routes.
-	Routes() []views.Route
-	// Capture subscribes to packets; the caller closes the subscription.
-	Capture(req CaptureRequest) (*capture.Subscription, error)
+	Routes() []Route
+	// Capture opens a capture; the caller closes it.
+	Capture(req CaptureRequest) (CaptureStream, error)
 	// Forwards lists the port forwards.
-	Forwards() []forward.Info
-	// AddForwards starts forwards, all or none.
-	AddForwards(specs []forward.Spec) ([]forward.Info, error)
+	Forwards() []Forward
+	// AddForwards starts forwards given in "tunstack run -p" syntax, all
+	// or none; a spec that does not parse is a *RequestError.
+	AddForwards(specs []string) ([]Forward, error)
 	// RemoveForward stops a forward by ID.
 	RemoveForward(id string) error
 }
@@ -191,18 +188,14 @@ func (s *Server) addForwards(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, errors.New("no forwards in \"specs\""))
 		return
 	}
-	var specs []forward.Spec
-	for _, str := range req.Specs {
-		sp, err := forward.ParseSpec(str)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		specs = append(specs, sp...)
-	}
-	infos, err := s.cfg.Backend.AddForwards(specs)
+	infos, err := s.cfg.Backend.AddForwards(req.Specs)
 	if err != nil {
-		writeError(w, http.StatusConflict, err)
+		code := http.StatusConflict
+		var re *RequestError
+		if errors.As(err, &re) {
+			code = http.StatusBadRequest
+		}
+		writeError(w, code, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, infos)
@@ -233,8 +226,7 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Trailer", "X-Tunstack-Dropped")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
-	pw, err := capture.NewPcapWriter(w, req.SnapLen)
-	if err != nil {
+	if err := sub.WriteHeader(w); err != nil {
 		return
 	}
 	if fl != nil {
@@ -243,25 +235,18 @@ func (s *Server) capture(w http.ResponseWriter, r *http.Request) {
 	sent := 0
 	defer func() { w.Header().Set("X-Tunstack-Dropped", strconv.FormatUint(sub.Dropped(), 10)) }()
 	for {
-		select {
-		case <-r.Context().Done():
+		ok, err := sub.WriteNext(r.Context(), w)
+		if !ok || err != nil {
 			return
-		case p, ok := <-sub.C():
-			if !ok {
-				return
-			}
-			if err := pw.WritePacket(p); err != nil {
-				return
-			}
-			sent++
-			if req.Count > 0 && sent >= req.Count {
-				return
-			}
-			// Flush when the queue is drained, so bursts go out in one
-			// write and a lone packet without delay.
-			if len(sub.C()) == 0 && fl != nil {
-				fl.Flush()
-			}
+		}
+		sent++
+		if req.Count > 0 && sent >= req.Count {
+			return
+		}
+		// Flush when the queue is drained, so bursts go out in one
+		// write and a lone packet without delay.
+		if sub.Queued() == 0 && fl != nil {
+			fl.Flush()
 		}
 	}
 }

@@ -30,7 +30,7 @@ func (b backend) Info() control.Info {
 	in := b.in
 	info := control.Info{
 		Name: in.cfg.Name, PID: os.Getpid(), Kind: "run", Command: in.cfg.Command,
-		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: in.Forwards.List(),
+		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: APIForwards(in.Forwards.List()),
 		Socket: in.ControlPath(),
 	}
 	if in.Allowlist != nil {
@@ -60,29 +60,33 @@ func (b backend) Info() control.Info {
 }
 
 // Sockets implements control.Backend.
-func (b backend) Sockets(ctx context.Context, q control.SocketQuery) ([]views.Socket, error) {
+func (b backend) Sockets(ctx context.Context, q control.SocketQuery) ([]control.Socket, error) {
+	return APISockets(b.sockets(q)), nil
+}
+
+func (b backend) sockets(q control.SocketQuery) []views.Socket {
 	socks := views.Sockets(b.in.Stack.GVisor(), q.TCPInfo)
 	if q.Processes {
 		pid := b.in.sandboxPID()
 		if pid == 0 {
-			return socks, nil
+			return socks
 		}
 		idx, err := views.NewProcIndex("/proc", pid)
 		if err != nil {
 			// The sandbox may be exiting; the sockets are still worth
 			// showing.
 			b.in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", err)
-			return socks, nil
+			return socks
 		}
 		idx.Annotate(socks)
 	}
-	return socks, nil
+	return socks
 }
 
 // Links implements control.Backend.
-func (b backend) Links() []views.Link {
+func (b backend) Links() []control.Link {
 	in := b.in
-	return views.Links(in.Stack.GVisor(), func(id tcpip.NICID) views.LinkExtra {
+	return APILinks(views.Links(in.Stack.GVisor(), func(id tcpip.NICID) views.LinkExtra {
 		if id != in.NIC || in.Endpoint == nil {
 			return views.LinkExtra{}
 		}
@@ -102,14 +106,14 @@ func (b backend) Links() []views.Link {
 				TxGSO: c.TxGSO.Load(),
 			},
 		}
-	})
+	}))
 }
 
 // Routes implements control.Backend.
-func (b backend) Routes() []views.Route { return views.Routes(b.in.Stack.GVisor()) }
+func (b backend) Routes() []control.Route { return APIRoutes(views.Routes(b.in.Stack.GVisor())) }
 
 // Capture implements control.Backend.
-func (b backend) Capture(req control.CaptureRequest) (*capture.Subscription, error) {
+func (b backend) Capture(req control.CaptureRequest) (control.CaptureStream, error) {
 	name := ""
 	if b.in.Endpoint != nil {
 		name = b.in.Endpoint.Device().Name
@@ -127,17 +131,34 @@ func (b backend) Capture(req control.CaptureRequest) (*capture.Subscription, err
 		if err != nil {
 			return nil, err
 		}
-		return hc.Subscribe(f, req.SnapLen, 0)
+		sub, err := hc.Subscribe(f, req.SnapLen, 0)
+		if err != nil {
+			return nil, err // not a nil *Subscription in a non-nil interface
+		}
+		return sub, nil
 	}
 	return b.in.Capture.Subscribe(f, req.SnapLen, 0), nil
 }
 
 // Forwards implements control.Backend.
-func (b backend) Forwards() []forward.Info { return b.in.Forwards.List() }
+func (b backend) Forwards() []control.Forward { return APIForwards(b.in.Forwards.List()) }
 
-// AddForwards implements control.Backend.
-func (b backend) AddForwards(specs []forward.Spec) ([]forward.Info, error) {
-	return b.in.Forwards.Add(specs)
+// AddForwards implements control.Backend: a spec that does not parse is a
+// bad request, one that cannot start a conflict.
+func (b backend) AddForwards(strs []string) ([]control.Forward, error) {
+	var specs []forward.Spec
+	for _, str := range strs {
+		sp, err := forward.ParseSpec(str)
+		if err != nil {
+			return nil, &control.RequestError{Err: err}
+		}
+		specs = append(specs, sp...)
+	}
+	infos, err := b.in.Forwards.Add(specs)
+	if err != nil {
+		return nil, err
+	}
+	return APIForwards(infos), nil
 }
 
 // RemoveForward implements control.Backend.

@@ -79,7 +79,7 @@ func (b backend) FD(ctx context.Context, req control.FDRequest) (*os.File, contr
 			c, err = in.Stack.DialUDP(laddr, raddr)
 		} else {
 			if req.Bind == "" {
-				return nil, control.FDInfo{}, &control.FDError{Err: fmt.Errorf("udp: give addr (connect) or bind")}
+				return nil, control.FDInfo{}, &control.RequestError{Err: fmt.Errorf("udp: give addr (connect) or bind")}
 			}
 			laddr, aerr := in.fdAddr(req.Bind, false)
 			if aerr != nil {
@@ -101,14 +101,14 @@ func (b backend) FD(ctx context.Context, req control.FDRequest) (*os.File, contr
 		}
 		return f, info, nil
 	}
-	return nil, control.FDInfo{}, &control.FDError{Err: fmt.Errorf("op %q: unknown", req.Op)}
+	return nil, control.FDInfo{}, &control.RequestError{Err: fmt.Errorf("op %q: unknown", req.Op)}
 }
 
 // fdAddr parses HOST:PORT. An empty host is the sandbox's IPv4 address
 // (remote) or the gateway's (local); a remote port must not be 0.
 func (in *Instance) fdAddr(s string, remote bool) (netip.AddrPort, error) {
 	bad := func(err error) (netip.AddrPort, error) {
-		return netip.AddrPort{}, &control.FDError{Err: fmt.Errorf("address %q: %w", s, err)}
+		return netip.AddrPort{}, &control.RequestError{Err: fmt.Errorf("address %q: %w", s, err)}
 	}
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {

@@ -62,33 +62,34 @@ func (b backend) firewall() (*netfilter.Firewall, error) {
 }
 
 // IPTables implements control.FirewallBackend.
-func (b backend) IPTables(f netfilter.Family, args []string) (string, error) {
+func (b backend) IPTables(family int, args []string) (string, error) {
 	fw, err := b.firewall()
 	if err != nil {
 		return "", err
 	}
-	return fw.Exec(f, args)
+	return fw.Exec(NetfilterFamily(family), args)
 }
 
 // IPTablesSave implements control.FirewallBackend.
-func (b backend) IPTablesSave(f netfilter.Family, counters bool) (string, error) {
+func (b backend) IPTablesSave(family int, counters bool) (string, error) {
 	fw, err := b.firewall()
 	if err != nil {
 		return "", err
 	}
-	return fw.Save(f, counters), nil
+	return fw.Save(NetfilterFamily(family), counters), nil
 }
 
 // IPTablesRestore implements control.FirewallBackend.
-func (b backend) IPTablesRestore(f netfilter.Family, text string, test bool, o netfilter.RestoreOptions) error {
+func (b backend) IPTablesRestore(req control.IPTablesRestoreRequest) error {
 	fw, err := b.firewall()
 	if err != nil {
 		return err
 	}
-	if test {
-		return fw.Validate(f, text)
+	f := NetfilterFamily(req.Family)
+	if req.Test {
+		return fw.Validate(f, req.Text)
 	}
-	return fw.Restore(f, text, o)
+	return fw.Restore(f, req.Text, netfilter.RestoreOptions{NoFlush: req.NoFlush, Counters: req.Counters})
 }
 
 // IPSet implements control.FirewallBackend.
@@ -101,10 +102,15 @@ func (b backend) IPSet(args []string) (string, error) {
 }
 
 // Conntrack implements control.FirewallBackend.
-func (b backend) Conntrack() ([]netfilter.Flow, error) {
+func (b backend) Conntrack() ([]control.Flow, error) {
 	fw, err := b.firewall()
 	if err != nil {
 		return nil, err
 	}
-	return fw.Conntrack(), nil
+	flows := fw.Conntrack()
+	out := make([]control.Flow, 0, len(flows))
+	for _, f := range flows {
+		out = append(out, APIFlow(f))
+	}
+	return out, nil
 }

@@ -259,12 +259,9 @@ func (in *Instance) resolvConf() string {
 	if in.cfg.V6.Network.IsValid() {
 		fmt.Fprintf(&b, "nameserver %s\n", in.cfg.V6.DNS)
 	}
-	if data, err := os.ReadFile("/etc/resolv.conf"); err == nil {
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 0 && (f[0] == "search" || f[0] == "domain" || f[0] == "options") {
-				b.WriteString(line + "\n")
-			}
+	if rc, err := dnsrelay.ReadResolvConf("/etc/resolv.conf"); err == nil {
+		for _, line := range rc.ResolverLines {
+			b.WriteString(line + "\n")
 		}
 	}
 	return b.String()

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tunstack/tunstack/fdpass"
 	"github.com/tunstack/tunstack/tun"
 )
 
@@ -167,7 +168,7 @@ func attachSetup(conn *net.UnixConn, cfg *childConfig) error {
 		return err
 	}
 	msg, _ := json.Marshal(childReply{TunName: dev.Name, Offload: dev.Offload})
-	err = tun.SendFiles(conn, dev.Files(), msg)
+	err = fdpass.Send(conn, msg, dev.Files()...)
 	dev.Close()
 	if err != nil {
 		return err

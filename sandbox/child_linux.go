@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/tunstack/tunstack/fdpass"
 	"github.com/tunstack/tunstack/tun"
 )
 
@@ -103,7 +104,7 @@ func childSetup(conn *net.UnixConn) (string, []string, error) {
 	}
 	reply.TunName, reply.Offload = dev.Name, dev.Offload
 	msg, _ := json.Marshal(reply)
-	err = tun.SendFiles(conn, dev.Files(), msg)
+	err = fdpass.Send(conn, msg, dev.Files()...)
 	dev.Close()
 	if err != nil {
 		return "", nil, err

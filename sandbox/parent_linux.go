@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tunstack/tunstack/fdpass"
 	"github.com/tunstack/tunstack/tun"
 )
 
@@ -253,7 +254,7 @@ func controlPair() (*net.UnixConn, *os.File, error) {
 func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, error) {
 	var reply childReply
 	buf := make([]byte, 64<<10)
-	n, files, err := tun.ReceiveFiles(ctrl, buf, "/dev/net/tun")
+	n, files, err := fdpass.ReceiveNonblock(ctrl, buf, "/dev/net/tun")
 	if err != nil || n == 0 {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errors.New("child exited during setup")

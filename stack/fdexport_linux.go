@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunstack/tunstack/fdpass"
 )
 
 // File descriptor export.
@@ -29,12 +31,13 @@ import (
 //     connected socket messages are bare payloads. On an unconnected one
 //     each message, both ways, starts with an address header: one byte
 //     holding the address length (4 or 16), the port (2 bytes, big
-//     endian), then the address; the payload follows.
+//     endian), then the address; the payload follows (AppendAddrHeader,
+//     ParseAddrHeader).
 //   - A TCP listener: a SOCK_SEQPACKET socket that delivers, per accepted
 //     connection, one message whose data is the peer's address as text
 //     ("198.18.0.1:40000" or "[::1]:40000") and whose SCM_RIGHTS control
-//     message carries the connection's exported fd. Closing the fd closes
-//     the listener.
+//     message carries the connection's exported fd (AcceptExported reads
+//     one). Closing the fd closes the listener.
 //
 // Back-pressure holds both ways: each direction copies through one
 // fixed-size buffer, blocking on the socketpair's and the stack socket's
@@ -281,15 +284,12 @@ func (so *Socket) exportDatagram() (*os.File, error) {
 	return f, nil
 }
 
-// maxAddrHeader is the length of the address header for IPv6.
-const maxAddrHeader = 3 + 16
-
 func (b *datagramBridge) toFD() {
-	buf := make([]byte, maxAddrHeader+bridgeBufSize)
+	buf := make([]byte, MaxAddrHeaderLen+bridgeBufSize)
 	for {
 		off := 0
 		if !b.connected {
-			off = maxAddrHeader
+			off = MaxAddrHeaderLen
 		}
 		n, from, err := b.so.RecvFrom(buf[off:], 0)
 		if err != nil {
@@ -301,7 +301,7 @@ func (b *datagramBridge) toFD() {
 		}
 		msg := buf[off : off+n]
 		if !b.connected {
-			hdr := appendAddrHeader(nil, from)
+			hdr := AppendAddrHeader(nil, from)
 			start := off - len(hdr)
 			copy(buf[start:], hdr)
 			msg = buf[start : off+n]
@@ -314,7 +314,7 @@ func (b *datagramBridge) toFD() {
 }
 
 func (b *datagramBridge) fromFD() {
-	buf := make([]byte, maxAddrHeader+bridgeBufSize)
+	buf := make([]byte, MaxAddrHeaderLen+bridgeBufSize)
 	for {
 		n, err := b.uc.Read(buf)
 		if err != nil {
@@ -325,7 +325,7 @@ func (b *datagramBridge) fromFD() {
 		var serr error
 		if b.connected {
 			_, serr = b.so.Send(msg, 0)
-		} else if to, payload, ok := parseAddrHeader(msg); ok {
+		} else if to, payload, err := ParseAddrHeader(msg); err == nil {
 			_, serr = b.so.SendTo(payload, 0, to)
 		}
 		if serr == syscall.EBADF {
@@ -341,25 +341,6 @@ func (b *datagramBridge) close() {
 		b.uc.Close()
 		b.so.Close()
 	})
-}
-
-func appendAddrHeader(dst []byte, ap netip.AddrPort) []byte {
-	a := ap.Addr().Unmap()
-	raw := a.AsSlice()
-	dst = append(dst, byte(len(raw)), byte(ap.Port()>>8), byte(ap.Port()))
-	return append(dst, raw...)
-}
-
-func parseAddrHeader(msg []byte) (netip.AddrPort, []byte, bool) {
-	if len(msg) < 3 {
-		return netip.AddrPort{}, nil, false
-	}
-	l := int(msg[0])
-	if (l != 4 && l != 16) || len(msg) < 3+l {
-		return netip.AddrPort{}, nil, false
-	}
-	a, _ := netip.AddrFromSlice(msg[3 : 3+l])
-	return netip.AddrPortFrom(a, uint16(msg[1])<<8|uint16(msg[2])), msg[3+l:], true
 }
 
 // listenerBridge accepts connections and passes each, exported, over a
@@ -404,8 +385,31 @@ func (b *listenerBridge) pass(c *Socket, peer netip.AddrPort) error {
 		return nil // keep accepting; this connection is lost
 	}
 	defer f.Close() // the copy in flight keeps the connection open
-	_, _, err = b.uc.WriteMsgUnix([]byte(peer.String()), syscall.UnixRights(int(f.Fd())), nil)
-	return err
+	return fdpass.Send(b.uc, []byte(peer.String()), f)
+}
+
+// AcceptExported receives the next connection from ln, the holder's end
+// of an exported listener (see Socket.File): the peer's address and the
+// connection's exported fd. It fails when the listener is closed.
+func AcceptExported(ln *net.UnixConn) (netip.AddrPort, *os.File, error) {
+	buf := make([]byte, 64) // "[" + 45-byte IPv6 text + "]:65535"
+	for {
+		n, f, err := fdpass.ReceiveFile(ln, buf, "tunstack-conn")
+		switch {
+		case errors.Is(err, io.EOF), err == nil && f == nil && n == 0:
+			return netip.AddrPort{}, nil, errors.New("accept from exported listener: the listener was closed")
+		case err != nil:
+			return netip.AddrPort{}, nil, fmt.Errorf("accept from exported listener: %w", err)
+		case f == nil:
+			continue // a message without a connection carries nothing to run
+		}
+		peer, err := netip.ParseAddrPort(string(buf[:n]))
+		if err != nil {
+			f.Close()
+			return netip.AddrPort{}, nil, fmt.Errorf("accept from exported listener: peer address %q: %w", buf[:n], err)
+		}
+		return peer, f, nil
+	}
 }
 
 // watch closes the listener when the holder closes its end: the holder

@@ -5,17 +5,9 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"unsafe"
 
 	"github.com/songgao/water"
 	"golang.org/x/sys/unix"
-)
-
-// TUNSETOFFLOAD flags (linux/if_tun.h); x/sys/unix does not define them.
-const (
-	tunFCsum = 0x01
-	tunFTSO4 = 0x02
-	tunFTSO6 = 0x04
 )
 
 // OffloadMode selects how Open sets up the device.
@@ -165,35 +157,30 @@ func explain(err error) error {
 	return fmt.Errorf("tun: %w", err)
 }
 
-// ifreq is struct ifreq as TUNSETIFF reads it: a name, then a flag word.
-type ifreq struct {
-	name  [unix.IFNAMSIZ]byte
-	flags uint16
-	_     [22]byte
-}
-
 func openOffload(name string, multi bool) (*Device, error) {
+	req, err := unix.NewIfreq(name)
+	if err != nil {
+		return nil, fmt.Errorf("interface name %q: %w", name, err)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if multi {
+		flags |= unix.IFF_MULTI_QUEUE
+	}
+	req.SetUint16(flags)
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
 	}
-	var req ifreq
-	copy(req.name[:], name)
-	req.flags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
-	if multi {
-		req.flags |= unix.IFF_MULTI_QUEUE
-	}
-	if err := ioctlPtr(fd, unix.TUNSETIFF, unsafe.Pointer(&req)); err != nil {
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, req); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUNSETIFF: %w", err)
 	}
-	hdrSize := int32(virtioNetHdrLen)
-	if err := ioctlPtr(fd, unix.TUNSETVNETHDRSZ, unsafe.Pointer(&hdrSize)); err != nil {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
 	}
 	// No USO: gVisor's UDP would not split the kernel's UDP super-packets.
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFCsum|tunFTSO4|tunFTSO6); err != nil {
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("TUNSETOFFLOAD: %w", err)
 	}
@@ -201,14 +188,6 @@ func openOffload(name string, multi bool) (*Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
-	ifname := unix.ByteSliceToString(req.name[:])
+	ifname := req.Name()
 	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true}, nil
-}
-
-func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), uintptr(req), uintptr(arg))
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }

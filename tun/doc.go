@@ -9,6 +9,5 @@
 // first unless told otherwise; Device.Offload reports which one was taken.
 //
 // A device is usually created inside another network namespace and its file
-// descriptor handed to the serving process with SendFiles/ReceiveFiles
-// (SCM_RIGHTS over a unix socket).
+// descriptor handed to the serving process (package fdpass does that).
 package tun

@@ -319,7 +319,7 @@ func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) (tailUsed 
 	if e.dev.Offload {
 		var h virtioHdr
 		h.decode(vh)
-		if h.gsoType != virtioGSONone {
+		if h.gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
 			e.Stats.RxGSO.Add(1)
 		}
 	}
@@ -390,7 +390,7 @@ func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Erro
 	if e.dev.Offload {
 		var h virtioHdr
 		h.forPacket(pkt)
-		if h.gsoType != virtioGSONone {
+		if h.gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
 			e.Stats.TxGSO.Add(1)
 		}
 		h.encode(wb.vh[:])

@@ -4,12 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/stack/fdserve"
 )
 
 func newConnectCmd() *cobra.Command {
@@ -49,8 +48,12 @@ was not found); 125 when the connection could not be made.`,
 			if err != nil {
 				return err
 			}
-			code, err := runWithConn(args[1:], f, nil)
+			code, err := fdserve.Run(args[1:], f, os.Stderr)
 			f.Close()
+			if errors.Is(err, fdserve.ErrNotFound) {
+				fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
+				return exitError{code}
+			}
 			if err != nil {
 				return err
 			}
@@ -63,52 +66,4 @@ was not found); 125 when the connection could not be made.`,
 	cmd.Flags().StringVar(&name, "name", "", "instance name (default: the only running instance)")
 	cmd.Flags().BoolVar(&udp, "udp", false, "a connected UDP socket instead of a TCP connection")
 	return cmd
-}
-
-// startWithConn starts argv with f as its standard input and output.
-func startWithConn(argv []string, f *os.File, env []string) (*exec.Cmd, error) {
-	c := exec.Command(argv[0], argv[1:]...)
-	c.Stdin, c.Stdout, c.Stderr = f, f, os.Stderr
-	if env != nil {
-		c.Env = append(os.Environ(), env...)
-	}
-	if err := c.Start(); err != nil {
-		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			return nil, exitError{127}
-		}
-		return nil, err
-	}
-	return c, nil
-}
-
-// runWithConn runs argv with f as its standard input and output and
-// returns its exit status.
-func runWithConn(argv []string, f *os.File, env []string) (int, error) {
-	c, err := startWithConn(argv, f, env)
-	if err != nil {
-		var ee exitError
-		if errors.As(err, &ee) {
-			fmt.Fprintf(os.Stderr, "tunstack: %s: not found\n", argv[0])
-			return ee.code, nil
-		}
-		return 0, err
-	}
-	return waitStatus(c), nil
-}
-
-// waitStatus waits for c and returns its exit status, 128+N when killed by
-// signal N.
-func waitStatus(c *exec.Cmd) int {
-	err := c.Wait()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if st, ok := ee.Sys().(syscall.WaitStatus); ok && st.Signaled() {
-			return 128 + int(st.Signal())
-		}
-		return ee.ExitCode()
-	}
-	if err != nil {
-		return 125
-	}
-	return 0
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/stack/views"
 )
 
@@ -59,9 +60,9 @@ gateway and DNS addresses), counters with -s, and its route table.`,
 					return writeJSON(cmd.OutOrStdout(), links)
 				}
 				if addrs {
-					return views.WriteAddrs(cmd.OutOrStdout(), links, fl.options())
+					return views.WriteAddrs(cmd.OutOrStdout(), instance.ViewLinks(links), fl.options())
 				}
-				return views.WriteLinks(cmd.OutOrStdout(), links, fl.options())
+				return views.WriteLinks(cmd.OutOrStdout(), instance.ViewLinks(links), fl.options())
 			},
 		}
 	}
@@ -80,7 +81,7 @@ gateway and DNS addresses), counters with -s, and its route table.`,
 			if fl.asJSON {
 				return writeJSON(cmd.OutOrStdout(), routes)
 			}
-			return views.WriteRoutes(cmd.OutOrStdout(), routes, fl.options())
+			return views.WriteRoutes(cmd.OutOrStdout(), instance.ViewRoutes(routes), fl.options())
 		},
 	}
 	cmd.AddCommand(

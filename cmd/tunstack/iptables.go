@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/netfilter"
 )
 
@@ -341,7 +342,7 @@ packets and bytes each way.`,
 			}
 			nf := make([]netfilter.Flow, 0, len(flows))
 			for _, fl := range flows {
-				nf = append(nf, fl.Netfilter())
+				nf = append(nf, instance.NetfilterFlow(fl))
 			}
 			out := netfilter.FormatConntrack(nf)
 			// The summary goes to stderr, as conntrack prints it.

@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/stack/views"
 )
 
@@ -39,11 +40,11 @@ Like ss, without -l or -a only non-listening sockets are shown.`,
 				return err
 			}
 			defer c.Close()
-			socks, err := c.Sockets(cmd.Context(), control.SocketQuery{Processes: o.Processes, TCPInfo: o.Info || asJSON})
+			apiSocks, err := c.Sockets(cmd.Context(), control.SocketQuery{Processes: o.Processes, TCPInfo: o.Info || asJSON})
 			if err != nil {
 				return err
 			}
-			socks = o.Filter(socks)
+			socks := o.Filter(instance.ViewSockets(apiSocks))
 			if asJSON {
 				if socks == nil {
 					socks = []views.Socket{}

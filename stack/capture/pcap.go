@@ -2,6 +2,7 @@ package capture
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -116,3 +117,29 @@ func (pr *PcapReader) Next() (Packet, error) {
 	}
 	return Packet{Time: time.Unix(sec, ns), Data: data, Len: orig}, nil
 }
+
+// WriteHeader writes to w the header of a pcap stream of the
+// subscription's packets (see WriteNext): with WriteNext, Queued, Dropped
+// and Close a Subscription is what the control socket streams.
+func (s *Subscription) WriteHeader(w io.Writer) error {
+	_, err := NewPcapWriter(w, s.snapLen)
+	return err
+}
+
+// WriteNext waits for the next packet and writes it to w as one pcap
+// record. It returns false when the subscription is closed or ctx is done.
+func (s *Subscription) WriteNext(ctx context.Context, w io.Writer) (bool, error) {
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case p, ok := <-s.c:
+		if !ok {
+			return false, nil
+		}
+		pw := PcapWriter{w: w}
+		return true, pw.WritePacket(p)
+	}
+}
+
+// Queued counts the packets waiting in C.
+func (s *Subscription) Queued() int { return len(s.c) }

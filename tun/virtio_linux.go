@@ -3,19 +3,14 @@ package tun
 import (
 	"encoding/binary"
 
+	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// virtio_net_hdr (linux/virtio_net.h), little-endian, 10 bytes.
-const (
-	virtioNetHdrLen = 10
-
-	virtioFlagNeedsCsum = 1
-
-	virtioGSONone  = 0
-	virtioGSOTCPv4 = 1
-	virtioGSOTCPv6 = 4
-)
+// virtioNetHdrLen is sizeof(struct virtio_net_hdr) (linux/virtio_net.h):
+// the header without the num_buffers field, little-endian on a TUN. Its
+// flag and GSO type values are x/sys/unix's VIRTIO_NET_HDR_* constants.
+const virtioNetHdrLen = 10
 
 // virtioHdr is the decoded form of a virtio_net_hdr.
 type virtioHdr struct {
@@ -58,7 +53,7 @@ func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer) {
 		return
 	}
 	l3 := len(pkt.NetworkHeader().Slice())
-	h.flags = virtioFlagNeedsCsum
+	h.flags = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
 	h.csumStart = uint16(l3)
 	h.csumOffset = gso.CsumOffset
 	if pkt.Data().Size() <= int(gso.MSS) || gso.MSS == 0 {
@@ -66,9 +61,9 @@ func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer) {
 	}
 	switch gso.Type {
 	case stack.GSOTCPv4:
-		h.gsoType = virtioGSOTCPv4
+		h.gsoType = unix.VIRTIO_NET_HDR_GSO_TCPV4
 	case stack.GSOTCPv6:
-		h.gsoType = virtioGSOTCPv6
+		h.gsoType = unix.VIRTIO_NET_HDR_GSO_TCPV6
 	default:
 		return
 	}
