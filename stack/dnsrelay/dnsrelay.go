@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -25,6 +24,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Dialer opens host connections to upstream resolvers.
@@ -57,14 +57,14 @@ const maxInflight = 256
 type Relay struct {
 	cfg   Config
 	log   *slog.Logger
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	sem   chan struct{}
-	udp   []*gonet.UDPConn
-	tcp   []*gonet.TCPListener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	ctx  context.Context
+	stop context.CancelFunc
+	sem  chan struct{}
+	udp  []*gonet.UDPConn
+	tcp  []*gonet.TCPListener
+	// conns are the serve loops, queries in flight and TCP clients;
+	// Close closes the clients and waits for the rest.
+	conns relay.Group
 }
 
 // Start binds port 53 on each address and serves until Close.
@@ -82,7 +82,7 @@ func Start(cfg Config) (*Relay, error) {
 		cfg.Logger = cfg.Stack.Logger()
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	r := &Relay{cfg: cfg, log: cfg.Logger, ctx: ctx, stop: stop, sem: make(chan struct{}, maxInflight), conns: make(map[net.Conn]struct{})}
+	r := &Relay{cfg: cfg, log: cfg.Logger, ctx: ctx, stop: stop, sem: make(chan struct{}, maxInflight)}
 	if len(cfg.Upstreams) == 0 {
 		r.log.Warn("DNS: no upstream resolver (no nameserver in /etc/resolv.conf and no --dns-upstream); queries get SERVFAIL")
 	}
@@ -112,9 +112,8 @@ func (r *Relay) listen(a netip.Addr) error {
 		return fmt.Errorf("dnsrelay: listen tcp %s: %w", netip.AddrPortFrom(a, 53), err)
 	}
 	r.tcp = append(r.tcp, tl)
-	r.wg.Add(2)
-	go r.serveUDP(uc)
-	go r.serveTCP(tl)
+	r.conns.Go(func() { r.serveUDP(uc) })
+	r.conns.Go(func() { r.serveTCP(tl) })
 	return nil
 }
 
@@ -127,17 +126,11 @@ func (r *Relay) Close() error {
 	for _, l := range r.tcp {
 		l.Close()
 	}
-	r.mu.Lock()
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
+	r.conns.Close()
 	return nil
 }
 
 func (r *Relay) serveUDP(c *gonet.UDPConn) {
-	defer r.wg.Done()
 	buf := make([]byte, dns.MaxMsgSize)
 	for {
 		n, from, err := c.ReadFrom(buf)
@@ -151,45 +144,41 @@ func (r *Relay) serveUDP(c *gonet.UDPConn) {
 		}
 		// Queries are small: copy out rather than hold 64 KiB each.
 		q := append([]byte(nil), buf[:n]...)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
+		if !r.conns.Go(func() {
 			defer func() { <-r.sem }()
 			if resp := r.answer(q, "udp"); resp != nil {
 				c.WriteTo(resp, from)
 			}
-		}()
+		}) {
+			<-r.sem
+			return
+		}
 	}
 }
 
 func (r *Relay) serveTCP(l *gonet.TCPListener) {
-	defer r.wg.Done()
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		r.mu.Lock()
-		if r.ctx.Err() != nil {
-			r.mu.Unlock()
+		if !r.conns.Track(c) {
 			c.Close()
 			return
 		}
-		r.conns[c] = struct{}{}
-		r.wg.Add(1)
-		r.mu.Unlock()
-		go r.serveConn(c)
+		if !r.conns.Go(func() { r.serveConn(c) }) {
+			r.conns.Untrack(c)
+			c.Close()
+			return
+		}
 	}
 }
 
 // serveConn answers length-prefixed queries (RFC 7766) until the client
 // closes or stays idle for 10 s.
 func (r *Relay) serveConn(c net.Conn) {
-	defer r.wg.Done()
 	defer func() {
-		r.mu.Lock()
-		delete(r.conns, c)
-		r.mu.Unlock()
+		r.conns.Untrack(c)
 		c.Close()
 	}()
 	for {

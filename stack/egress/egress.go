@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -16,6 +15,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Dialer opens host connections. *net.Dialer satisfies it; tests and fuzz
@@ -70,16 +70,14 @@ type Egress struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+
+	// flows are the live TCP connections and UDP flows with their
+	// goroutines; Close resets them all.
+	flows relay.Group
 
 	tcp *tcpRelay
 	udp *udpRelay
-
-	mu    sync.Mutex
-	conns map[closer]struct{}
 }
-
-type closer interface{ abort() }
 
 // Start installs the TCP and UDP forwarders on cfg.Stack.
 func Start(cfg Config) (*Egress, error) {
@@ -107,7 +105,7 @@ func Start(cfg Config) (*Egress, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Egress{
 		cfg: cfg, gs: cfg.Stack.GVisor(), log: cfg.Logger,
-		ctx: ctx, cancel: cancel, conns: make(map[closer]struct{}),
+		ctx: ctx, cancel: cancel,
 	}
 	e.tcp = newTCPRelay(e)
 	e.udp = &udpRelay{e: e}
@@ -120,46 +118,8 @@ func Start(cfg Config) (*Egress, error) {
 // goroutines.
 func (e *Egress) Close() error {
 	e.cancel()
-	e.mu.Lock()
-	for c := range e.conns {
-		c.abort()
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
+	e.flows.Close()
 	return nil
-}
-
-// track registers c so Close can abort it; it reports false if egress is
-// closing, in which case the caller must abort c itself.
-func (e *Egress) track(c closer) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ctx.Err() != nil {
-		return false
-	}
-	e.conns[c] = struct{}{}
-	return true
-}
-
-func (e *Egress) untrack(c closer) {
-	e.mu.Lock()
-	delete(e.conns, c)
-	e.mu.Unlock()
-}
-
-// go runs f as a tracked goroutine unless egress is closing.
-func (e *Egress) goTracked(f func()) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ctx.Err() != nil {
-		return false
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		f()
-	}()
-	return true
 }
 
 // reject answers pkt the way a router would for verdict v.

@@ -2,7 +2,6 @@ package egress
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 
@@ -60,7 +59,7 @@ func (t *tcpRelay) handle(id gstack.TransportEndpointID, pkt *gstack.PacketBuffe
 	t.pending[id] = pc
 	t.mu.Unlock()
 	syn := pkt.Clone()
-	if !t.e.goTracked(func() { t.dial(id, syn, pc) }) {
+	if !t.e.flows.Go(func() { t.dial(id, syn, pc) }) {
 		t.forget(id)
 		syn.DecRef()
 	}
@@ -124,84 +123,22 @@ func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 	}
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
-	c := &tcpConn{e: t.e, ep: ep, guest: gonet.NewTCPConn(&wq, ep), host: pc.host}
-	if !t.e.track(c) {
-		c.abort()
-		return
-	}
-	if !t.e.goTracked(c.guestToHost) {
-		c.abort()
-		t.e.untrack(c)
-		return
-	}
-	c.hostToGuest()
-	c.finish()
-}
-
-// tcpConn is one relayed connection.
-type tcpConn struct {
-	e     *Egress
-	ep    tcpip.Endpoint
-	guest *gonet.TCPConn
-	host  net.Conn
-	done  sync.WaitGroup
-}
-
-func (c *tcpConn) abort() {
-	c.ep.Abort()
-	closeReset(c.host)
-}
-
-// guestToHost copies sandbox → host; at EOF it half-closes the host side,
-// on a reset it resets the host connection.
-func (c *tcpConn) guestToHost() {
-	c.done.Add(1)
-	defer c.done.Done()
-	err := relay.Copy(c.host, c.guest)
-	switch {
-	case err == nil:
-		closeWrite(c.host)
-	case errors.Is(err, relay.ErrWrite):
-		c.ep.Abort()
-	default:
-		closeReset(c.host)
+	guest := &guestConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
+	if !t.e.flows.Go(func() { t.e.flows.Pipe(guest, relay.AsConn(pc.host)) }) {
+		relay.Reset(guest)
+		relay.Reset(pc.host)
 	}
 }
 
-// hostToGuest copies host → sandbox; at EOF it sends FIN to the sandbox, on
-// a reset it resets the sandbox connection.
-func (c *tcpConn) hostToGuest() {
-	err := relay.Copy(c.guest, c.host)
-	switch {
-	case err == nil:
-		c.guest.CloseWrite()
-	case errors.Is(err, relay.ErrWrite):
-		closeReset(c.host)
-	default:
-		c.ep.Abort()
-	}
+// guestConn is the sandbox side of a relayed connection; relay.Reset
+// aborts its endpoint (gonet has no SO_LINGER).
+type guestConn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
 }
 
-// finish waits for the other direction and releases both sides.
-func (c *tcpConn) finish() {
-	c.done.Wait()
-	c.guest.Close()
-	c.host.Close()
-	c.e.untrack(c)
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		return
-	}
-	c.Close()
-}
+// Abort resets the sandbox connection.
+func (g *guestConn) Abort() { g.ep.Abort() }
 
 // closeReset closes c so that the peer sees a reset (SO_LINGER 0).
-func closeReset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
-}
+func closeReset(c net.Conn) { relay.Reset(c) }
