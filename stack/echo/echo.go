@@ -40,6 +40,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives diagnostics; nil uses the stack's.
 	Logger *slog.Logger
+	// ListenPacket opens a host ping socket for a flow (network "udp4" or
+	// "udp6"); nil uses golang.org/x/net/icmp's unprivileged ICMP
+	// sockets. Tests give a fake host.
+	ListenPacket func(network, address string) (net.PacketConn, error)
 }
 
 // Relay relays echo requests. Close stops it.
@@ -74,6 +78,11 @@ func Start(cfg Config) (*Relay, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = cfg.Stack.Logger()
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = func(network, address string) (net.PacketConn, error) {
+			return icmp.ListenPacket(network, address)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Relay{cfg: cfg, gs: cfg.Stack.GVisor(), log: cfg.Logger, ctx: ctx, cancel: cancel, flows: make(map[flowKey]*flow)}
@@ -146,7 +155,7 @@ func (r *Relay) flowFor(key flowKey, dst netip.Addr, nic tcpip.NICID, v6 bool) (
 	if v6 {
 		network, laddr = "udp6", "::"
 	}
-	c, err := icmp.ListenPacket(network, laddr)
+	c, err := r.cfg.ListenPacket(network, laddr)
 	if err != nil {
 		r.disabled = true
 		r.log.Warn("ICMP echo: the host refuses ping sockets; only the gateway addresses will answer ping "+
@@ -173,7 +182,7 @@ func (r *Relay) remove(f *flow) {
 type flow struct {
 	r    *Relay
 	key  flowKey
-	conn *icmp.PacketConn
+	conn net.PacketConn
 	nic  tcpip.NICID
 	v6   bool
 
@@ -277,4 +286,11 @@ func (f *flow) build6(msg []byte) []byte {
 		PayloadLen:  len(ic) - header.ICMPv6EchoMinimumSize,
 	}))
 	return pkt
+}
+
+// Flows returns the number of ping sessions with an open host socket.
+func (r *Relay) Flows() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.flows)
 }
