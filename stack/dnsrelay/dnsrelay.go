@@ -55,8 +55,8 @@ const maxInflight = 256
 
 // Relay serves DNS. Close stops it.
 type Relay struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg  Config
+	log  *slog.Logger
 	ctx  context.Context
 	stop context.CancelFunc
 	sem  chan struct{}
