@@ -32,6 +32,9 @@ type tcpRelay struct {
 
 type pendingConn struct {
 	host net.Conn
+	// release frees the flow's TCP slot and host descriptor; it runs
+	// once, when the flow ends however it ends.
+	release func()
 }
 
 func newTCPRelay(e *Egress) *tcpRelay {
@@ -51,19 +54,44 @@ func (t *tcpRelay) handle(id gstack.TransportEndpointID, pkt *gstack.PacketBuffe
 		return false // the stack answers stray segments with RST
 	}
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if _, dup := t.pending[id]; dup || len(t.pending) >= t.e.cfg.MaxPendingDials {
-		t.mu.Unlock()
 		return true
 	}
-	pc := &pendingConn{}
+	release, ok := t.admit(id, pkt)
+	if !ok {
+		return true
+	}
+	pc := &pendingConn{release: release}
 	t.pending[id] = pc
-	t.mu.Unlock()
 	syn := pkt.Clone()
 	if !t.e.flows.Go(func() { t.dial(id, syn, pc) }) {
-		t.forget(id)
+		delete(t.pending, id)
 		syn.DecRef()
+		release()
 	}
 	return true
+}
+
+// admit takes a TCP slot and a host descriptor for a new flow. Past the
+// TCP cap the SYN is answered with administratively prohibited; without a
+// descriptor it is dropped (the sandbox retries in a second).
+func (t *tcpRelay) admit(id gstack.TransportEndpointID, syn *gstack.PacketBuffer) (release func(), ok bool) {
+	flows, fds := t.e.cfg.TCPFlows, t.e.cfg.FDs
+	if !flows.Acquire() {
+		src, dst := idString(id)
+		t.e.log.Debug("egress: tcp flow cap reached; prohibited", "src", src, "dst", dst)
+		t.e.reject(syn, Prohibit, true)
+		return nil, false
+	}
+	if !fds.Acquire() {
+		flows.Release()
+		return nil, false
+	}
+	return sync.OnceFunc(func() {
+		fds.Release()
+		flows.Release()
+	}), true
 }
 
 func (t *tcpRelay) forget(id gstack.TransportEndpointID) {
@@ -74,6 +102,12 @@ func (t *tcpRelay) forget(id gstack.TransportEndpointID) {
 
 func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer, pc *pendingConn) {
 	defer syn.DecRef()
+	established := false
+	defer func() {
+		if !established {
+			pc.release()
+		}
+	}()
 	src, dst := idString(id)
 	to, v := t.e.cfg.Translate("tcp", dst)
 	if v == Dial {
@@ -87,8 +121,13 @@ func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer,
 			if !t.fwd.HandlePacket(id, syn) {
 				t.forget(id)
 				c.Close()
+				return
 			}
+			established = true
 			return
+		}
+		if outOfFDs(err) {
+			t.e.cfg.FDs.Drop()
 		}
 		v = verdictFor(err)
 		t.e.log.Debug("egress: tcp dial failed", "src", src, "dst", dst, "host", to, "err", err)
@@ -119,14 +158,19 @@ func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 		// before it was accepted: the host connection was aborted too.
 		r.Complete(true)
 		closeReset(pc.host)
+		pc.release()
 		return
 	}
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
 	guest := &guestConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
-	if !t.e.flows.Go(func() { t.e.flows.Pipe(guest, relay.AsConn(pc.host)) }) {
+	if !t.e.flows.Go(func() {
+		defer pc.release()
+		t.e.flows.Pipe(guest, relay.AsConn(pc.host))
+	}) {
 		relay.Reset(guest)
 		relay.Reset(pc.host)
+		pc.release()
 	}
 }
 

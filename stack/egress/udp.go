@@ -30,18 +30,37 @@ func (u *udpRelay) handle(r *udp.ForwarderRequest) bool {
 		// Unclaimed, the stack answers ICMP port unreachable.
 		return v == Drop
 	}
+	// Past the flow cap, or without a host descriptor, the datagram is
+	// dropped (counted by the limit).
+	flows, fds := u.e.cfg.UDPFlows, u.e.cfg.FDs
+	if !flows.Acquire() {
+		return true
+	}
+	if !fds.Acquire() {
+		flows.Release()
+		return true
+	}
+	release := func() {
+		fds.Release()
+		flows.Release()
+	}
 	var wq waiter.Queue
 	// CreateEndpoint queues the first datagram in the new endpoint, so
 	// nothing is lost while the host socket is dialled.
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
+		release()
 		u.e.log.Debug("egress: udp endpoint", "src", src, "dst", dst, "err", err)
 		return true
 	}
 	f := &udpFlow{e: u.e, ep: ep, guest: gonet.NewUDPConn(&wq, ep)}
-	if !u.e.flows.Track(f) || !u.e.flows.Go(func() { f.run(networkOf("udp", to.Addr()), to.String()) }) {
+	if !u.e.flows.Track(f) || !u.e.flows.Go(func() {
+		defer release()
+		f.run(networkOf("udp", to.Addr()), to.String())
+	}) {
 		f.Close()
 		u.e.flows.Untrack(f)
+		release()
 	}
 	return true
 }
@@ -73,6 +92,9 @@ func (f *udpFlow) run(network, addr string) {
 	defer f.Close()
 	h, err := f.e.cfg.Dialer.DialContext(f.e.ctx, network, addr)
 	if err != nil {
+		if outOfFDs(err) {
+			f.e.cfg.FDs.Drop()
+		}
 		f.e.log.Debug("egress: udp dial failed", "host", addr, "err", err)
 		return
 	}
