@@ -2,6 +2,8 @@ package dnsrelay
 
 import (
 	"context"
+	"errors"
+	"os"
 	"net"
 	"net/netip"
 	"testing"
@@ -12,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -203,5 +206,84 @@ func TestNotAQueryIsIgnored(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 	if n, err := c.Read(make([]byte, 512)); err == nil {
 		t.Fatalf("garbage got a %d-byte answer", n)
+	}
+}
+
+// TestQueryCap: with a silent upstream, queries past the cap are dropped
+// (UDP) or answered SERVFAIL at once (TCP), and counted; TCP connections
+// past their cap are closed.
+func TestQueryCap(t *testing.T) {
+	up := upstream(t)
+	queries, conns := relay.NewLimit("dns-queries", 2), relay.NewLimit("dns-tcp-conns", 3)
+	sb, _ := sandbox(t, Config{Upstreams: []netip.AddrPort{up}, Timeout: 2 * time.Second, Queries: queries, TCPConns: conns})
+	dnsAP := netip.AddrPortFrom(dnsAddr, 53).String()
+	ask := func(c net.Conn) *dns.Conn {
+		co := &dns.Conn{Conn: c}
+		q := new(dns.Msg)
+		q.SetQuestion("silent.test.", dns.TypeA)
+		if err := co.WriteMsg(q); err != nil {
+			t.Fatal(err)
+		}
+		return co
+	}
+	// Two UDP queries fill the cap.
+	for range 2 {
+		c, err := sb.Dial("udp", dnsAP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ask(c)
+	}
+	for queries.Stat().InUse != 2 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// A third over UDP is dropped: no answer at all.
+	c, err := sb.Dial("udp", dnsAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if m, err := ask(c).ReadMsg(); err == nil {
+		t.Fatalf("UDP query past the cap answered: %v", m)
+	}
+	// Over TCP: SERVFAIL at once.
+	tc, err := sb.Dial("tcp", dnsAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	tc.SetReadDeadline(time.Now().Add(time.Second))
+	m, err := ask(tc).ReadMsg()
+	if err != nil || m.Rcode != dns.RcodeServerFailure {
+		t.Fatalf("TCP query past the cap: %v, %v; want SERVFAIL at once", m, err)
+	}
+	if s := queries.Stat(); s.Dropped != 2 {
+		t.Errorf("dns-queries: %+v, want 2 dropped", s)
+	}
+	// TCP connections: the cap is 3, one is open; two more fill it, the
+	// next is closed at once.
+	for range 2 {
+		c, err := sb.Dial("tcp", dnsAP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	for conns.Stat().InUse != 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	extra, err := sb.Dial("tcp", dnsAP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("TCP connection past the cap: read %v, want it closed", err)
+	}
+	if s := conns.Stat(); s.Dropped != 1 {
+		t.Errorf("dns-tcp-conns: %+v, want 1 dropped", s)
 	}
 }

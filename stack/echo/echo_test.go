@@ -14,6 +14,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -243,5 +244,31 @@ func TestFlowReusedThenIdleClosed(t *testing.T) {
 	}
 	if n := r.Flows(); n != 0 {
 		t.Errorf("%d flows still open after the idle timeout", n)
+	}
+}
+
+// TestFlowCap: a ping session past the cap gets no reply and is counted;
+// sessions within it are answered.
+func TestFlowCap(t *testing.T) {
+	host := &fakeHost{}
+	flows := relay.NewLimit("ping-flows", 2)
+	sb, _ := sandbox(t, Config{Translate: translate, ListenPacket: host.listen, Flows: flows})
+	replies := 0
+	for i := range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		// Each Ping is its own socket, so its own session.
+		if _, err := sb.Ping(ctx, netip.AddrFrom4([4]byte{198, 18, 0, byte(20 + i)})); err == nil {
+			replies++
+		}
+		cancel()
+	}
+	if replies != 2 {
+		t.Errorf("%d sessions answered, want 2 (the cap)", replies)
+	}
+	if s := flows.Stat(); s.Dropped == 0 || s.InUse != 2 {
+		t.Errorf("ping-flows: %+v, want 2 in use and drops counted", s)
+	}
+	if host.opened != 2 {
+		t.Errorf("host sockets opened: %d, want 2", host.opened)
 	}
 }

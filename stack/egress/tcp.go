@@ -54,19 +54,24 @@ func (t *tcpRelay) handle(id gstack.TransportEndpointID, pkt *gstack.PacketBuffe
 		return false // the stack answers stray segments with RST
 	}
 	t.mu.Lock()
-	defer t.mu.Unlock()
 	if _, dup := t.pending[id]; dup || len(t.pending) >= t.e.cfg.MaxPendingDials {
+		t.mu.Unlock()
 		return true
 	}
+	pc := &pendingConn{release: func() {}}
+	t.pending[id] = pc
+	t.mu.Unlock()
+	// Outside the lock: a rejection may come straight back through an
+	// in-memory link into handle.
 	release, ok := t.admit(id, pkt)
 	if !ok {
+		t.forget(id)
 		return true
 	}
-	pc := &pendingConn{release: release}
-	t.pending[id] = pc
+	pc.release = release
 	syn := pkt.Clone()
 	if !t.e.flows.Go(func() { t.dial(id, syn, pc) }) {
-		delete(t.pending, id)
+		t.forget(id)
 		syn.DecRef()
 		release()
 	}
@@ -81,7 +86,15 @@ func (t *tcpRelay) admit(id gstack.TransportEndpointID, syn *gstack.PacketBuffer
 	if !flows.Acquire() {
 		src, dst := idString(id)
 		t.e.log.Debug("egress: tcp flow cap reached; prohibited", "src", src, "dst", dst)
-		t.e.reject(syn, Prohibit, true)
+		// Answered from another goroutine, as dial failures are: the
+		// packet path may hold the sender's locks (an in-memory link).
+		pkt := syn.Clone()
+		if !t.e.flows.Go(func() {
+			defer pkt.DecRef()
+			t.e.reject(pkt, Prohibit, true)
+		}) {
+			pkt.DecRef()
+		}
 		return nil, false
 	}
 	if !fds.Acquire() {

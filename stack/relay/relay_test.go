@@ -265,3 +265,40 @@ func TestAcceptBackoffStopsWithContext(t *testing.T) {
 		t.Errorf("delay grew past the cap: %v", b.Delay())
 	}
 }
+
+func TestLimit(t *testing.T) {
+	tests := []struct {
+		name        string
+		l           *Limit
+		acquires    int
+		wantOK      int
+		wantDropped uint64
+	}{
+		{"within the cap", NewLimit("x", 3), 3, 3, 0},
+		{"past the cap", NewLimit("x", 3), 5, 3, 2},
+		{"zero is no cap", NewLimit("x", 0), 100, 100, 0},
+		{"nil admits all", nil, 10, 10, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ok := 0
+			for range tt.acquires {
+				if tt.l.Acquire() {
+					ok++
+				}
+			}
+			if ok != tt.wantOK || tt.l.Stat().Dropped != tt.wantDropped {
+				t.Fatalf("admitted %d, dropped %d; want %d, %d", ok, tt.l.Stat().Dropped, tt.wantOK, tt.wantDropped)
+			}
+			if tt.l != nil && tt.l.Stat().InUse != int64(ok) {
+				t.Errorf("in use %d after %d admitted", tt.l.Stat().InUse, ok)
+			}
+			for range ok {
+				tt.l.Release()
+			}
+			if tt.l.Acquire() != true {
+				t.Error("after every release the limit still refuses")
+			}
+		})
+	}
+}
