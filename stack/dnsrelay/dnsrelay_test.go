@@ -3,9 +3,9 @@ package dnsrelay
 import (
 	"context"
 	"errors"
-	"os"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
