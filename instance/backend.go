@@ -31,7 +31,7 @@ func (b backend) Info() control.Info {
 	info := control.Info{
 		Name: in.cfg.Name, PID: os.Getpid(), Kind: "run", Command: in.cfg.Command,
 		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: in.Forwards.List(),
-		Socket: in.ControlPath(),
+		Socket: in.ControlPath(), Limits: in.limitStats(),
 	}
 	if in.Endpoint != nil {
 		info.Interface = in.Endpoint.Device().Name

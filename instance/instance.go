@@ -58,6 +58,9 @@ type Config struct {
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
+	// Limits cap the flows the sandbox can open. A zero HostFDs is
+	// computed at start from RLIMIT_NOFILE (see FDReserve).
+	Limits gateway.Limits
 }
 
 // Instance is a running sandbox and its stack.
@@ -161,9 +164,13 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
+	limits := in.cfg.Limits
+	if limits.HostFDs == 0 {
+		limits.HostFDs = hostFDBudget(in.log)
+	}
 	gw, err := gateway.Start(st, nic, gateway.Config{
 		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
-		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
+		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log, Limits: limits,
 	})
 	if err != nil {
 		in.closeExtras()
