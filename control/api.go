@@ -35,6 +35,9 @@ type Info struct {
 	// Limits are the instance's resource caps with what each turned
 	// away.
 	Limits []Limit `json:"limits,omitempty"`
+	// Goroutines is the tunstack process's goroutine count (a leak shows
+	// as a count that does not come back down).
+	Goroutines int `json:"goroutines,omitempty"`
 }
 
 // Limit is one resource cap of an instance ("tcp-flows", "udp-flows",
