@@ -195,6 +195,8 @@ func helperMain(mode string, args []string) int {
 		return serveUntilStdinCloses(args[1:])
 	case "dial":
 		return dialHelper(args[1])
+	case "flood":
+		return floodHelper(args)
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2
