@@ -53,7 +53,8 @@ func floodHelper(args []string) int {
 	// by design: there the download is connected before the flood and
 	// read slowly while it runs.
 	if kind == "tcp" {
-		resp, err := http.Get(url)
+		c := http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get(url)
 		if err != nil {
 			during <- err.Error()
 		} else {
@@ -212,6 +213,7 @@ func floodTCP(ctx context.Context, n int, target string) (string, func()) {
 	var mu sync.Mutex
 	var held []net.Conn
 	var unreach, other atomic.Int64
+	var firstOther atomic.Value
 	sem := make(chan struct{}, 256)
 	var wg sync.WaitGroup
 	for i := 0; i < n && ctx.Err() == nil; i++ {
@@ -231,11 +233,12 @@ func floodTCP(ctx context.Context, n int, target string) (string, func()) {
 				unreach.Add(1)
 			default:
 				other.Add(1)
+				firstOther.CompareAndSwap(nil, err.Error())
 			}
 		}()
 	}
 	wg.Wait()
-	res := fmt.Sprintf("held=%d unreachable=%d other=%d", len(held), unreach.Load(), other.Load())
+	res := fmt.Sprintf("held=%d unreachable=%d other=%d (first: %v)", len(held), unreach.Load(), other.Load(), firstOther.Load())
 	return res, func() {
 		for _, c := range held {
 			c.Close()

@@ -364,4 +364,3 @@ func forwardAnswers(port int) error {
 	}
 	return nil
 }
-
