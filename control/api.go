@@ -35,6 +35,24 @@ type Info struct {
 	// AllowHosts are the egress allowlist's patterns (run --allow-host);
 	// empty when egress is not restricted.
 	AllowHosts []string `json:"allow_hosts,omitempty"`
+	// Limits are the instance's resource caps with what each turned
+	// away.
+	Limits []Limit `json:"limits,omitempty"`
+	// Goroutines is the tunstack process's goroutine count (a leak shows
+	// as a count that does not come back down).
+	Goroutines int `json:"goroutines,omitempty"`
+}
+
+// Limit is one resource cap of an instance ("tcp-flows", "udp-flows",
+// "ping-flows", "dns-queries", "dns-tcp-conns", "host-fds").
+type Limit struct {
+	Name string `json:"name"`
+	// Max is the cap; 0 means none.
+	Max int64 `json:"max"`
+	// InUse is how many are open now.
+	InUse int64 `json:"in_use"`
+	// Dropped counts what was turned away at the cap since the start.
+	Dropped uint64 `json:"dropped"`
 }
 
 // Error is the body of every failed request.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 
 	"github.com/tunstack/tunstack/control"
 	"github.com/tunstack/tunstack/stack/capture"
@@ -31,7 +32,7 @@ func (b backend) Info() control.Info {
 	info := control.Info{
 		Name: in.cfg.Name, PID: os.Getpid(), Kind: "run", Command: in.cfg.Command,
 		SandboxPID: in.sandboxPID(), Started: in.started, Forwards: APIForwards(in.Forwards.List()),
-		Socket: in.ControlPath(),
+		Socket: in.ControlPath(), Limits: in.limitStats(), Goroutines: runtime.NumGoroutine(),
 	}
 	if in.Allowlist != nil {
 		info.AllowHosts = patternStrings(in.Allowlist.Patterns())

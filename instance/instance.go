@@ -69,6 +69,9 @@ type Config struct {
 	// AuditPath, if set, is a file that receives every allowlist
 	// decision as a JSON line (appended to).
 	AuditPath string
+	// Limits cap the flows the sandbox can open. A zero HostFDs is
+	// computed at start from RLIMIT_NOFILE (see FDReserve).
+	Limits gateway.Limits
 }
 
 // Instance is a running sandbox and its stack.
@@ -174,9 +177,13 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
+	limits := in.cfg.Limits
+	if limits.HostFDs == 0 {
+		limits.HostFDs = hostFDBudget(in.log)
+	}
 	gw, err := gateway.Start(st, nic, gateway.Config{
 		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
-		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
+		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log, Limits: limits,
 	})
 	if err != nil {
 		in.closeExtras()

@@ -199,6 +199,8 @@ func helperMain(mode string, args []string) int {
 		return udpProbe(args[1])
 	case "zone":
 		return serveZone(args[1])
+	case "flood":
+		return floodHelper(args)
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

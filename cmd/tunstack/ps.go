@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,14 +13,15 @@ import (
 )
 
 func newPsCmd() *cobra.Command {
-	var asJSON bool
+	var asJSON, stats bool
 	cmd := &cobra.Command{
 		Use:   "ps",
 		Short: "List running tunstack instances",
 		Long: `List the running instances (tunstack run and tunstack attach) that serve a
 control socket in ` + "`" + `$XDG_RUNTIME_DIR/tunstack` + "`" + ` (/run/tunstack as root;
 TUNSTACK_CONTROL_DIR overrides it). Sockets of instances that died without
-cleaning up are removed.`,
+cleaning up are removed. With -s, each instance's resource caps follow: the
+cap, how many are in use, and how many flows were turned away at it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			infos, err := control.List(cmd.Context(), control.Dir())
@@ -46,6 +48,9 @@ cleaning up are removed.`,
 					uptime(time.Since(in.Started)), orDash(strings.Join(addrs, ",")), orDash(strings.Join(fwds, ",")),
 					orDash(strings.Join(in.AllowHosts, ",")), strings.Join(in.Command, " "))
 			}
+			if stats {
+				writeLimits(tw, infos)
+			}
 			if ferr := tw.Flush(); ferr != nil {
 				return ferr
 			}
@@ -53,7 +58,22 @@ cleaning up are removed.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVarP(&stats, "stats", "s", false, "show each instance's resource caps and what they dropped")
 	return cmd
+}
+
+// writeLimits prints the caps of each instance, one per line.
+func writeLimits(w io.Writer, infos []control.Info) {
+	fmt.Fprintln(w, "\nNAME\tLIMIT\tMAX\tIN USE\tDROPPED")
+	for _, in := range infos {
+		for _, l := range in.Limits {
+			max := "-"
+			if l.Max > 0 {
+				max = fmt.Sprint(l.Max)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\n", in.Name, l.Name, max, l.InUse, l.Dropped)
+		}
+	}
 }
 
 func orDash(s string) string {

@@ -51,6 +51,7 @@ type runOptions struct {
 	pcap                string
 	rules, rules6       string
 	allow               allowOptions
+	limits              limitOptions
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -102,6 +103,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.rules, "rules", "", "load an iptables-save FILE (IPv4) into the firewall before the command starts")
 	f.StringVar(&o.rules6, "rules6", "", "load an ip6tables-save FILE (IPv6) into the firewall before the command starts")
 	o.allow.addFlags(f)
+	o.limits.addFlags(f)
 }
 
 // loadRules reads and validates --rules and --rules6: a bad file fails
@@ -161,6 +163,9 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		return c, err
 	}
 	if err := o.allow.apply(&c); err != nil {
+		return c, err
+	}
+	if c.Limits, err = o.limits.limits(); err != nil {
 		return c, err
 	}
 	for _, s := range o.dnsUpstreams {

@@ -15,8 +15,8 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -26,6 +26,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Dialer opens host connections to upstream resolvers.
@@ -48,24 +49,37 @@ type Config struct {
 	Timeout time.Duration
 	// Logger receives diagnostics; nil uses the stack's.
 	Logger *slog.Logger
+	// Queries caps queries in flight, UDP and TCP together, so a flood
+	// cannot grow goroutines and upstream sockets without bound. A UDP
+	// query past the cap is dropped (clients retry); a TCP query past it
+	// is answered SERVFAIL at once. Nil: 256.
+	Queries *relay.Limit
+	// TCPConns caps open TCP connections to the relay; one past the cap
+	// is closed as soon as it is accepted. Nil: 256.
+	TCPConns *relay.Limit
+	// FDs is the host descriptor budget shared with the other relays; a
+	// query that finds it spent is answered SERVFAIL. Nil: no budget.
+	FDs *relay.Limit
 }
 
-// maxInflight bounds concurrent UDP queries so a flood cannot grow
-// goroutines without bound; excess queries are dropped (clients retry).
-const maxInflight = 256
+// defaultMax is the cap on queries and TCP connections when the caller
+// sets none.
+const defaultMax = 256
+
+// errNoFD is an upstream exchange skipped for want of a host descriptor.
+var errNoFD = errors.New("no file descriptor left for an upstream socket")
 
 // Relay serves DNS. Close stops it.
 type Relay struct {
-	cfg   Config
-	log   *slog.Logger
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	sem   chan struct{}
-	udp   []*gonet.UDPConn
-	tcp   []*gonet.TCPListener
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	cfg  Config
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	udp  []*gonet.UDPConn
+	tcp  []*gonet.TCPListener
+	// conns are the serve loops, queries in flight and TCP clients;
+	// Close closes the clients and waits for the rest.
+	conns relay.Group
 	// filter, if set, decides each upstream answer (SetFilter).
 	filter atomic.Pointer[Filter]
 }
@@ -100,7 +114,13 @@ func Start(cfg Config) (*Relay, error) {
 		cfg.Logger = cfg.Stack.Logger()
 	}
 	ctx, stop := context.WithCancel(context.Background())
-	r := &Relay{cfg: cfg, log: cfg.Logger, ctx: ctx, stop: stop, sem: make(chan struct{}, maxInflight), conns: make(map[net.Conn]struct{})}
+	r := &Relay{cfg: cfg, log: cfg.Logger, ctx: ctx, stop: stop}
+	if r.cfg.Queries == nil {
+		r.cfg.Queries = relay.NewLimit("dns-queries", defaultMax)
+	}
+	if r.cfg.TCPConns == nil {
+		r.cfg.TCPConns = relay.NewLimit("dns-tcp-conns", defaultMax)
+	}
 	if len(cfg.Upstreams) == 0 {
 		r.log.Warn("DNS: no upstream resolver (no nameserver in /etc/resolv.conf and no --dns-upstream); queries get SERVFAIL")
 	}
@@ -130,9 +150,8 @@ func (r *Relay) listen(a netip.Addr) error {
 		return fmt.Errorf("dnsrelay: listen tcp %s: %w", netip.AddrPortFrom(a, 53), err)
 	}
 	r.tcp = append(r.tcp, tl)
-	r.wg.Add(2)
-	go r.serveUDP(uc)
-	go r.serveTCP(tl)
+	r.conns.Go(func() { r.serveUDP(uc) })
+	r.conns.Go(func() { r.serveTCP(tl) })
 	return nil
 }
 
@@ -145,69 +164,66 @@ func (r *Relay) Close() error {
 	for _, l := range r.tcp {
 		l.Close()
 	}
-	r.mu.Lock()
-	for c := range r.conns {
-		c.Close()
-	}
-	r.mu.Unlock()
-	r.wg.Wait()
+	r.conns.Close()
 	return nil
 }
 
 func (r *Relay) serveUDP(c *gonet.UDPConn) {
-	defer r.wg.Done()
 	buf := make([]byte, dns.MaxMsgSize)
 	for {
 		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			return
 		}
-		select {
-		case r.sem <- struct{}{}:
-		default:
+		if !r.cfg.Queries.Acquire() {
 			continue
 		}
 		// Queries are small: copy out rather than hold 64 KiB each.
 		q := append([]byte(nil), buf[:n]...)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			defer func() { <-r.sem }()
+		if !r.conns.Go(func() {
+			defer r.cfg.Queries.Release()
 			if resp := r.answer(q, "udp"); resp != nil {
 				c.WriteTo(resp, from)
 			}
-		}()
+		}) {
+			r.cfg.Queries.Release()
+			return
+		}
 	}
 }
 
 func (r *Relay) serveTCP(l *gonet.TCPListener) {
-	defer r.wg.Done()
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
-		r.mu.Lock()
-		if r.ctx.Err() != nil {
-			r.mu.Unlock()
+		if !r.cfg.TCPConns.Acquire() {
+			c.Close()
+			continue
+		}
+		if !r.conns.Track(c) {
+			r.cfg.TCPConns.Release()
 			c.Close()
 			return
 		}
-		r.conns[c] = struct{}{}
-		r.wg.Add(1)
-		r.mu.Unlock()
-		go r.serveConn(c)
+		if !r.conns.Go(func() {
+			defer r.cfg.TCPConns.Release()
+			r.serveConn(c)
+		}) {
+			r.cfg.TCPConns.Release()
+			r.conns.Untrack(c)
+			c.Close()
+			return
+		}
 	}
 }
 
 // serveConn answers length-prefixed queries (RFC 7766) until the client
 // closes or stays idle for 10 s.
 func (r *Relay) serveConn(c net.Conn) {
-	defer r.wg.Done()
 	defer func() {
-		r.mu.Lock()
-		delete(r.conns, c)
-		r.mu.Unlock()
+		r.conns.Untrack(c)
 		c.Close()
 	}()
 	for {
@@ -216,7 +232,13 @@ func (r *Relay) serveConn(c net.Conn) {
 		if err != nil {
 			return
 		}
-		resp := r.answer(q, "tcp")
+		var resp []byte
+		if r.cfg.Queries.Acquire() {
+			resp = r.answer(q, "tcp")
+			r.cfg.Queries.Release()
+		} else {
+			resp = servfail(q)
+		}
 		if resp == nil {
 			return
 		}
@@ -242,6 +264,19 @@ func (r *Relay) answer(q []byte, network string) []byte {
 			return resp
 		}
 		r.log.Debug("DNS: upstream failed", "upstream", up, "network", network, "err", err)
+		if errors.Is(err, errNoFD) {
+			break
+		}
+	}
+	return servfail(q)
+}
+
+// servfail answers query q with SERVFAIL, or returns nil if q is not a
+// DNS query.
+func servfail(q []byte) []byte {
+	var req dns.Msg
+	if err := req.Unpack(q); err != nil || req.Response {
+		return nil
 	}
 	fail := new(dns.Msg)
 	fail.SetRcode(&req, dns.RcodeServerFailure)
@@ -252,11 +287,23 @@ func (r *Relay) answer(q []byte, network string) []byte {
 	return out
 }
 
+// Stats returns the state of the relay's caps.
+func (r *Relay) Stats() []relay.LimitStat {
+	return []relay.LimitStat{r.cfg.Queries.Stat(), r.cfg.TCPConns.Stat()}
+}
+
 func (r *Relay) exchange(q []byte, network string, up netip.AddrPort) ([]byte, error) {
+	if !r.cfg.FDs.Acquire() {
+		return nil, errNoFD
+	}
+	defer r.cfg.FDs.Release()
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.Timeout)
 	defer cancel()
 	c, err := r.cfg.Dialer.DialContext(ctx, network, up.String())
 	if err != nil {
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			r.cfg.FDs.Drop()
+		}
 		return nil, err
 	}
 	defer c.Close()

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/icmp"
@@ -25,6 +26,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Config configures the echo relay.
@@ -40,6 +42,17 @@ type Config struct {
 	IdleTimeout time.Duration
 	// Logger receives diagnostics; nil uses the stack's.
 	Logger *slog.Logger
+	// ListenPacket opens a host ping socket for a flow (network "udp4" or
+	// "udp6"); nil uses golang.org/x/net/icmp's unprivileged ICMP
+	// sockets. Tests give a fake host.
+	ListenPacket func(network, address string) (net.PacketConn, error)
+	// Flows caps concurrent ping sessions (source, destination,
+	// identifier), each holding a host socket; requests that would open
+	// one past the cap are dropped. Nil: no cap.
+	Flows *relay.Limit
+	// FDs is the host descriptor budget shared with the other relays; a
+	// session that finds it spent is dropped. Nil: no budget.
+	FDs *relay.Limit
 }
 
 // Relay relays echo requests. Close stops it.
@@ -74,6 +87,11 @@ func Start(cfg Config) (*Relay, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = cfg.Stack.Logger()
+	}
+	if cfg.ListenPacket == nil {
+		cfg.ListenPacket = func(network, address string) (net.PacketConn, error) {
+			return icmp.ListenPacket(network, address)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Relay{cfg: cfg, gs: cfg.Stack.GVisor(), log: cfg.Logger, ctx: ctx, cancel: cancel, flows: make(map[flowKey]*flow)}
@@ -121,9 +139,9 @@ func (r *Relay) request(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer,
 	msg := append([]byte(nil), pkt.TransportHeader().Slice()...)
 	msg = append(msg, pkt.Data().AsRange().ToSlice()...)
 	key := flowKey{src: id.RemoteAddress, dst: id.LocalAddress, ident: id.LocalPort}
-	f, ok := r.flowFor(key, dst, pkt.NICID, v6)
-	if !ok {
-		return false
+	f, handled := r.flowFor(key, dst, pkt.NICID, v6)
+	if f == nil {
+		return handled
 	}
 	f.touch()
 	// The kernel replaces the identifier with the socket's own.
@@ -133,7 +151,10 @@ func (r *Relay) request(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer,
 	return true
 }
 
-func (r *Relay) flowFor(key flowKey, dst netip.Addr, nic tcpip.NICID, v6 bool) (*flow, bool) {
+// flowFor returns key's session, opening its host socket if needed. With
+// no session, handled says whether the request was dropped here (a cap)
+// rather than left to the stack (ping sockets refused, relay closing).
+func (r *Relay) flowFor(key flowKey, dst netip.Addr, nic tcpip.NICID, v6 bool) (f *flow, handled bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.disabled || r.ctx.Err() != nil {
@@ -142,23 +163,41 @@ func (r *Relay) flowFor(key flowKey, dst netip.Addr, nic tcpip.NICID, v6 bool) (
 	if f := r.flows[key]; f != nil {
 		return f, true
 	}
+	if !r.cfg.Flows.Acquire() {
+		return nil, true
+	}
+	if !r.cfg.FDs.Acquire() {
+		r.cfg.Flows.Release()
+		return nil, true
+	}
 	network, laddr := "udp4", "0.0.0.0"
 	if v6 {
 		network, laddr = "udp6", "::"
 	}
-	c, err := icmp.ListenPacket(network, laddr)
+	c, err := r.cfg.ListenPacket(network, laddr)
 	if err != nil {
+		r.release()
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			r.cfg.FDs.Drop()
+			return nil, true
+		}
 		r.disabled = true
 		r.log.Warn("ICMP echo: the host refuses ping sockets; only the gateway addresses will answer ping "+
 			"(allow them with: sysctl -w net.ipv4.ping_group_range='0 2147483647')", "err", err)
 		return nil, false
 	}
-	f := &flow{r: r, key: key, conn: c, nic: nic, v6: v6}
+	f = &flow{r: r, key: key, conn: c, nic: nic, v6: v6}
 	f.touch()
 	r.flows[key] = f
 	r.wg.Add(1)
 	go f.readReplies()
 	return f, true
+}
+
+// release frees a session's slot and descriptor.
+func (r *Relay) release() {
+	r.cfg.FDs.Release()
+	r.cfg.Flows.Release()
 }
 
 func (r *Relay) remove(f *flow) {
@@ -167,13 +206,14 @@ func (r *Relay) remove(f *flow) {
 		delete(r.flows, f.key)
 	}
 	r.mu.Unlock()
+	r.release()
 }
 
 // flow is one (source, destination, identifier) ping session.
 type flow struct {
 	r    *Relay
 	key  flowKey
-	conn *icmp.PacketConn
+	conn net.PacketConn
 	nic  tcpip.NICID
 	v6   bool
 
@@ -277,4 +317,19 @@ func (f *flow) build6(msg []byte) []byte {
 		PayloadLen:  len(ic) - header.ICMPv6EchoMinimumSize,
 	}))
 	return pkt
+}
+
+// Flows returns the number of ping sessions with an open host socket.
+func (r *Relay) Flows() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.flows)
+}
+
+// Stats returns the state of the session cap (if set).
+func (r *Relay) Stats() []relay.LimitStat {
+	if r.cfg.Flows == nil {
+		return nil
+	}
+	return []relay.LimitStat{r.cfg.Flows.Stat()}
 }

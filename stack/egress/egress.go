@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
+	"syscall"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Dialer opens host connections. *net.Dialer satisfies it; tests and fuzz
@@ -36,6 +37,9 @@ const (
 	Unreachable
 	// Drop ignores the flow (the sandbox sees a timeout).
 	Drop
+	// Prohibit answers ICMP administratively prohibited (what a flow past
+	// a cap gets; connect(2) fails with EHOSTUNREACH at once).
+	Prohibit
 )
 
 // Translator maps the destination a sandbox flow asked for to the host
@@ -61,6 +65,22 @@ type Config struct {
 	// MaxPendingDials caps concurrent host TCP dials; further SYNs are
 	// dropped and the sandbox retries (default 4096).
 	MaxPendingDials int
+	// TCPFlows caps concurrent TCP connections, pending dials included.
+	// A SYN past the cap is answered with ICMP administratively
+	// prohibited, so connect(2) in the sandbox fails at once with
+	// EHOSTUNREACH ("No route to host") rather than a "refused" that
+	// would blame the destination. Nil: no cap.
+	TCPFlows *relay.Limit
+	// UDPFlows caps concurrent UDP flows; datagrams that would open a
+	// flow past the cap are dropped. Nil: no cap.
+	UDPFlows *relay.Limit
+	// FDs is the budget of host file descriptors egress may hold (one per
+	// flow), so that the process keeps a reserve for its control socket
+	// and forwards. A flow that finds it spent, or whose host dial fails
+	// with EMFILE or ENFILE, is dropped without an answer: the sandbox
+	// sees a lost SYN or datagram and retries, as after congestion, not
+	// a refusal. Nil: no budget.
+	FDs *relay.Limit
 }
 
 // Egress relays flows. Create it with Start; Close stops it.
@@ -70,16 +90,14 @@ type Egress struct {
 	log    *slog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+
+	// flows are the live TCP connections and UDP flows with their
+	// goroutines; Close resets them all.
+	flows relay.Group
 
 	tcp *tcpRelay
 	udp *udpRelay
-
-	mu    sync.Mutex
-	conns map[closer]struct{}
 }
-
-type closer interface{ abort() }
 
 // Start installs the TCP and UDP forwarders on cfg.Stack.
 func Start(cfg Config) (*Egress, error) {
@@ -107,7 +125,7 @@ func Start(cfg Config) (*Egress, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Egress{
 		cfg: cfg, gs: cfg.Stack.GVisor(), log: cfg.Logger,
-		ctx: ctx, cancel: cancel, conns: make(map[closer]struct{}),
+		ctx: ctx, cancel: cancel,
 	}
 	e.tcp = newTCPRelay(e)
 	e.udp = &udpRelay{e: e}
@@ -120,46 +138,8 @@ func Start(cfg Config) (*Egress, error) {
 // goroutines.
 func (e *Egress) Close() error {
 	e.cancel()
-	e.mu.Lock()
-	for c := range e.conns {
-		c.abort()
-	}
-	e.mu.Unlock()
-	e.wg.Wait()
+	e.flows.Close()
 	return nil
-}
-
-// track registers c so Close can abort it; it reports false if egress is
-// closing, in which case the caller must abort c itself.
-func (e *Egress) track(c closer) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ctx.Err() != nil {
-		return false
-	}
-	e.conns[c] = struct{}{}
-	return true
-}
-
-func (e *Egress) untrack(c closer) {
-	e.mu.Lock()
-	delete(e.conns, c)
-	e.mu.Unlock()
-}
-
-// go runs f as a tracked goroutine unless egress is closing.
-func (e *Egress) goTracked(f func()) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.ctx.Err() != nil {
-		return false
-	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		f()
-	}()
-	return true
 }
 
 // reject answers pkt the way a router would for verdict v.
@@ -167,27 +147,39 @@ func (e *Egress) reject(pkt *gstack.PacketBuffer, v Verdict, isTCP bool) {
 	switch pkt.NetworkProtocolNumber {
 	case ipv4.ProtocolNumber:
 		if h, ok := e.gs.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler); ok {
-			_ = h.SendRejectionError(pkt, rejection(v, isTCP, gstack.RejectIPv4WithICMPHostUnreachable,
-				gstack.RejectIPv4WithICMPPortUnreachable, gstack.RejectIPv4WithTCPReset), true)
+			_ = h.SendRejectionError(pkt, rejection(v, isTCP, rejections4), true)
 		}
 	case ipv6.ProtocolNumber:
 		if h, ok := e.gs.NetworkProtocolInstance(ipv6.ProtocolNumber).(gstack.RejectIPv6WithHandler); ok {
-			_ = h.SendRejectionError(pkt, rejection(v, isTCP, gstack.RejectIPv6WithICMPAddrUnreachable,
-				gstack.RejectIPv6WithICMPPortUnreachable, gstack.RejectIPv6WithTCPReset), true)
+			_ = h.SendRejectionError(pkt, rejection(v, isTCP, rejections6), true)
 		}
 	}
 }
 
+// rejectionSet is one family's answers: unreachable, port unreachable,
+// reset, administratively prohibited.
+type rejectionSet[T any] struct{ unreachable, port, reset, prohibited T }
+
+var (
+	rejections4 = rejectionSet[gstack.RejectIPv4WithICMPType]{gstack.RejectIPv4WithICMPHostUnreachable,
+		gstack.RejectIPv4WithICMPPortUnreachable, gstack.RejectIPv4WithTCPReset, gstack.RejectIPv4WithICMPAdminProhibited}
+	rejections6 = rejectionSet[gstack.RejectIPv6WithICMPType]{gstack.RejectIPv6WithICMPAddrUnreachable,
+		gstack.RejectIPv6WithICMPPortUnreachable, gstack.RejectIPv6WithTCPReset, gstack.RejectIPv6WithICMPAdminProhibited}
+)
+
 // rejection picks the answer of one family: a refusal is an RST for TCP
-// and port unreachable otherwise; anything else is host unreachable.
-func rejection[T any](v Verdict, isTCP bool, unreachable, port, reset T) T {
+// and port unreachable otherwise; a cap is administratively prohibited;
+// anything else is host unreachable.
+func rejection[T any](v Verdict, isTCP bool, set rejectionSet[T]) T {
 	switch {
+	case v == Prohibit:
+		return set.prohibited
 	case v != Refuse:
-		return unreachable
+		return set.unreachable
 	case isTCP:
-		return reset
+		return set.reset
 	}
-	return port
+	return set.port
 }
 
 // verdictFor turns a host dial error into what the sandbox should see.
@@ -199,6 +191,10 @@ func verdictFor(err error) Verdict {
 	case errors.Is(err, errNetUnreach), errors.Is(err, errHostUnreach):
 		return Unreachable
 	case errors.As(err, &op) && op.Timeout(), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return Drop
+	case outOfFDs(err):
+		// Our shortage, not the destination's answer: the sandbox sees
+		// a lost SYN and retries.
 		return Drop
 	}
 	return Refuse
@@ -215,4 +211,21 @@ func networkOf(proto string, a netip.Addr) string {
 		return proto + "4"
 	}
 	return proto + "6"
+}
+
+// outOfFDs reports whether err is the process or system running out of
+// file descriptors.
+func outOfFDs(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
+}
+
+// Stats returns the state of egress's caps (those that are set).
+func (e *Egress) Stats() []relay.LimitStat {
+	var out []relay.LimitStat
+	for _, l := range []*relay.Limit{e.cfg.TCPFlows, e.cfg.UDPFlows} {
+		if l != nil {
+			out = append(out, l.Stat())
+		}
+	}
+	return out
 }

@@ -29,6 +29,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // reaches only the host's loopback.
 func sandbox(t testing.TB) *stack.Stack {
 	t.Helper()
+	sb, _ := sandboxWith(t, gateway.Config{Dialer: &egress.LoopbackDialer{}})
+	return sb
+}
+
+// sandboxWith is sandbox with a gateway configured by cfg (addresses are
+// filled in).
+func sandboxWith(t testing.TB, cfg gateway.Config) (*stack.Stack, *gateway.Gateway) {
+	t.Helper()
 	stacktest.CheckLeaks(t)
 	a, b := pipe.New("", "", 65520)
 	sb, err := stack.New(stack.Options{})
@@ -52,14 +60,14 @@ func sandbox(t testing.TB) *stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v4, _ := gateway.AddressesFor(gateway.DefaultCIDR)
-	v6, _ := gateway.AddressesFor(gateway.DefaultCIDR6)
-	gw, err := gateway.Start(gs, gnic, gateway.Config{V4: v4, V6: v6, Dialer: &egress.LoopbackDialer{}})
+	cfg.V4, _ = gateway.AddressesFor(gateway.DefaultCIDR)
+	cfg.V6, _ = gateway.AddressesFor(gateway.DefaultCIDR6)
+	gw, err := gateway.Start(gs, gnic, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gw.Close() })
-	return sb
+	return sb, gw
 }
 
 // hostListener listens on the host's loopback and serves each connection

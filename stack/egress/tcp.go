@@ -2,7 +2,6 @@ package egress
 
 import (
 	"context"
-	"errors"
 	"net"
 	"sync"
 
@@ -33,6 +32,9 @@ type tcpRelay struct {
 
 type pendingConn struct {
 	host net.Conn
+	// release frees the flow's TCP slot and host descriptor; it runs
+	// once, when the flow ends however it ends.
+	release func()
 }
 
 func newTCPRelay(e *Egress) *tcpRelay {
@@ -56,15 +58,53 @@ func (t *tcpRelay) handle(id gstack.TransportEndpointID, pkt *gstack.PacketBuffe
 		t.mu.Unlock()
 		return true
 	}
-	pc := &pendingConn{}
+	pc := &pendingConn{release: func() {}}
 	t.pending[id] = pc
 	t.mu.Unlock()
+	// Outside the lock: a rejection may come straight back through an
+	// in-memory link into handle.
+	release, ok := t.admit(id, pkt)
+	if !ok {
+		t.forget(id)
+		return true
+	}
+	pc.release = release
 	syn := pkt.Clone()
-	if !t.e.goTracked(func() { t.dial(id, syn, pc) }) {
+	if !t.e.flows.Go(func() { t.dial(id, syn, pc) }) {
 		t.forget(id)
 		syn.DecRef()
+		release()
 	}
 	return true
+}
+
+// admit takes a TCP slot and a host descriptor for a new flow. Past the
+// TCP cap the SYN is answered with administratively prohibited; without a
+// descriptor it is dropped (the sandbox retries in a second).
+func (t *tcpRelay) admit(id gstack.TransportEndpointID, syn *gstack.PacketBuffer) (release func(), ok bool) {
+	flows, fds := t.e.cfg.TCPFlows, t.e.cfg.FDs
+	if !flows.Acquire() {
+		src, dst := idString(id)
+		t.e.log.Debug("egress: tcp flow cap reached; prohibited", "src", src, "dst", dst)
+		// Answered from another goroutine, as dial failures are: the
+		// packet path may hold the sender's locks (an in-memory link).
+		pkt := syn.Clone()
+		if !t.e.flows.Go(func() {
+			defer pkt.DecRef()
+			t.e.reject(pkt, Prohibit, true)
+		}) {
+			pkt.DecRef()
+		}
+		return nil, false
+	}
+	if !fds.Acquire() {
+		flows.Release()
+		return nil, false
+	}
+	return sync.OnceFunc(func() {
+		fds.Release()
+		flows.Release()
+	}), true
 }
 
 func (t *tcpRelay) forget(id gstack.TransportEndpointID) {
@@ -75,6 +115,12 @@ func (t *tcpRelay) forget(id gstack.TransportEndpointID) {
 
 func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer, pc *pendingConn) {
 	defer syn.DecRef()
+	established := false
+	defer func() {
+		if !established {
+			pc.release()
+		}
+	}()
 	src, dst := idString(id)
 	to, v := t.e.cfg.Translate("tcp", dst)
 	if v == Dial {
@@ -88,8 +134,13 @@ func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer,
 			if !t.fwd.HandlePacket(id, syn) {
 				t.forget(id)
 				c.Close()
+				return
 			}
+			established = true
 			return
+		}
+		if outOfFDs(err) {
+			t.e.cfg.FDs.Drop()
 		}
 		v = verdictFor(err)
 		t.e.log.Debug("egress: tcp dial failed", "src", src, "dst", dst, "host", to, "err", err)
@@ -120,88 +171,31 @@ func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 		// before it was accepted: the host connection was aborted too.
 		r.Complete(true)
 		closeReset(pc.host)
+		pc.release()
 		return
 	}
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
-	c := &tcpConn{e: t.e, ep: ep, guest: gonet.NewTCPConn(&wq, ep), host: pc.host}
-	if !t.e.track(c) {
-		c.abort()
-		return
-	}
-	if !t.e.goTracked(c.guestToHost) {
-		c.abort()
-		t.e.untrack(c)
-		return
-	}
-	c.hostToGuest()
-	c.finish()
-}
-
-// tcpConn is one relayed connection.
-type tcpConn struct {
-	e     *Egress
-	ep    tcpip.Endpoint
-	guest *gonet.TCPConn
-	host  net.Conn
-	done  sync.WaitGroup
-}
-
-func (c *tcpConn) abort() {
-	c.ep.Abort()
-	closeReset(c.host)
-}
-
-// guestToHost copies sandbox → host; at EOF it half-closes the host side,
-// on a reset it resets the host connection.
-func (c *tcpConn) guestToHost() {
-	c.done.Add(1)
-	defer c.done.Done()
-	err := relay.Copy(c.host, c.guest)
-	switch {
-	case err == nil:
-		closeWrite(c.host)
-	case errors.Is(err, relay.ErrWrite):
-		c.ep.Abort()
-	default:
-		closeReset(c.host)
+	guest := &guestConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
+	if !t.e.flows.Go(func() {
+		defer pc.release()
+		t.e.flows.Pipe(guest, relay.AsConn(pc.host))
+	}) {
+		relay.Reset(guest)
+		relay.Reset(pc.host)
+		pc.release()
 	}
 }
 
-// hostToGuest copies host → sandbox; at EOF it sends FIN to the sandbox, on
-// a reset it resets the sandbox connection.
-func (c *tcpConn) hostToGuest() {
-	err := relay.Copy(c.guest, c.host)
-	switch {
-	case err == nil:
-		c.guest.CloseWrite()
-	case errors.Is(err, relay.ErrWrite):
-		closeReset(c.host)
-	default:
-		c.ep.Abort()
-	}
+// guestConn is the sandbox side of a relayed connection; relay.Reset
+// aborts its endpoint (gonet has no SO_LINGER).
+type guestConn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
 }
 
-// finish waits for the other direction and releases both sides.
-func (c *tcpConn) finish() {
-	c.done.Wait()
-	c.guest.Close()
-	c.host.Close()
-	c.e.untrack(c)
-}
-
-func closeWrite(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		return
-	}
-	c.Close()
-}
+// Abort resets the sandbox connection.
+func (g *guestConn) Abort() { g.ep.Abort() }
 
 // closeReset closes c so that the peer sees a reset (SO_LINGER 0).
-func closeReset(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetLinger(0)
-	}
-	c.Close()
-}
+func closeReset(c net.Conn) { relay.Reset(c) }

@@ -30,18 +30,37 @@ func (u *udpRelay) handle(r *udp.ForwarderRequest) bool {
 		// Unclaimed, the stack answers ICMP port unreachable.
 		return v == Drop
 	}
+	// Past the flow cap, or without a host descriptor, the datagram is
+	// dropped (counted by the limit).
+	flows, fds := u.e.cfg.UDPFlows, u.e.cfg.FDs
+	if !flows.Acquire() {
+		return true
+	}
+	if !fds.Acquire() {
+		flows.Release()
+		return true
+	}
+	release := func() {
+		fds.Release()
+		flows.Release()
+	}
 	var wq waiter.Queue
 	// CreateEndpoint queues the first datagram in the new endpoint, so
 	// nothing is lost while the host socket is dialled.
 	ep, err := r.CreateEndpoint(&wq)
 	if err != nil {
+		release()
 		u.e.log.Debug("egress: udp endpoint", "src", src, "dst", dst, "err", err)
 		return true
 	}
 	f := &udpFlow{e: u.e, ep: ep, guest: gonet.NewUDPConn(&wq, ep)}
-	if !u.e.track(f) || !u.e.goTracked(func() { f.run(networkOf("udp", to.Addr()), to.String()) }) {
-		f.abort()
-		u.e.untrack(f)
+	if !u.e.flows.Track(f) || !u.e.flows.Go(func() {
+		defer release()
+		f.run(networkOf("udp", to.Addr()), to.String())
+	}) {
+		f.Close()
+		u.e.flows.Untrack(f)
+		release()
 	}
 	return true
 }
@@ -55,22 +74,27 @@ type udpFlow struct {
 	once  sync.Once
 }
 
-func (f *udpFlow) abort() {
+// Close ends the flow: both sockets are closed, once.
+func (f *udpFlow) Close() error {
 	f.once.Do(func() {
 		f.guest.Close()
 		if h := f.host.Load(); h != nil {
 			(*h).Close()
 		}
 	})
+	return nil
 }
 
 func (f *udpFlow) touch() { f.last.Store(time.Now().UnixNano()) }
 
 func (f *udpFlow) run(network, addr string) {
-	defer f.e.untrack(f)
-	defer f.abort()
+	defer f.e.flows.Untrack(f)
+	defer f.Close()
 	h, err := f.e.cfg.Dialer.DialContext(f.e.ctx, network, addr)
 	if err != nil {
+		if outOfFDs(err) {
+			f.e.cfg.FDs.Drop()
+		}
 		f.e.log.Debug("egress: udp dial failed", "host", addr, "err", err)
 		return
 	}
@@ -87,7 +111,7 @@ func (f *udpFlow) run(network, addr string) {
 			timer.Reset(idle - since)
 			return
 		}
-		f.abort()
+		f.Close()
 	}
 	timer = time.AfterFunc(idle, watchdog)
 	defer timer.Stop()
@@ -96,11 +120,11 @@ func (f *udpFlow) run(network, addr string) {
 	done.Add(1)
 	go func() {
 		defer done.Done()
-		defer f.abort()
+		defer f.Close()
 		f.pump(h, f.guest)
 	}()
 	f.pump(f.guest, h)
-	f.abort()
+	f.Close()
 	done.Wait()
 }
 

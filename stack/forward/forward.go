@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Target is the sandbox side of one address family.
@@ -70,18 +71,15 @@ type fwd struct {
 	created time.Time
 	ctx     context.Context
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// conns are the forward's live connections and goroutines (listener
+	// loops included); stop closes them and waits.
+	conns relay.Group
 
 	lns    []net.Listener
 	pcs    []net.PacketConn
 	active atomic.Int64
 	total  atomic.Int64
-
-	mu    sync.Mutex
-	conns map[closer]struct{}
 }
-
-type closer interface{ Close() error }
 
 // New returns a Manager with no forwards.
 func New(cfg Config) (*Manager, error) {
@@ -220,34 +218,13 @@ func (f *fwd) stop() {
 	for _, pc := range f.pcs {
 		pc.Close()
 	}
-	f.mu.Lock()
-	for c := range f.conns {
-		c.Close()
-	}
-	f.mu.Unlock()
-	f.wg.Wait()
-}
-
-func (f *fwd) track(c closer) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.ctx.Err() != nil {
-		return false
-	}
-	f.conns[c] = struct{}{}
-	return true
-}
-
-func (f *fwd) untrack(c closer) {
-	f.mu.Lock()
-	delete(f.conns, c)
-	f.mu.Unlock()
+	f.conns.Close()
 }
 
 // start listens on the host side of s.
 func (m *Manager) start(s Spec) (*fwd, error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fwd{m: m, spec: s, created: time.Now(), ctx: ctx, cancel: cancel, conns: map[closer]struct{}{}}
+	f := &fwd{m: m, spec: s, created: time.Now(), ctx: ctx, cancel: cancel}
 	var err error
 	switch {
 	case s.HostPath != "":

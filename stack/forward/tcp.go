@@ -2,15 +2,10 @@ package forward
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"time"
-
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/relay"
@@ -34,48 +29,59 @@ func (f *fwd) listenTCP() error {
 
 func (f *fwd) serveListeners() {
 	for _, ln := range f.lns {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.acceptLoop(ln)
-		}()
+		f.conns.Go(func() { f.acceptLoop(ln) })
 	}
 }
 
 func (f *fwd) acceptLoop(ln net.Listener) {
+	var backoff relay.AcceptBackoff
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if f.ctx.Err() == nil {
-				f.m.log.Warn("forward: accept failed; forward stopped", "forward", f.spec.String(), "err", err)
+			if f.ctx.Err() != nil {
+				return
+			}
+			// Out of file descriptors (or another passing error): wait
+			// and accept again; the forward never stops by itself.
+			if !backoff.Failing() {
+				f.m.log.Warn("forward: accept failed; retrying with back-off", "forward", f.spec.String(), "err", err)
+			}
+			if backoff.Wait(f.ctx, err) {
+				continue
 			}
 			return
 		}
-		if !f.track(c) {
+		if backoff.Failing() {
+			f.m.log.Info("forward: accepting again", "forward", f.spec.String())
+			backoff.Reset()
+		}
+		if !f.conns.Track(c) {
 			c.Close()
 			return
 		}
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			defer f.untrack(c)
+		if !f.conns.Go(func() {
+			defer f.conns.Untrack(c)
 			f.serveTCP(c)
-		}()
+		}) {
+			f.conns.Untrack(c)
+			c.Close()
+		}
 	}
 }
 
 // serveTCP connects the stack to the sandbox port from the client's
-// address and relays until both directions end.
+// address and relays until both directions end. A refused or failed
+// connect resets the client; a reset on either side during the relay
+// resets the other.
 func (f *fwd) serveTCP(client net.Conn) {
 	f.active.Add(1)
 	f.total.Add(1)
 	defer f.active.Add(-1)
-	defer client.Close()
 	src, dst, _ := f.m.source(addrPortOf(client.RemoteAddr()))
 	dst = netip.AddrPortFrom(dst.Addr(), f.spec.SandboxPort)
 	ctx, cancel := context.WithTimeout(f.ctx, dialTimeout)
 	guest, err := f.m.dialTCP(ctx, src, dst)
-	if err != nil && src.Port() != 0 {
+	if err != nil && src.Port() != 0 && ctx.Err() == nil {
 		// The client's port may be taken on that address in the stack
 		// (another forward, a relayed flow); any port will do.
 		guest, err = f.m.dialTCP(ctx, netip.AddrPortFrom(src.Addr(), 0), dst)
@@ -83,60 +89,15 @@ func (f *fwd) serveTCP(client net.Conn) {
 	cancel()
 	if err != nil {
 		f.m.log.Debug("forward: connect to sandbox failed", "forward", f.spec.String(), "src", src, "dst", dst, "err", err)
-		if tc, ok := client.(*net.TCPConn); ok {
-			tc.SetLinger(0) // the client sees the refusal as a reset
-		}
+		relay.Reset(client) // the client sees the refusal as a reset
 		return
 	}
-	if !f.track(guest) {
-		guest.Close()
-		return
-	}
-	defer f.untrack(guest)
-	defer guest.Close()
-	bridge(client, guest)
+	f.conns.Pipe(relay.AsConn(client), relay.AsConn(guest))
 }
 
-func (m *Manager) dialTCP(ctx context.Context, src, dst netip.AddrPort) (*gonet.TCPConn, error) {
-	proto := tcpip.NetworkProtocolNumber(header.IPv4ProtocolNumber)
-	if dst.Addr().Is6() {
-		proto = header.IPv6ProtocolNumber
-	}
-	local := stack.FullAddr(src)
-	local.NIC = m.cfg.NIC
-	remote := stack.FullAddr(dst)
-	remote.NIC = m.cfg.NIC
-	return gonet.DialTCPWithBind(ctx, m.cfg.Stack.GVisor(), local, remote, proto)
-}
-
-type halfCloser interface {
-	net.Conn
-	CloseWrite() error
-}
-
-// bridge copies both ways; EOF on one side half-closes the other.
-func bridge(a, b net.Conn) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		copyHalf(b, a)
-	}()
-	copyHalf(a, b)
-	<-done
-}
-
-func copyHalf(dst, src net.Conn) {
-	// relay.Copy, not io.Copy: 32 KiB writes into gVisor halved a
-	// forward's host→sandbox throughput (bench, docs/PERFORMANCE.md).
-	err := relay.Copy(dst, src)
-	if hc, ok := dst.(halfCloser); ok && err == nil {
-		hc.CloseWrite()
-		return
-	}
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		dst.Close()
-		src.Close()
-		return
-	}
-	dst.Close()
+// dialTCP connects through the stack's own Dialer, from src (the client's
+// address, which the sandbox NIC's spoofing lets the stack bind).
+func (m *Manager) dialTCP(ctx context.Context, src, dst netip.AddrPort) (net.Conn, error) {
+	d := stack.Dialer{Stack: m.cfg.Stack, LocalAddr: src}
+	return d.DialContext(ctx, "tcp", dst.String())
 }

@@ -9,10 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-
 	"github.com/tunstack/tunstack/stack"
 )
 
@@ -25,11 +21,7 @@ func (f *fwd) listenUDP() error {
 		f.pcs = append(f.pcs, pc)
 	}
 	for _, pc := range f.pcs {
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			f.udpLoop(pc.(*net.UDPConn))
-		}()
+		f.conns.Go(func() { f.udpLoop(pc.(*net.UDPConn)) })
 	}
 	return nil
 }
@@ -37,7 +29,7 @@ func (f *fwd) listenUDP() error {
 // udpFlow is one client's association: its own stack socket, bound to the
 // client's address, connected to the sandbox port.
 type udpFlow struct {
-	guest *gonet.UDPConn
+	guest *stack.UDPConn
 	last  atomic.Int64
 	once  sync.Once
 }
@@ -95,21 +87,24 @@ func (f *fwd) newUDPFlow(pc *net.UDPConn, client netip.AddrPort, done func()) (*
 	}
 	fl := &udpFlow{guest: guest}
 	fl.last.Store(time.Now().UnixNano())
-	if !f.track(fl) {
+	if !f.conns.Track(fl) {
 		fl.Close()
 		return nil, errors.New("forward stopped")
 	}
 	f.active.Add(1)
 	f.total.Add(1)
-	f.wg.Add(1)
-	go func() {
-		defer f.wg.Done()
+	if !f.conns.Go(func() {
 		defer f.active.Add(-1)
-		defer f.untrack(fl)
+		defer f.conns.Untrack(fl)
 		defer done()
 		defer fl.Close()
 		f.udpReplies(pc, client, fl)
-	}()
+	}) {
+		f.active.Add(-1)
+		f.conns.Untrack(fl)
+		fl.Close()
+		return nil, errors.New("forward stopped")
+	}
 	return fl, nil
 }
 
@@ -135,14 +130,8 @@ func (f *fwd) udpReplies(pc *net.UDPConn, client netip.AddrPort, fl *udpFlow) {
 	}
 }
 
-func (m *Manager) dialUDP(src, dst netip.AddrPort) (*gonet.UDPConn, error) {
-	proto := tcpip.NetworkProtocolNumber(header.IPv4ProtocolNumber)
-	if dst.Addr().Is6() {
-		proto = header.IPv6ProtocolNumber
-	}
-	local := stack.FullAddr(src)
-	local.NIC = m.cfg.NIC
-	remote := stack.FullAddr(dst)
-	remote.NIC = m.cfg.NIC
-	return gonet.DialUDP(m.cfg.Stack.GVisor(), &local, &remote, proto)
+// dialUDP makes a stack socket bound to src (the client's address) and
+// connected to dst.
+func (m *Manager) dialUDP(src, dst netip.AddrPort) (*stack.UDPConn, error) {
+	return m.cfg.Stack.DialUDP(src, dst)
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -21,6 +22,7 @@ import (
 	"github.com/tunstack/tunstack/stack/dnsrelay"
 	"github.com/tunstack/tunstack/stack/echo"
 	"github.com/tunstack/tunstack/stack/egress"
+	"github.com/tunstack/tunstack/stack/relay"
 )
 
 // Default networks, as slirp4netns uses them.
@@ -78,6 +80,36 @@ type Config struct {
 	Dialer egress.Dialer
 	// Logger receives diagnostics; nil uses the stack's.
 	Logger *slog.Logger
+	// Limits bound what the sandbox can make the gateway hold.
+	Limits Limits
+}
+
+// Limits bound a gateway's resources. Zero fields mean no cap (the
+// command line sets its documented defaults). Each cap counts what it
+// turned away; Gateway.Stats shows them.
+type Limits struct {
+	// TCPFlows caps concurrent TCP connections to the host; a SYN past it
+	// gets ICMP administratively prohibited (EHOSTUNREACH in the sandbox).
+	TCPFlows int
+	// UDPFlows caps concurrent UDP flows; datagrams of new flows past it
+	// are dropped.
+	UDPFlows int
+	// PingFlows caps concurrent ping sessions; requests of new sessions
+	// past it are dropped.
+	PingFlows int
+	// DNSQueries caps DNS queries in flight (UDP and TCP) and, separately,
+	// TCP connections to the DNS relay; past it UDP queries are dropped,
+	// TCP queries answered SERVFAIL and new TCP connections closed.
+	DNSQueries int
+	// HostFDs is the budget of host file descriptors all relays may hold
+	// together, so that a reserve stays for the control socket and
+	// forwards. A flow that finds it spent is dropped without an answer
+	// (a lost SYN or datagram: the sandbox retries); it is never
+	// reported as refused.
+	HostFDs int
+	// UDPIdleTimeout and PingIdleTimeout close idle flows (defaults 60 s
+	// and 30 s).
+	UDPIdleTimeout, PingIdleTimeout time.Duration
 }
 
 // Gateway is a running gateway. Close stops its services (not the stack).
@@ -86,6 +118,8 @@ type Gateway struct {
 	egress *egress.Egress
 	dns    *dnsrelay.Relay
 	echo   *echo.Relay
+	// fds is the host descriptor budget the three relays share.
+	fds *relay.Limit
 }
 
 // gatewayTimeWait is how long the gateway's side of a terminated sandbox
@@ -115,10 +149,11 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = s.Logger()
 	}
-	g := &Gateway{cfg: cfg}
 	if err := shortTimeWait(s); err != nil {
 		return nil, err
 	}
+	lim := cfg.Limits
+	g := &Gateway{cfg: cfg, fds: relay.NewLimit("host-fds", lim.HostFDs)}
 	var dnsAddrs []netip.Addr
 	for _, a := range []Addresses{cfg.V4, cfg.V6} {
 		if !a.Network.IsValid() {
@@ -137,16 +172,20 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 	if cfg.Dialer != nil {
 		dialer = cfg.Dialer
 	}
-	g.dns, err = dnsrelay.Start(dnsrelay.Config{Stack: s, Addrs: dnsAddrs, Upstreams: cfg.DNSUpstreams, Dialer: dialer, Logger: cfg.Logger})
+	g.dns, err = dnsrelay.Start(dnsrelay.Config{Stack: s, Addrs: dnsAddrs, Upstreams: cfg.DNSUpstreams, Dialer: dialer, Logger: cfg.Logger,
+		Queries: relay.NewLimit("dns-queries", lim.DNSQueries), TCPConns: relay.NewLimit("dns-tcp-conns", lim.DNSQueries), FDs: g.fds})
 	if err != nil {
 		return nil, err
 	}
-	g.egress, err = egress.Start(egress.Config{Stack: s, Dialer: cfg.Dialer, Translate: g.translate, Logger: cfg.Logger})
+	g.egress, err = egress.Start(egress.Config{Stack: s, Dialer: cfg.Dialer, Translate: g.translate, Logger: cfg.Logger,
+		TCPFlows: relay.NewLimit("tcp-flows", lim.TCPFlows), UDPFlows: relay.NewLimit("udp-flows", lim.UDPFlows), FDs: g.fds,
+		UDPIdleTimeout: lim.UDPIdleTimeout})
 	if err != nil {
 		g.Close()
 		return nil, err
 	}
-	g.echo, err = echo.Start(echo.Config{Stack: s, Translate: g.translatePing, Logger: cfg.Logger})
+	g.echo, err = echo.Start(echo.Config{Stack: s, Translate: g.translatePing, Logger: cfg.Logger,
+		Flows: relay.NewLimit("ping-flows", lim.PingFlows), FDs: g.fds, IdleTimeout: lim.PingIdleTimeout})
 	if err != nil {
 		g.Close()
 		return nil, err
@@ -160,6 +199,22 @@ func Start(s *stack.Stack, nic stack.NICID, cfg Config) (*Gateway, error) {
 
 // DNSRelay returns the gateway's DNS relay.
 func (g *Gateway) DNSRelay() *dnsrelay.Relay { return g.dns }
+
+// Stats returns the state of every cap: TCP, UDP and ping flows, DNS
+// queries and TCP connections, and the host descriptor budget.
+func (g *Gateway) Stats() []relay.LimitStat {
+	var out []relay.LimitStat
+	if g.egress != nil {
+		out = append(out, g.egress.Stats()...)
+	}
+	if g.echo != nil {
+		out = append(out, g.echo.Stats()...)
+	}
+	if g.dns != nil {
+		out = append(out, g.dns.Stats()...)
+	}
+	return append(out, g.fds.Stat())
+}
 
 // Close stops the relays.
 func (g *Gateway) Close() error {

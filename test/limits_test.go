@@ -1,0 +1,374 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Bounds the flood tests hold tunstack to (documented in README,
+// "Limits"): its descriptors stay under the baseline plus the flooded
+// cap plus fdSlack, and its resident memory under maxFloodRSS.
+const (
+	fdSlack     = 64
+	maxFloodRSS = 512 << 20
+)
+
+// instanceInfo is the part of tunstack ps --json the flood tests read.
+type instanceInfo struct {
+	Name       string `json:"name"`
+	Goroutines int    `json:"goroutines"`
+	Limits     []struct {
+		Name    string `json:"name"`
+		Max     int64  `json:"max"`
+		InUse   int64  `json:"in_use"`
+		Dropped uint64 `json:"dropped"`
+	} `json:"limits"`
+}
+
+// floodSandbox is a tunstack run whose command is the flood helper.
+type floodSandbox struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	done  chan struct{}
+	o     runOpts // for tunstack ps
+	name  string
+	// stderr collects tunstack's and the helper's diagnostics.
+	stderr syncBuffer
+}
+
+// startFlood starts "tunstack run FLAGS -- helper flood ARGS" as o says
+// (uid, netns, a shell prefix such as "ulimit -n 256;"), and waits for the
+// helper's "ready".
+func startFlood(t *testing.T, o runOpts, shellPrefix string, flags []string, args ...string) *floodSandbox {
+	t.Helper()
+	ctl := controlDir(t, o.uid)
+	f := &floodSandbox{t: t, lines: make(chan string, 64), done: make(chan struct{}), name: fmt.Sprintf("flood%d", time.Now().UnixNano()%1000000)}
+	f.o = runOpts{uid: o.uid, netns: o.netns, env: []string{"TUNSTACK_CONTROL_DIR=" + ctl}, timeout: 20 * time.Second}
+	argv := append([]string{binPath, "run", "--name", f.name}, flags...)
+	argv = append(argv, "--", helperPath)
+	argv = append(argv, args...)
+	if shellPrefix != "" {
+		quoted := make([]string, len(argv))
+		for i, a := range argv {
+			quoted[i] = "'" + a + "'"
+		}
+		argv = []string{"sh", "-c", shellPrefix + " exec " + strings.Join(quoted, " ")}
+	}
+	if o.netns != "" {
+		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
+	}
+	f.cmd = exec.Command(argv[0], argv[1:]...)
+	f.cmd.Env = append(os.Environ(), append(f.o.env, helperEnv+"=flood")...)
+	f.cmd.Dir = "/"
+	f.cmd.Stderr = &f.stderr
+	if o.uid != 0 {
+		f.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+		f.cmd.Env = append(f.cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
+	}
+	f.stdin, _ = f.cmd.StdinPipe()
+	stdout, _ := f.cmd.StdoutPipe()
+	if err := f.cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			f.lines <- sc.Text()
+		}
+		close(f.lines)
+	}()
+	go func() { f.cmd.Wait(); close(f.done) }()
+	t.Cleanup(func() {
+		f.stdin.Close()
+		select {
+		case <-f.done:
+		case <-time.After(10 * time.Second):
+			f.cmd.Process.Kill()
+			<-f.done
+		}
+		if t.Failed() {
+			t.Logf("tunstack stderr:\n%s", f.stderr.String())
+		}
+	})
+	f.expect("ready", 15*time.Second)
+	return f
+}
+
+// expect waits for the next line starting with prefix and returns the
+// rest of it.
+func (f *floodSandbox) expect(prefix string, timeout time.Duration) string {
+	f.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case l, ok := <-f.lines:
+			if !ok {
+				f.t.Fatalf("the sandbox ended before %q:\n%s", prefix, f.stderr.String())
+			}
+			if rest, found := strings.CutPrefix(l, prefix); found {
+				return strings.TrimSpace(rest)
+			}
+		case <-deadline:
+			f.t.Fatalf("no %q from the sandbox within %v", prefix, timeout)
+		}
+	}
+}
+
+// usage returns tunstack's open descriptors and resident memory.
+func (f *floodSandbox) usage() (fds int, rss int64) {
+	pid := f.cmd.Process.Pid
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			rss = kb << 10
+		}
+	}
+	return len(ents), rss
+}
+
+// info reads the instance from tunstack ps --json.
+func (f *floodSandbox) info() instanceInfo {
+	f.t.Helper()
+	r := mustRun(f.t, f.o, "ps", "--json")
+	var infos []instanceInfo
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil {
+		f.t.Fatalf("ps --json: %v\n%s", err, r.stdout)
+	}
+	for _, in := range infos {
+		if in.Name == f.name {
+			return in
+		}
+	}
+	f.t.Fatalf("ps --json does not list %s:\n%s", f.name, r.stdout)
+	return instanceInfo{}
+}
+
+// limit returns the named limit's in-use count and drops.
+func (in instanceInfo) limit(name string) (inUse int64, dropped uint64, ok bool) {
+	for _, l := range in.Limits {
+		if l.Name == name {
+			return l.InUse, l.Dropped, true
+		}
+	}
+	return 0, 0, false
+}
+
+// floodCase is one flood of TestFloods.
+type floodCase struct {
+	name  string
+	kind  string
+	count int
+	// limit is the cap the flood exceeds, set to capValue by flag.
+	limit, flag string
+	capValue    int
+	rootOnly    bool // needs the host namespace (ping sockets)
+}
+
+var floodCases = []floodCase{
+	{name: "udp flows", kind: "udp", count: 50000, limit: "udp-flows", flag: "--max-udp-flows", capValue: 1000},
+	{name: "ping flows", kind: "ping", count: 20000, limit: "ping-flows", flag: "--max-ping-flows", capValue: 500, rootOnly: true},
+	{name: "dns over tcp", kind: "dnstcp", count: 5000, limit: "dns-tcp-conns", flag: "--max-dns-queries", capValue: 256},
+	{name: "tcp connections", kind: "tcp", count: 10000, limit: "tcp-flows", flag: "--max-tcp-flows", capValue: 2000},
+}
+
+// TestFloods: floods from inside the sandbox past each cap. tunstack stays
+// alive, its descriptors and memory stay bounded, the cap counts its
+// drops, a download works during and after, and descriptors, goroutines
+// and flows return to their baseline.
+func TestFloods(t *testing.T) {
+	_, sum := testPayload()
+	for _, fc := range floodCases {
+		for _, u := range users {
+			t.Run(fc.name+"/"+u.name, func(t *testing.T) {
+				needTun(t, u.uid)
+				if fc.rootOnly && u.uid != 0 {
+					t.Skip("the ping flood needs a host namespace with ping sockets, which only root can make")
+				}
+				runFlood(t, u.uid, fc, sum)
+			})
+		}
+	}
+}
+
+func runFlood(t *testing.T, uid int, fc floodCase, sum string) {
+	o := runOpts{uid: uid}
+	port := 0
+	if fc.rootOnly {
+		port = freeTCPPort(t)
+		o.netns = hostNS(t, port)
+	} else {
+		port = startHTTP(t, "127.0.0.1:0")
+		// The UDP sink shares the port number when it is free.
+		startUDPSink(t, port)
+	}
+	url := fmt.Sprintf("http://10.0.2.2:%d/file", port)
+	target := fmt.Sprintf("10.0.2.2:%d", port)
+	switch fc.kind {
+	case "ping":
+		target = "10.0.2.2"
+	case "dnstcp":
+		target = "10.0.2.3:53"
+	}
+	// The silent upstream: the HTTP server accepts DNS over TCP and never
+	// answers it.
+	flags := []string{fc.flag, strconv.Itoa(fc.capValue), "--udp-idle-timeout", "2s", "--ping-idle-timeout", "2s",
+		"--dns-upstream", fmt.Sprintf("127.0.0.1:%d", port)}
+	f := startFlood(t, o, "", flags, fc.kind, strconv.Itoa(fc.count), target, url, sum)
+	time.Sleep(300 * time.Millisecond)
+	baseFDs, baseRSS := f.usage()
+	baseG := f.info().Goroutines
+	fmt.Fprintln(f.stdin, "go")
+	maxFDs, maxRSS := baseFDs, baseRSS
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			fds, rss := f.usage()
+			maxFDs, maxRSS = max(maxFDs, fds), max(maxRSS, rss)
+		}
+	}()
+	res := f.expect("flood ", 60*time.Second)
+	inFlood := f.info()
+	during := f.expect("during ", 30*time.Second)
+	close(stop)
+	<-sampled
+	after := f.expect("after ", 30*time.Second)
+	f.expect("done", 10*time.Second)
+	t.Logf("%s: %s; tunstack fds %d -> max %d, RSS %d MiB -> max %d MiB, goroutines %d",
+		fc.name, res, baseFDs, maxFDs, baseRSS>>20, maxRSS>>20, baseG)
+	if during != "ok" || after != "ok" {
+		t.Errorf("download during the flood: %s; after: %s", during, after)
+	}
+	if bound := baseFDs + fc.capValue + fdSlack; maxFDs > bound {
+		t.Errorf("tunstack held %d descriptors, over the bound %d (baseline %d + cap %d + %d)", maxFDs, bound, baseFDs, fc.capValue, fdSlack)
+	}
+	if maxRSS > maxFloodRSS {
+		t.Errorf("tunstack's RSS reached %d MiB, over %d MiB", maxRSS>>20, maxFloodRSS>>20)
+	}
+	if _, dropped, ok := inFlood.limit(fc.limit); !ok || dropped == 0 {
+		t.Errorf("%s: no drops counted after a flood of %d past a cap of %d (%+v)", fc.limit, fc.count, fc.capValue, inFlood.Limits)
+	}
+	f.settles(baseFDs, baseG, fc.limit)
+}
+
+// settles waits until tunstack is back to its baseline: descriptors and
+// goroutines, and nothing in use at the flooded limit.
+func (f *floodSandbox) settles(baseFDs, baseG int, limit string) {
+	f.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		fds, _ := f.usage()
+		in := f.info()
+		inUse, _, _ := in.limit(limit)
+		// A few goroutines and descriptors come and go (the ps
+		// connection itself, timers).
+		if fds <= baseFDs+4 && in.Goroutines <= baseG+8 && inUse == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Errorf("not back to baseline 20 s after the flood: fds %d (baseline %d), goroutines %d (baseline %d), %s in use %d",
+				fds, baseFDs, in.Goroutines, baseG, limit, inUse)
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// startUDPSink reads and discards datagrams on 127.0.0.1:port, if free.
+func startUDPSink(t *testing.T, port int) {
+	pc, err := netListenPacket(fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Logf("UDP sink on port %d: %v (datagrams get port unreachable instead)", port, err)
+		return
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// TestLowFDLimit: with ulimit -n 256 for tunstack, a UDP flood spends the
+// relays' descriptor budget, yet a port forward and the control socket
+// still work, and the budget counts its drops.
+func TestLowFDLimit(t *testing.T) {
+	_, sum := testPayload()
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			needTun(t, u.uid)
+			port := startHTTP(t, "127.0.0.1:0")
+			startUDPSink(t, port)
+			fwd := freeTCPPort(t)
+			flags := []string{"-p", fmt.Sprintf("127.0.0.1:%d:8080", fwd), "--udp-idle-timeout", "5s"}
+			f := startFlood(t, runOpts{uid: u.uid}, "ulimit -n 256;", flags,
+				"udp", "5000", fmt.Sprintf("10.0.2.2:%d", port), fmt.Sprintf("http://10.0.2.2:%d/file", port), sum)
+			fmt.Fprintln(f.stdin, "go")
+			res := f.expect("flood ", 60*time.Second)
+			in := f.info() // the control socket answers with the budget spent
+			inUse, dropped, _ := in.limit("host-fds")
+			if dropped == 0 {
+				t.Errorf("host-fds: no drops after %s with ulimit -n 256 (%+v)", res, in.Limits)
+			}
+			fds, _ := f.usage()
+			if fds > 256-FDReserveForTest/2 {
+				t.Errorf("tunstack has %d descriptors open under ulimit -n 256: the reserve is gone", fds)
+			}
+			// The forward reaches the sandbox's port 8080 (nothing listens:
+			// a reset, which proves the forward accepted and dialled).
+			if err := forwardAnswers(fwd); err != nil {
+				t.Errorf("forward with the budget spent: %v", err)
+			}
+			during := f.expect("during ", 30*time.Second)
+			// Once the flood's flows idle out, new flows get descriptors.
+			if after := f.expect("after ", 30*time.Second); after != "ok" {
+				t.Errorf("download after the flood: %s", after)
+			}
+			f.expect("done", 30*time.Second)
+			t.Logf("flood %s; host-fds in use %d, dropped %d; tunstack fds %d; download during the flood: %s", res, inUse, dropped, fds, during)
+		})
+	}
+}
+
+// FDReserveForTest mirrors instance.FDReserve (descriptors the relays
+// leave for the control socket and forwards).
+const FDReserveForTest = 64
+
+// forwardAnswers connects to the forward on 127.0.0.1:port and reports an
+// error unless the connection is accepted and then ended by the sandbox
+// (no server there: a reset), which needs a descriptor from the reserve.
+func forwardAnswers(port int) error {
+	c, err := netDialTimeout(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if err == nil || os.IsTimeout(err) {
+		return fmt.Errorf("read: %v, want the sandbox's refusal passed on", err)
+	}
+	return nil
+}
