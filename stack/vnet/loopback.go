@@ -1,4 +1,4 @@
-package stacktest
+package vnet
 
 import (
 	"fmt"
@@ -27,7 +27,7 @@ func NewLoopback(opts stack.Options) (*stack.Stack, error) {
 	}
 	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("stacktest: loopback: %w", err)
+		return nil, fmt.Errorf("vnet: loopback: %w", err)
 	}
 	return s, nil
 }
