@@ -111,8 +111,8 @@ func (h *Host) Addrs() []netip.Addr {
 	return append([]netip.Addr(nil), h.addr...)
 }
 
-// attach adds a NIC whose outbound packets go to out, with addresses and an
-// on-link route for each, and returns the NIC's endpoint.
+// attach adds a NIC whose outbound packets go to out, with addresses (AddNIC
+// adds their on-link routes), and returns the NIC's endpoint.
 func (h *Host) attach(out *direction, addrs []netip.Prefix) (*endpoint, stack.NICID, error) {
 	h.mu.Lock()
 	name := fmt.Sprintf("eth%d", h.nics)
@@ -122,11 +122,6 @@ func (h *Host) attach(out *direction, addrs []netip.Prefix) (*endpoint, stack.NI
 	id, err := h.Stack.AddNIC(stack.NICConfig{Name: name, Endpoint: ep, Addresses: addrs})
 	if err != nil {
 		return nil, 0, fmt.Errorf("vnet: host %q: %w", h.Name, err)
-	}
-	for _, p := range addrs {
-		if err := h.Stack.AddRoute(p.Masked(), netip.Addr{}, id); err != nil {
-			return nil, 0, fmt.Errorf("vnet: host %q: %w", h.Name, err)
-		}
 	}
 	h.mu.Lock()
 	for _, p := range addrs {
