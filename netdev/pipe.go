@@ -19,9 +19,10 @@ func Pipe(mtu int) (Device, Device) {
 	if mtu <= 0 {
 		mtu = 1500
 	}
-	ab := make(chan []byte, pipeQueue)
-	ba := make(chan []byte, pipeQueue)
+	ab := make(chan *[]byte, pipeQueue)
+	ba := make(chan *[]byte, pipeQueue)
 	shared := &pipeShared{done: make(chan struct{})}
+	shared.bufs.New = func() any { b := make([]byte, 0, mtu); return &b }
 	return &pipeDev{mtu: mtu, in: ba, out: ab, sh: shared},
 		&pipeDev{mtu: mtu, in: ab, out: ba, sh: shared}
 }
@@ -30,12 +31,16 @@ func Pipe(mtu int) (Device, Device) {
 type pipeShared struct {
 	once sync.Once
 	done chan struct{} // closed by Close of either end
+	// bufs recycles packet copies (*[]byte of capacity mtu): a Write
+	// takes one, the Read that copies it out puts it back, so a busy
+	// pipe does not allocate (and clear) a buffer per packet.
+	bufs sync.Pool
 }
 
 type pipeDev struct {
 	mtu int
-	in  <-chan []byte
-	out chan<- []byte
+	in  <-chan *[]byte
+	out chan<- *[]byte
 	sh  *pipeShared
 }
 
@@ -43,7 +48,7 @@ func (p *pipeDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	var pkt []byte
+	var pkt *[]byte
 	select {
 	case pkt = <-p.in:
 	case <-p.sh.done:
@@ -51,10 +56,13 @@ func (p *pipeDev) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 	n := 0
 	for {
-		if len(pkt) > len(bufs[n])-offset {
-			return n, fmt.Errorf("netdev: pipe read of %d bytes into %d: %w", len(pkt), len(bufs[n])-offset, ErrTooLarge)
+		size := len(*pkt)
+		if size > len(bufs[n])-offset {
+			p.sh.bufs.Put(pkt)
+			return n, fmt.Errorf("netdev: pipe read of %d bytes into %d: %w", size, len(bufs[n])-offset, ErrTooLarge)
 		}
-		sizes[n] = copy(bufs[n][offset:], pkt)
+		sizes[n] = copy(bufs[n][offset:], *pkt)
+		p.sh.bufs.Put(pkt)
 		n++
 		if n == len(bufs) {
 			return n, nil
@@ -73,8 +81,10 @@ func (p *pipeDev) Write(bufs [][]byte, offset int) (int, error) {
 		if len(b) > p.mtu {
 			return i, fmt.Errorf("netdev: pipe write of %d bytes, MTU %d: %w", len(b), p.mtu, ErrTooLarge)
 		}
+		pkt := p.sh.bufs.Get().(*[]byte)
+		*pkt = append((*pkt)[:0], b...)
 		select {
-		case p.out <- append([]byte(nil), b...):
+		case p.out <- pkt:
 		case <-p.sh.done:
 			return i, fmt.Errorf("netdev: pipe write: %w", net.ErrClosed)
 		}
