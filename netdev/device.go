@@ -11,11 +11,13 @@
 //   - tun.NewPacketDevice turns a TUN file descriptor into a Device.
 //   - Pipe returns two connected in-memory Devices.
 //
-// Packets are plain IPv4 or IPv6 packets, no larger than the MTU, with no
-// link-layer header; their checksums are complete. Offload metadata
-// (virtio-net headers, GSO super-packets) is not carried: a TUN opened with
-// offload is refused by tun.NewPacketDevice, and the tun package's own
-// Endpoint is the path that uses offload.
+// Packets are plain IPv4 or IPv6 packets with no link-layer header, no
+// larger than the MTU, with complete checksums. A device that also
+// implements OffloadDevice (a TUN opened with offload, through
+// tun.NewPacketDevice) carries offload metadata: a virtio-net header before
+// each packet, which lets TCP super-packets of up to 64 KiB with partial
+// checksums cross in one piece; NewEndpoint then enables segmentation and
+// checksum offload in the stack.
 package netdev
 
 import "errors"

@@ -35,6 +35,8 @@ type EndpointStats struct {
 	RxErrors, TxErrors   atomic.Uint64
 	// RxDropped counts packets that were neither IPv4 nor IPv6.
 	RxDropped atomic.Uint64
+	// RxGSO and TxGSO count super-packets (offload devices only).
+	RxGSO, TxGSO atomic.Uint64
 }
 
 // Endpoint is a NIC for a stack (a gVisor stack.LinkEndpoint) backed by a
@@ -44,9 +46,10 @@ type Endpoint struct {
 	// Stats counts packets; read it at any time.
 	Stats EndpointStats
 
-	dev  Device
-	opts EndpointOptions
-	mtu  atomic.Uint32
+	dev     Device
+	opts    EndpointOptions
+	offload bool // dev carries virtio-net headers
+	mtu     atomic.Uint32
 
 	mu      sync.Mutex // guards disp, started
 	disp    gstack.NetworkDispatcher
@@ -58,11 +61,38 @@ type Endpoint struct {
 	scratch   sync.Pool      // *[][]byte, write batches
 }
 
-var _ gstack.LinkEndpoint = (*Endpoint)(nil)
+var (
+	_ gstack.LinkEndpoint = (*Endpoint)(nil)
+	_ gstack.GSOEndpoint  = (*Endpoint)(nil)
+)
 
-// NewEndpoint wraps dev as a NIC. Its MTU is dev.MTU().
+// GSOMaxSize implements stack.GSOEndpoint: super-packets up to 64 KiB with
+// an offload device, none otherwise.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.offload {
+		return gsoMaxSize
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *Endpoint) SupportedGSO() gstack.SupportedGSO {
+	if e.offload {
+		return gstack.HostGSOSupported
+	}
+	return gstack.GSONotSupported
+}
+
+// NewEndpoint wraps dev as a NIC. Its MTU is dev.MTU(). If dev is an
+// OffloadDevice with Offload on, the endpoint exchanges TCP super-packets
+// with it (segmentation and checksum offload, as tun.Endpoint does with a
+// TUN), and Offset grows to at least VirtioNetHdrLen to hold the header.
 func NewEndpoint(dev Device, opts EndpointOptions) *Endpoint {
 	e := &Endpoint{dev: dev, opts: opts}
+	if od, ok := dev.(OffloadDevice); ok && od.Offload() {
+		e.offload = true
+		e.opts.Offset = max(e.opts.Offset, VirtioNetHdrLen)
+	}
 	e.mtu.Store(uint32(dev.MTU()))
 	e.scratch.New = func() any { b := make([][]byte, 0, max(dev.BatchSize(), 1)); return &b }
 	return e
@@ -102,14 +132,25 @@ func (e *Endpoint) readLoop() {
 	defer e.wg.Done()
 	batch := max(e.dev.BatchSize(), 1)
 	bufs := make([][]byte, batch)
+	size := int(e.mtu.Load())
+	if e.offload {
+		size = gsoMaxSize
+	}
 	for i := range bufs {
-		bufs[i] = make([]byte, e.opts.Offset+int(e.mtu.Load()))
+		bufs[i] = make([]byte, e.opts.Offset+size)
 	}
 	sizes := make([]int, batch)
 	failures := 0
 	for {
 		n, err := e.dev.Read(bufs, sizes, e.opts.Offset)
 		for i := range n {
+			if e.offload {
+				var h VirtioNetHdr
+				h.Decode(bufs[i][e.opts.Offset-VirtioNetHdrLen:])
+				if h.GSOType != VirtioGSONone {
+					e.Stats.RxGSO.Add(1)
+				}
+			}
 			e.deliver(bufs[i][e.opts.Offset : e.opts.Offset+sizes[i]])
 		}
 		if err == nil {
@@ -214,6 +255,14 @@ func (e *Endpoint) flatten(pkt *gstack.PacketBuffer, spare [][]byte) []byte {
 	} else {
 		b = make([]byte, size, max(size, e.opts.Offset+int(e.mtu.Load())))
 	}
+	if e.offload {
+		var h VirtioNetHdr
+		h.forPacket(pkt)
+		if h.GSOType != VirtioGSONone {
+			e.Stats.TxGSO.Add(1)
+		}
+		h.Encode(b[e.opts.Offset-VirtioNetHdrLen:])
+	}
 	at := e.opts.Offset
 	for _, v := range pkt.AsSlices() {
 		at += copy(b[at:], v)
@@ -227,8 +276,13 @@ func (e *Endpoint) MTU() uint32 { return e.mtu.Load() }
 // SetMTU implements stack.LinkEndpoint.
 func (e *Endpoint) SetMTU(mtu uint32) { e.mtu.Store(mtu) }
 
-// Capabilities implements stack.LinkEndpoint.
+// Capabilities implements stack.LinkEndpoint. With offload, inbound TCP
+// checksums may hold only the pseudo-header sum, so gVisor must not verify
+// them.
 func (e *Endpoint) Capabilities() gstack.LinkEndpointCapabilities {
+	if e.offload && !e.opts.NoChecksums {
+		return gstack.CapabilityRXChecksumOffload
+	}
 	if e.opts.NoChecksums {
 		return gstack.CapabilityRXChecksumOffload | gstack.CapabilityTXChecksumOffload
 	}

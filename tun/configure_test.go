@@ -113,36 +113,44 @@ func TestOpenEndpoint(t *testing.T) {
 }
 
 // TestPacketDevice puts a stack behind a TUN through the netdev adapters
-// (tun.NewPacketDevice, then netdev.NewEndpoint), and checks that a device
-// opened with offload is refused.
+// (tun.NewPacketDevice, then netdev.NewEndpoint), with and without
+// offload; with offload, super-packets must cross both ways.
 func TestPacketDevice(t *testing.T) {
-	inNetns(t, func() {
-		off, err := tun.Open(tun.Config{Offload: tun.OffloadOn})
-		if err == nil {
-			if _, err := tun.NewPacketDevice(off.File, 1500); err == nil || !strings.Contains(err.Error(), "offload") {
-				t.Errorf("NewPacketDevice on an offload device: %v, want an error naming offload", err)
-			}
-			off.Close()
-		}
-		dev, err := tun.Open(tun.Config{Offload: tun.OffloadOff})
-		if err != nil {
-			t.Error(err)
-			return
-		}
-		if err := tun.Configure(dev.Name, tun.LinkConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}}); err != nil {
-			dev.Close()
-			t.Error(err)
-			return
-		}
-		mtu, _ := tun.MTU(dev.Name)
-		pd, err := tun.NewPacketDevice(dev.File, mtu)
-		if err != nil {
-			dev.Close()
-			t.Error(err)
-			return
-		}
-		s := serveStack(t, stack.NICConfig{Endpoint: netdev.NewEndpoint(pd, netdev.EndpointOptions{})})
-		defer s.Close()
-		echo(t)
-	})
+	for _, mode := range []tun.OffloadMode{tun.OffloadOff, tun.OffloadOn} {
+		t.Run(mode.String(), func(t *testing.T) {
+			inNetns(t, func() {
+				dev, err := tun.Open(tun.Config{Offload: mode})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := tun.Configure(dev.Name, tun.LinkConfig{Addresses: []netip.Prefix{netip.MustParsePrefix("198.18.0.1/24")}, MTU: 1500}); err != nil {
+					dev.Close()
+					t.Error(err)
+					return
+				}
+				mtu, _ := tun.MTU(dev.Name)
+				pd, err := tun.NewPacketDevice(dev.File, mtu)
+				if err != nil {
+					dev.Close()
+					t.Error(err)
+					return
+				}
+				if pd.Offload() != dev.Offload {
+					t.Errorf("PacketDevice.Offload() = %v, device opened with offload %v", pd.Offload(), dev.Offload)
+				}
+				ep := netdev.NewEndpoint(pd, netdev.EndpointOptions{})
+				s := serveStack(t, stack.NICConfig{Endpoint: ep})
+				defer s.Close()
+				echo(t)
+				rx, tx := ep.Stats.RxGSO.Load(), ep.Stats.TxGSO.Load()
+				if dev.Offload && (rx == 0 || tx == 0) {
+					t.Errorf("offload device: %d super-packets in, %d out; want some both ways", rx, tx)
+				}
+				if !dev.Offload && rx+tx != 0 {
+					t.Errorf("plain device: %d super-packets in, %d out; want none", rx, tx)
+				}
+			})
+		})
+	}
 }
