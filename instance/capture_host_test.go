@@ -85,7 +85,7 @@ func TestHostCaptureAfterFilterAndNAT(t *testing.T) {
 	client := hostTapStack(t, "eth0", a, "10.0.2.100")
 	server := hostTapStack(t, "tun0", b, "10.0.2.2", "198.18.0.1")
 	gw := tcpip.AddrFromSlice(netip.MustParseAddr("10.0.2.2").AsSlice())
-	fw, err := netfilter.New(server, netfilter.Config{Gateway: true, HostInterface: HostInterface,
+	fw, err := netfilter.NewGVisor(server, netfilter.Config{Gateway: true, HostInterface: HostInterface,
 		IsLocal: func(x tcpip.Address) bool { return x == gw }})
 	if err != nil {
 		t.Fatal(err)

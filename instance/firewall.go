@@ -23,7 +23,7 @@ var _ control.FirewallBackend = backend{}
 // and loads cfg.Rules, all families in one commit, before the command
 // starts.
 func (in *Instance) startFirewall() error {
-	fw, err := netfilter.New(in.Stack.GVisor(), netfilter.Config{
+	fw, err := netfilter.New(in.Stack, netfilter.Config{
 		Gateway: true, HostInterface: HostInterface, Logger: in.log.With("component", "netfilter"),
 		IsLocal: in.isOwnAddress,
 	})

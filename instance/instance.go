@@ -170,7 +170,9 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: tap, Promiscuous: true, Spoofing: true, Disabled: true})
+	// NoPrefixRoute: the gateway routes everything through this NIC with
+	// default routes, so on-link routes would only clutter the route view.
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: tap, Promiscuous: true, Spoofing: true, Disabled: true, NoPrefixRoute: true})
 	if err != nil {
 		in.closeExtras()
 		st.Close()

@@ -82,7 +82,7 @@ func newPair(t testing.TB, cfg Config, serverAddrs ...netip.Addr) *pair {
 	p.client = newGStack(t, "eth0", a, clientAddr)
 	p.server = newGStack(t, "tun0", b, serverAddrs...)
 	cfg.Logger = slog.New(slog.NewTextHandler(p.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	fw, err := New(p.server, cfg)
+	fw, err := NewGVisor(p.server, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunstack/tunstack/netfilter/ipset"
+	"github.com/tunstack/tunstack/stack"
 )
 
 // Config configures a Firewall.
@@ -60,11 +61,20 @@ type Firewall struct {
 	cur atomic.Pointer[compiled]
 }
 
-// New creates a firewall for s. Nothing is installed into gVisor until
+// New creates a firewall for s. Nothing is installed into the stack until
 // the first rule, policy or Go hook, so an unused firewall costs nothing
 // per packet. s may be nil for a firewall that only validates and
 // formats (no packets).
-func New(s *gstack.Stack, cfg Config) (*Firewall, error) {
+func New(s *stack.Stack, cfg Config) (*Firewall, error) {
+	if s == nil {
+		return NewGVisor(nil, cfg)
+	}
+	return NewGVisor(s.GVisor(), cfg)
+}
+
+// NewGVisor is New for a raw gVisor stack (one not made by package
+// stack), such as a test's hand-built stack.
+func NewGVisor(s *gstack.Stack, cfg Config) (*Firewall, error) {
 	fw := &Firewall{gs: s, cfg: cfg, log: cfg.Logger, rs: NewRuleset()}
 	if fw.log == nil {
 		fw.log = slog.New(slog.DiscardHandler)

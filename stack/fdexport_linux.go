@@ -16,33 +16,6 @@ import (
 	"github.com/tunstack/tunstack/fdpass"
 )
 
-// File descriptor export.
-//
-// An exported socket is one end of a unix socketpair; goroutines copy
-// between the other end and the stack socket. What the holder of the fd
-// sees:
-//
-//   - TCP: a SOCK_STREAM socket. Bytes written are sent on the connection;
-//     shutdown(fd, SHUT_WR) sends a FIN; the peer's FIN reads as EOF; a
-//     reset (or the stack closing) closes the pair, so reads give EOF and
-//     writes EPIPE, and poll reports POLLHUP (a FIN only POLLRDHUP).
-//     Closing the fd closes the connection.
-//   - UDP: a SOCK_SEQPACKET socket, one message per datagram. On a
-//     connected socket messages are bare payloads. On an unconnected one
-//     each message, both ways, starts with an address header: one byte
-//     holding the address length (4 or 16), the port (2 bytes, big
-//     endian), then the address; the payload follows (AppendAddrHeader,
-//     ParseAddrHeader).
-//   - A TCP listener: a SOCK_SEQPACKET socket that delivers, per accepted
-//     connection, one message whose data is the peer's address as text
-//     ("198.18.0.1:40000" or "[::1]:40000") and whose SCM_RIGHTS control
-//     message carries the connection's exported fd (AcceptExported reads
-//     one). Closing the fd closes the listener.
-//
-// Back-pressure holds both ways: each direction copies through one
-// fixed-size buffer, blocking on the socketpair's and the stack socket's
-// bounded buffers, so a slow reader slows the sender.
-
 // bridgeBufSize is the copy buffer per direction; 64 KiB is the largest
 // chunk gVisor's buffer pool hands out and a full unix socket write.
 const bridgeBufSize = 64 << 10
@@ -52,11 +25,49 @@ const bridgeBufSize = 64 << 10
 // through POLLHUP.
 const hupPoll = 50 * time.Millisecond
 
-// File exports the socket as a file descriptor, as described above: a
-// connected (or accepted) TCP socket, a UDP socket (bound or connected), or
-// a listening TCP socket. From then on the bridge owns the socket: do not
-// use it or close it yourself; closing the returned file (in every process
-// holding it) closes the socket.
+// File exports the socket as a file descriptor for a child process, C
+// code or another process (over SCM_RIGHTS): a connected (or accepted) TCP
+// socket, a UDP socket (bound or connected), or a listening TCP socket.
+// From then on the bridge owns the socket: do not use it or close it
+// yourself; closing the returned file (in every process holding it)
+// closes the socket.
+//
+// The fd is not a kernel TCP or UDP socket: it is one end of a unix
+// socketpair (AF_UNIX), and two goroutines copy between the other end and
+// the stack socket. read, write, send, recv, poll, epoll, select, shutdown
+// and close work as on the real socket, with these formats:
+//
+//   - TCP: a SOCK_STREAM socket. Bytes written are sent on the connection;
+//     shutdown(fd, SHUT_WR) sends a FIN; the peer's FIN reads as EOF (poll
+//     reports POLLRDHUP).
+//   - UDP: a SOCK_SEQPACKET socket, one message per datagram. On a
+//     connected socket messages are bare payloads. On an unconnected one
+//     each message, both ways, starts with an address header: one byte
+//     holding the address length (4 or 16), the port (2 bytes, big
+//     endian), then the address; the payload follows (AppendAddrHeader and
+//     ParseAddrHeader encode and decode it). Zero-length
+//     datagrams are not delivered (a zero-length read means EOF).
+//   - A TCP listener: a SOCK_SEQPACKET socket that delivers, per accepted
+//     connection, one message whose data is the peer's address as text
+//     ("198.18.0.1:40000" or "[::1]:40000") and whose SCM_RIGHTS control
+//     message carries the connection's exported fd (AcceptExported reads
+//     one). Closing the fd closes
+//     the listener.
+//
+// Calls that behave differently from a kernel socket, because the fd is a
+// unix socket:
+//
+//   - getpeername and getsockname return an empty AF_UNIX address, not
+//     the IP endpoints (the Go side has them: LocalAddr, RemoteAddr).
+//   - setsockopt and getsockopt at IPPROTO_TCP (TCP_NODELAY, keepalive,
+//     ...) fail with EOPNOTSUPP; set them on the stack socket before
+//     exporting it. SO_DOMAIN reads AF_UNIX.
+//   - A reset, or the stack closing, reads as EOF, not ECONNRESET: the
+//     pair is closed, so poll reports POLLHUP and writes fail with EPIPE.
+//   - Back-pressure holds both ways but through extra buffers: each
+//     direction copies through one 64 KiB buffer, blocking on the
+//     socketpair's and the stack socket's bounded buffers, so a slow
+//     reader slows the sender, a little later than on a kernel socket.
 func (so *Socket) File() (*os.File, error) {
 	switch {
 	case so.typ == SOCK_DGRAM && so.proto == IPPROTO_UDP:

@@ -265,7 +265,7 @@ func (so *Socket) connect(ctx context.Context, addr netip.AddrPort) error {
 		// A notification can race with the state change that caused it, so
 		// the state, not the wakeup, decides.
 		if st := tcp.EndpointState(so.ep.State()); st != tcp.StateSynSent && st != tcp.StateConnecting {
-			return errOrNil(Errno(so.ep.LastError()))
+			return errOrNil(Errno(so.takeError()))
 		}
 		select {
 		case <-ch:

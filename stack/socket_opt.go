@@ -94,7 +94,7 @@ func (so *Socket) GetSockOpt(level, opt int) (int, error) {
 	case SOL_SOCKET<<16 | SO_SNDBUF:
 		return int(o.GetSendBufferSize()), nil
 	case SOL_SOCKET<<16 | SO_ERROR:
-		return int(Errno(so.ep.LastError())), nil
+		return int(Errno(so.takeError())), nil
 	case SOL_SOCKET<<16 | SO_TYPE:
 		return so.typ, nil
 	case SOL_SOCKET<<16 | SO_ACCEPTCONN:
@@ -187,4 +187,20 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// takeError reads and clears the socket's pending error, as SO_ERROR does
+// on Linux. gVisor TCP keeps a failed connect's error in two places (the
+// hard error and the last error) and LastError clears one per call, so a
+// second read would report it again; the copy is drained here, and a
+// different error found behind it is put back for the next read.
+func (so *Socket) takeError() tcpip.Error {
+	err := so.ep.LastError()
+	if err == nil {
+		return nil
+	}
+	if next := so.ep.LastError(); next != nil && Errno(next) != Errno(err) {
+		so.ep.SocketOptions().SetLastError(next)
+	}
+	return err
 }

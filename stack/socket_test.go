@@ -30,6 +30,7 @@ type sock interface {
 	GetSockName() (netip.AddrPort, error)
 	GetPeerName() (netip.AddrPort, error)
 	SetRecvTimeout(time.Duration) error
+	SetNonblock(bool)
 }
 
 type socketFactory func(domain, typ int) (sock, error)
@@ -94,6 +95,7 @@ func (k *kernSock) SetRecvTimeout(d time.Duration) error {
 	tv := syscall.NsecToTimeval(d.Nanoseconds())
 	return syscall.SetsockoptTimeval(k.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
 }
+func (k *kernSock) SetNonblock(on bool) { syscall.SetNonblock(k.fd, on) }
 func (k *kernSock) Accept() (sock, error) {
 	fd, _, err := syscall.Accept4(k.fd, syscall.SOCK_CLOEXEC)
 	if err != nil {
@@ -161,6 +163,9 @@ func errnoName(e syscall.Errno) string {
 	}
 	if n, ok := names[e]; ok {
 		return n
+	}
+	if e == 0 {
+		return "0"
 	}
 	return fmt.Sprintf("errno %d (%v)", int(e), e)
 }
@@ -513,6 +518,28 @@ var socketCases = []struct {
 			e.recv("recv", c, 0)
 		},
 		want: []string{"recv: ECONNREFUSED"},
+	},
+	{
+		// Linux clears the pending error when SO_ERROR reads it, and a
+		// blocking connect that reports the error consumes it too.
+		name: "SO_ERROR read twice",
+		run: func(e *env) {
+			closed := loop(v4, e.freePort(v4))
+			c := e.sock(v4, syscall.SOCK_STREAM)
+			c.SetNonblock(true)
+			e.res("nonblocking connect", c.Connect(closed))
+			time.Sleep(50 * time.Millisecond)
+			for _, read := range []string{"first", "second"} {
+				v, err := c.GetSockOpt(syscall.SOL_SOCKET, syscall.SO_ERROR)
+				e.log("so_error %s: %s %v", read, errnoName(syscall.Errno(v)), err)
+			}
+			b := e.sock(v4, syscall.SOCK_STREAM)
+			e.res("blocking connect", b.Connect(closed))
+			v, err := b.GetSockOpt(syscall.SOL_SOCKET, syscall.SO_ERROR)
+			e.log("so_error after: %s %v", errnoName(syscall.Errno(v)), err)
+		},
+		want: []string{"nonblocking connect: EINPROGRESS", "so_error first: ECONNREFUSED <nil>",
+			"so_error second: 0 <nil>", "blocking connect: ECONNREFUSED", "so_error after: 0 <nil>"},
 	},
 	{
 		name: "tcp options",

@@ -62,9 +62,10 @@ type Stack struct {
 	gs  *gstack.Stack
 	log *slog.Logger
 
-	mu     sync.Mutex
-	nextID NICID
-	closed bool
+	mu       sync.Mutex // guards nextID, closed, noPrefix
+	nextID   NICID
+	closed   bool
+	noPrefix map[NICID]bool // NICs created with NoPrefixRoute
 }
 
 // New creates a stack with IPv4, IPv6, TCP, UDP and ICMP.
@@ -152,6 +153,11 @@ type NICConfig struct {
 	Promiscuous bool
 	// Spoofing lets endpoints send from addresses the NIC does not own.
 	Spoofing bool
+	// NoPrefixRoute stops AddNIC and AddAddress from adding the on-link
+	// route for each address's prefix on this NIC (like ip-address(8)'s
+	// noprefixroute): packets to the rest of the prefix then need an
+	// explicit AddRoute.
+	NoPrefixRoute bool
 	// Disabled creates the NIC without attaching its endpoint, so no
 	// packet arrives until EnableNIC. Services that install transport
 	// handlers (the gateway) need this: gVisor reads its handler table
@@ -159,7 +165,11 @@ type NICConfig struct {
 	Disabled bool
 }
 
-// AddNIC adds a NIC and returns its ID.
+// AddNIC adds a NIC and returns its ID. Like ip-address(8), each address
+// also makes its prefix reachable through the NIC: 198.18.0.1/24 adds an
+// on-link route to 198.18.0.0/24 (not for /32 and /128 addresses), unless
+// cfg.NoPrefixRoute is set. Routes elsewhere (a default route) are the
+// caller's: AddRoute, AddDefaultRoutes.
 func (s *Stack) AddNIC(cfg NICConfig) (NICID, error) {
 	s.mu.Lock()
 	if s.closed {
@@ -168,6 +178,12 @@ func (s *Stack) AddNIC(cfg NICConfig) (NICID, error) {
 	}
 	id := s.nextID
 	s.nextID++
+	if cfg.NoPrefixRoute {
+		if s.noPrefix == nil {
+			s.noPrefix = map[NICID]bool{}
+		}
+		s.noPrefix[id] = true
+	}
 	s.mu.Unlock()
 	if err := s.gs.CreateNICWithOptions(id, cfg.Endpoint, gstack.NICOptions{Name: cfg.Name, Disabled: cfg.Disabled}); err != nil {
 		return 0, fmt.Errorf("stack: create NIC %q: %s", cfg.Name, err)
@@ -199,7 +215,9 @@ func (s *Stack) EnableNIC(id NICID) error {
 	return nil
 }
 
-// AddAddress assigns p to the NIC.
+// AddAddress assigns p to the NIC and, as ip-address(8) does, adds the
+// on-link route to p's prefix through it, unless the NIC was created with
+// NoPrefixRoute or p is a single address (/32, /128).
 func (s *Stack) AddAddress(id NICID, p netip.Prefix) error {
 	proto := ipv4.ProtocolNumber
 	if p.Addr().Is6() && !p.Addr().Is4In6() {
@@ -212,10 +230,17 @@ func (s *Stack) AddAddress(id NICID, p netip.Prefix) error {
 	if err := s.gs.AddProtocolAddress(id, pa, gstack.AddressProperties{}); err != nil {
 		return fmt.Errorf("stack: add address %s to NIC %d: %s", p, id, err)
 	}
-	return nil
+	s.mu.Lock()
+	noPrefix := s.noPrefix[id]
+	s.mu.Unlock()
+	if noPrefix || p.IsSingleIP() {
+		return nil
+	}
+	return s.AddRoute(p.Masked(), netip.Addr{}, id)
 }
 
-// AddRoute adds a route for dst through NIC id (via gw if valid).
+// AddRoute adds a route for dst through NIC id (via gw if valid). Adding a
+// route that exists already does nothing.
 func (s *Stack) AddRoute(dst netip.Prefix, gw netip.Addr, id NICID) error {
 	sub, err := Subnet(dst)
 	if err != nil {
@@ -225,14 +250,27 @@ func (s *Stack) AddRoute(dst netip.Prefix, gw netip.Addr, id NICID) error {
 	if gw.IsValid() {
 		r.Gateway = Addr(gw)
 	}
-	s.gs.AddRoute(r)
+	s.addRoute(r)
 	return nil
 }
 
 // AddDefaultRoutes routes all IPv4 and IPv6 destinations through NIC id.
 func (s *Stack) AddDefaultRoutes(id NICID) {
-	s.gs.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: id})
-	s.gs.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: id})
+	s.addRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: id})
+	s.addRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: id})
+}
+
+// addRoute adds r unless an equal route exists, so the on-link routes
+// AddNIC adds and the same routes added explicitly do not show twice.
+func (s *Stack) addRoute(r tcpip.Route) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, x := range s.gs.GetRouteTable() {
+		if x.Equal(r) {
+			return
+		}
+	}
+	s.gs.AddRoute(r)
 }
 
 // Close aborts every connection, stops the stack's goroutines, removes its

@@ -28,7 +28,8 @@ func knownStack(t *testing.T) *stack.Stack {
 		t.Fatal(err)
 	}
 	ch := channel.New(64, 1500, "")
-	nic, err := st.AddNIC(stack.NICConfig{Name: "tun0", Endpoint: ch, Addresses: []netip.Prefix{
+	// NoPrefixRoute, as the sandbox's gateway NIC (instance) has it.
+	nic, err := st.AddNIC(stack.NICConfig{Name: "tun0", Endpoint: ch, NoPrefixRoute: true, Addresses: []netip.Prefix{
 		netip.MustParsePrefix("10.0.2.2/24"), netip.MustParsePrefix("fd00::2/64")}})
 	if err != nil {
 		t.Fatal(err)

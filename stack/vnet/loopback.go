@@ -1,4 +1,4 @@
-package stacktest
+package vnet
 
 import (
 	"fmt"
@@ -17,17 +17,10 @@ func NewLoopback(opts stack.Options) (*stack.Stack, error) {
 		return nil, err
 	}
 	addrs := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("::1/128")}
-	id, err := s.AddNIC(stack.NICConfig{Name: "lo", Endpoint: loopback.New(), Addresses: addrs})
-	if err == nil {
-		for _, p := range addrs {
-			if err = s.AddRoute(p.Masked(), netip.Addr{}, id); err != nil {
-				break
-			}
-		}
-	}
-	if err != nil {
+	// AddNIC adds the on-link route to 127.0.0.0/8.
+	if _, err := s.AddNIC(stack.NICConfig{Name: "lo", Endpoint: loopback.New(), Addresses: addrs}); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("stacktest: loopback: %w", err)
+		return nil, fmt.Errorf("vnet: loopback: %w", err)
 	}
 	return s, nil
 }

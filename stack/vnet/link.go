@@ -1,4 +1,4 @@
-package stacktest
+package vnet
 
 import (
 	"container/heap"

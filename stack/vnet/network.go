@@ -1,15 +1,20 @@
-// Package stacktest builds in-process virtual networks of tunstack stacks
-// for tests, in the spirit of net/http/httptest: hosts (each a
-// *stack.Stack) joined by point-to-point links or switches, with
-// per-direction impairments (loss, delay and jitter, reordering,
+// Package vnet builds in-process virtual networks of tunstack stacks:
+// hosts (each a *stack.Stack) joined by point-to-point links or switches,
+// with per-direction impairments (loss, delay and jitter, reordering,
 // duplication, bandwidth, MTU) and partitions that can change while traffic
 // flows. It needs no root, no TUN device and no network namespace, and
 // every packet stays in the process.
 //
+// It is meant for programs as much as for tests: a simulator, a service
+// whose components talk TCP to each other without touching the host's
+// network, or a client that reaches an in-process server through a real
+// TCP/IP stack. Package stack/stacktest adds testing.TB helpers (NewPair,
+// leak checks) on top of it.
+//
 // Randomness (loss, jitter, ...) comes from generators seeded by
 // Options.Seed, one stream per link direction, so the same seed makes the
 // same drop decisions for the same packet sequence.
-package stacktest
+package vnet
 
 import (
 	"errors"
@@ -76,14 +81,14 @@ type Host struct {
 func (n *Network) AddHost(name string) (*Host, error) {
 	s, err := stack.New(n.opts.Stack)
 	if err != nil {
-		return nil, fmt.Errorf("stacktest: host %q: %w", name, err)
+		return nil, fmt.Errorf("vnet: host %q: %w", name, err)
 	}
 	h := &Host{Name: name, Stack: s, net: n}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		s.Close()
-		return nil, errors.New("stacktest: network closed")
+		return nil, errors.New("vnet: network closed")
 	}
 	n.hosts = append(n.hosts, h)
 	return h, nil
@@ -106,8 +111,8 @@ func (h *Host) Addrs() []netip.Addr {
 	return append([]netip.Addr(nil), h.addr...)
 }
 
-// attach adds a NIC whose outbound packets go to out, with addresses and an
-// on-link route for each, and returns the NIC's endpoint.
+// attach adds a NIC whose outbound packets go to out, with addresses (AddNIC
+// adds their on-link routes), and returns the NIC's endpoint.
 func (h *Host) attach(out *direction, addrs []netip.Prefix) (*endpoint, stack.NICID, error) {
 	h.mu.Lock()
 	name := fmt.Sprintf("eth%d", h.nics)
@@ -116,12 +121,7 @@ func (h *Host) attach(out *direction, addrs []netip.Prefix) (*endpoint, stack.NI
 	ep := &endpoint{mtu: uint32(h.net.opts.MTU), out: out}
 	id, err := h.Stack.AddNIC(stack.NICConfig{Name: name, Endpoint: ep, Addresses: addrs})
 	if err != nil {
-		return nil, 0, fmt.Errorf("stacktest: host %q: %w", h.Name, err)
-	}
-	for _, p := range addrs {
-		if err := h.Stack.AddRoute(p.Masked(), netip.Addr{}, id); err != nil {
-			return nil, 0, fmt.Errorf("stacktest: host %q: %w", h.Name, err)
-		}
+		return nil, 0, fmt.Errorf("vnet: host %q: %w", h.Name, err)
 	}
 	h.mu.Lock()
 	for _, p := range addrs {
@@ -135,7 +135,7 @@ func (n *Network) newDirection(out deliverFunc) (*direction, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
-		return nil, errors.New("stacktest: network closed")
+		return nil, errors.New("vnet: network closed")
 	}
 	n.streams++
 	d := newDirection(n.opts.Seed, n.streams, out)
