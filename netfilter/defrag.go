@@ -95,7 +95,7 @@ type Reassembler struct {
 	// first/last per family (0 v4, 1 v6): a list in creation order,
 	// which is deadline order since a family's timeout is fixed.
 	first, last [2]*fragQueue
-	mem    int
+	mem         int
 
 	fragments, reassembled, failed, timeouts, overlaps, oversize, memDrops atomic.Uint64
 }
