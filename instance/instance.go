@@ -154,7 +154,10 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: tap, Promiscuous: true, Spoofing: true, Disabled: true})
+	// The firewall's stage sits above the tap (capture sees fragments as
+	// they came) and reassembles them once rules are loaded.
+	fwLink := netfilter.NewLinkEndpoint(tap)
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: fwLink, Promiscuous: true, Spoofing: true, Disabled: true})
 	if err != nil {
 		in.closeExtras()
 		st.Close()
@@ -171,7 +174,7 @@ func (in *Instance) serve(dev *tun.Device) error {
 		return err
 	}
 	in.Stack, in.NIC, in.Endpoint, in.Gateway, in.Capture = st, nic, ep, gw, tap
-	if err := in.startFirewall(); err != nil {
+	if err := in.startFirewall(fwLink); err != nil {
 		in.Close()
 		return err
 	}

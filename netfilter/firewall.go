@@ -44,12 +44,13 @@ type Config struct {
 // from Go, builds a new ruleset under one mutex, validates it whole and
 // swaps it in atomically.
 type Firewall struct {
-	gs    *gstack.Stack
-	cfg   Config
-	log   *slog.Logger
-	sets  *ipset.Registry
-	flows *flowTable
-	rh    rejectHandlers
+	gs     *gstack.Stack
+	cfg    Config
+	log    *slog.Logger
+	sets   *ipset.Registry
+	flows  *flowTable
+	defrag *Reassembler
+	rh     rejectHandlers
 
 	mu        sync.Mutex // serialises commits
 	rs        *Ruleset
@@ -73,6 +74,7 @@ func New(s *gstack.Stack, cfg Config) (*Firewall, error) {
 		cfg.MaxFlows = 65536
 	}
 	fw.flows = newFlowTable(cfg.MaxFlows)
+	fw.defrag = NewReassembler(ReassemblerConfig{})
 	fw.sets = ipset.NewRegistry(fw.setInUse)
 	if s != nil {
 		if p, ok := s.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler); ok {

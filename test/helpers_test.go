@@ -195,6 +195,10 @@ func helperMain(mode string, args []string) int {
 		return serveUntilStdinCloses(args[1:])
 	case "dial":
 		return dialHelper(args[1])
+	case "udpsizes":
+		return udpSizes(args[2], args[3])
+	case "synfrag":
+		return synFrag(args[2], args[3])
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

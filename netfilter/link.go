@@ -1,0 +1,134 @@
+package netfilter
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// LinkEndpoint is the firewall's stage on a NIC's inbound path, below
+// gVisor: while rules are loaded it reassembles IP fragments before
+// gVisor parses them, as Linux's nf_defrag does before conntrack and the
+// chains. gVisor parses no transport header of a fragment and runs its
+// hooks before its own reassembly, so without this stage a port or flag
+// rule never sees a fragmented datagram.
+//
+// Wrap a NIC's endpoint with NewLinkEndpoint, give the result to
+// CreateNIC, and attach it with Firewall.AttachLink.
+type LinkEndpoint struct {
+	gstack.LinkEndpoint
+
+	mu         sync.Mutex // guards dispatcher
+	dispatcher gstack.NetworkDispatcher
+
+	fw atomic.Pointer[Firewall]
+}
+
+var (
+	_ gstack.LinkEndpoint      = (*LinkEndpoint)(nil)
+	_ gstack.GSOEndpoint       = (*LinkEndpoint)(nil)
+	_ gstack.NetworkDispatcher = (*LinkEndpoint)(nil)
+)
+
+// NewLinkEndpoint wraps lower. Until a firewall is attached, packets
+// pass untouched.
+func NewLinkEndpoint(lower gstack.LinkEndpoint) *LinkEndpoint {
+	return &LinkEndpoint{LinkEndpoint: lower}
+}
+
+// AttachLink makes fw reassemble the fragments arriving on e (while fw
+// has rules loaded).
+func (fw *Firewall) AttachLink(e *LinkEndpoint) { e.fw.Store(fw) }
+
+// Attach implements stack.LinkEndpoint: the endpoint interposes itself
+// as the lower endpoint's dispatcher.
+func (e *LinkEndpoint) Attach(d gstack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	if d == nil {
+		e.LinkEndpoint.Attach(nil)
+		return
+	}
+	e.LinkEndpoint.Attach(e)
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *LinkEndpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+func (e *LinkEndpoint) current() gstack.NetworkDispatcher {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher
+}
+
+// peekLen is enough of a packet to find an IPv6 fragment header behind
+// the usual extension headers; longer chains are passed to gVisor.
+const peekLen = 256
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the lower
+// endpoint: fragments are held and whole datagrams delivered in their
+// place.
+func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	d := e.current()
+	if d == nil {
+		return
+	}
+	fw := e.fw.Load()
+	if fw == nil || fw.cur.Load().empty {
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	hdr, ok := pkt.Data().PullUp(min(pkt.Data().Size(), peekLen))
+	if !ok || !IsFragment(hdr) {
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	v := pkt.ToView()
+	whole, res := fw.defrag.Add(v.AsSlice())
+	v.Release()
+	if res == DefragPass {
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	if res != DefragDone {
+		return
+	}
+	np := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(whole)})
+	d.DeliverNetworkPacket(proto, np)
+	np.DecRef()
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (e *LinkEndpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	if d := e.current(); d != nil {
+		d.DeliverLinkPacket(proto, pkt)
+	}
+}
+
+// GSOMaxSize implements stack.GSOEndpoint, passing the lower endpoint's
+// offload through.
+func (e *LinkEndpoint) GSOMaxSize() uint32 {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.GSOMaxSize()
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *LinkEndpoint) SupportedGSO() gstack.SupportedGSO {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.SupportedGSO()
+	}
+	return gstack.GSONotSupported
+}
+
+// DefragStats returns the firewall's reassembly counters.
+func (fw *Firewall) DefragStats() DefragStats { return fw.defrag.Stats() }
