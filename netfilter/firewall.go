@@ -50,6 +50,7 @@ type Firewall struct {
 	sets   *ipset.Registry
 	flows  *flowTable
 	defrag *Reassembler
+	logq   *logQueue
 	rh     rejectHandlers
 
 	mu        sync.Mutex // serialises commits
@@ -75,6 +76,7 @@ func New(s *gstack.Stack, cfg Config) (*Firewall, error) {
 	}
 	fw.flows = newFlowTable(cfg.MaxFlows)
 	fw.defrag = NewReassembler(ReassemblerConfig{})
+	fw.logq = newLogQueue(fw.log)
 	fw.sets = ipset.NewRegistry(fw.setInUse)
 	if s != nil {
 		if p, ok := s.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler); ok {
