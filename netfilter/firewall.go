@@ -51,6 +51,7 @@ type Firewall struct {
 	flows  *flowTable
 	defrag *Reassembler
 	logq   *logQueue
+	linked atomic.Bool // a LinkEndpoint tracks flows
 	rh     rejectHandlers
 
 	mu        sync.Mutex // serialises commits

@@ -3,6 +3,7 @@ package netfilter
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -40,8 +41,12 @@ func NewLinkEndpoint(lower gstack.LinkEndpoint) *LinkEndpoint {
 }
 
 // AttachLink makes fw reassemble the fragments arriving on e (while fw
-// has rules loaded).
-func (fw *Firewall) AttachLink(e *LinkEndpoint) { e.fw.Store(fw) }
+// has rules loaded) and track the flows crossing it (always, as
+// conntrack does once loaded).
+func (fw *Firewall) AttachLink(e *LinkEndpoint) {
+	fw.linked.Store(true)
+	e.fw.Store(fw)
+}
 
 // Attach implements stack.LinkEndpoint: the endpoint interposes itself
 // as the lower endpoint's dispatcher.
@@ -82,12 +87,15 @@ func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, p
 		return
 	}
 	fw := e.fw.Load()
-	if fw == nil || fw.cur.Load().empty {
+	if fw == nil {
 		d.DeliverNetworkPacket(proto, pkt)
 		return
 	}
 	hdr, ok := pkt.Data().PullUp(min(pkt.Data().Size(), peekLen))
-	if !ok || !IsFragment(hdr) {
+	if !ok || fw.cur.Load().empty || !IsFragment(hdr) {
+		if ok {
+			fw.flows.observeBytes(hdr, time.Now())
+		}
 		d.DeliverNetworkPacket(proto, pkt)
 		return
 	}
@@ -101,9 +109,26 @@ func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, p
 	if res != DefragDone {
 		return
 	}
+	fw.flows.observeBytes(whole, time.Now())
 	np := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(whole)})
 	d.DeliverNetworkPacket(proto, np)
 	np.DecRef()
+}
+
+// WritePackets implements stack.LinkEndpoint: outbound packets update
+// their flows (after the hooks: what they dropped never gets here).
+func (e *LinkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	if fw := e.fw.Load(); fw != nil {
+		now := time.Now()
+		var buf [peekLen]byte
+		for _, pkt := range pkts.AsSlice() {
+			// Headers only, copied to the stack: no allocation per packet.
+			n := copy(buf[:], pkt.NetworkHeader().Slice())
+			n += copy(buf[n:], pkt.TransportHeader().Slice())
+			fw.flows.observeBytes(buf[:n], now)
+		}
+	}
+	return e.LinkEndpoint.WritePackets(pkts)
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher.
@@ -130,5 +155,15 @@ func (e *LinkEndpoint) SupportedGSO() gstack.SupportedGSO {
 	return gstack.GSONotSupported
 }
 
-// DefragStats returns the firewall's reassembly counters.
-func (fw *Firewall) DefragStats() DefragStats { return fw.defrag.Stats() }
+// Stats are a firewall's counters of work done and dropped at its
+// bounds (for tunstack ps and logs).
+type Stats struct {
+	Defrag    DefragStats
+	Conntrack ConntrackStats
+	Log       LogStats
+}
+
+// Stats returns the firewall's counters.
+func (fw *Firewall) Stats() Stats {
+	return Stats{Defrag: fw.defrag.Stats(), Conntrack: fw.flows.stats(), Log: fw.logq.stats()}
+}
