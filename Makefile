@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzInboundFrame$$' -fuzztime $(FUZZTIME) ./tun
 	$(GO) test -run '^$$' -fuzz '^FuzzParseRule$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) ./netfilter
+	$(GO) test -run '^$$' -fuzz '^FuzzFramesWithRules$$' -fuzztime $(FUZZTIME) ./netfilter
 
 # Side-by-side throughput and latency against slirp4netns, pasta and the
 # kernel's veth (root; see bench/README.md).

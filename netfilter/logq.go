@@ -15,7 +15,7 @@ const (
 	logQueueLen   = 1024
 	logRate       = 1000 // lines per second, sustained
 	logBurst      = 1000
-	logIdleExit   = 2 * time.Second // the writer exits when idle this long
+	logIdleExit   = 500 * time.Millisecond // the writer exits when idle this long
 	logRefillUnit = time.Second / logRate
 )
 
