@@ -124,7 +124,15 @@ func (e *LinkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 		for _, pkt := range pkts.AsSlice() {
 			// Headers only, copied to the stack: no allocation per packet.
 			n := copy(buf[:], pkt.NetworkHeader().Slice())
-			n += copy(buf[n:], pkt.TransportHeader().Slice())
+			th := pkt.TransportHeader().Slice()
+			n += copy(buf[n:], th)
+			if len(th) == 0 {
+				// Raw writes (gVisor's resets and ICMP errors) carry
+				// their headers in the payload.
+				if d, ok := pkt.Data().PullUp(min(pkt.Data().Size(), peekLen-n)); ok {
+					n += copy(buf[n:], d)
+				}
+			}
 			fw.flows.observeBytes(buf[:n], now)
 		}
 	}
