@@ -91,7 +91,14 @@ func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, p
 		d.DeliverNetworkPacket(proto, pkt)
 		return
 	}
-	hdr, ok := pkt.Data().PullUp(min(pkt.Data().Size(), peekLen))
+	size := pkt.Data().Size()
+	hdr, ok := pkt.Data().PullUp(min(size, peekLen))
+	if ok && size > peekLen && hasV6ExtHeaders(hdr) {
+		// A long extension header chain must not hide a fragment
+		// header past the peek (gVisor would reassemble after the
+		// hooks): look at the whole packet.
+		hdr, ok = pkt.Data().PullUp(size)
+	}
 	if !ok || fw.cur.Load().empty || !IsFragment(hdr) {
 		if ok {
 			fw.flows.observeBytes(hdr, time.Now())
@@ -137,6 +144,19 @@ func (e *LinkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 		}
 	}
 	return e.LinkEndpoint.WritePackets(pkts)
+}
+
+// hasV6ExtHeaders reports whether b is IPv6 with an extension header
+// that may precede a fragment header.
+func hasV6ExtHeaders(b []byte) bool {
+	if len(b) < 7 || b[0]>>4 != 6 {
+		return false
+	}
+	switch b[6] {
+	case 0, 43, 60:
+		return true
+	}
+	return false
 }
 
 // DeliverLinkPacket implements stack.NetworkDispatcher.
