@@ -139,11 +139,8 @@ func newFlowTable(max int) *flowTable {
 func (t *flowTable) shard(k *flowKey) int {
 	end := func(a netip.Addr, port uint16) uint64 {
 		b := a.As16()
-		h := uint64(14695981039346656037)
-		for _, c := range b {
-			h = (h ^ uint64(c)) * 1099511628211
-		}
-		return h ^ uint64(port)*0x9e3779b97f4a7c15
+		h := binary.LittleEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(b[8:])
+		return (h ^ uint64(port)) * 0xbf58476d1ce4e5b9
 	}
 	h := end(k.src, k.sport) ^ end(k.dst, k.dport) ^ uint64(k.proto)
 	return int((h ^ h>>29) % flowShards)
@@ -163,28 +160,39 @@ type obs struct {
 // observe accounts one packet and advances its flow. It returns the flow
 // (nil when untracked).
 func (t *flowTable) observe(o obs, now time.Time) *flow {
-	s := &t.shards[t.shard(&o.key)]
+	si := t.shard(&o.key)
+	s := &t.shards[si]
 	s.mu.Lock()
-	f, dir := s.m[o.key], uint8(0)
-	if f == nil {
-		if f = s.m[o.key.reverse()]; f != nil {
-			dir = 1
-		}
-	}
-	if f != nil && now.After(f.deadlineOf()) {
-		delete(s.m, f.key)
-		t.count.Add(-1)
-		f = nil
-	}
+	reap := -1
+	f, dir := t.findLocked(s.m, o.key, now)
 	if f == nil {
 		if !o.canStart || o.icmpReply {
 			s.mu.Unlock()
 			return nil
 		}
-		if f = t.createLocked(s, o.key, now); f == nil {
+		if t.count.Load() >= t.max {
+			// Make room without holding this shard: makeRoom locks
+			// shards one at a time.
 			s.mu.Unlock()
-			t.drops.Add(1)
-			return nil
+			ok := t.makeRoom(si, now)
+			s.mu.Lock()
+			if !ok {
+				s.mu.Unlock()
+				t.drops.Add(1)
+				return nil
+			}
+			f, dir = t.findLocked(s.m, o.key, now)
+		}
+		if f == nil {
+			f = &flow{key: o.key, created: now, deadline: now.Add(genericTimeout)}
+			// Both directions' tuples name the flow: one lookup per
+			// packet.
+			s.m[o.key] = f
+			s.m[o.key.reverse()] = f
+			t.count.Add(1)
+			if n := t.creates.Add(1); n%256 == 0 {
+				reap = int(n/256) % flowShards
+			}
 		}
 	}
 	s.mu.Unlock()
@@ -197,15 +205,12 @@ func (t *flowTable) observe(o obs, now time.Time) *flow {
 	}
 	if f.advance(dir, o, now) {
 		s.mu.Lock()
-		if s.m[f.key] == f {
-			delete(s.m, f.key)
-			t.count.Add(-1)
-		}
+		t.removeLocked(s.m, f)
 		s.mu.Unlock()
 		return nil
 	}
-	if t.creates.Load()&255 == 0 {
-		t.reapSome(now)
+	if reap >= 0 {
+		t.reapShard(reap, now)
 	}
 	return f
 }
@@ -216,26 +221,55 @@ func (f *flow) deadlineOf() time.Time {
 	return f.deadline
 }
 
-// createLocked adds a flow to shard s, making room at the bound.
-func (t *flowTable) createLocked(s *struct {
-	mu       sync.Mutex
-	m        map[flowKey]*flow
-	nextReap time.Time
-}, k flowKey, now time.Time) *flow {
-	if t.count.Load() >= t.max {
+// findLocked finds k's flow in a shard, in either direction (dir 1:
+// k is the reply's tuple); an expired flow is removed and not found.
+func (t *flowTable) findLocked(m map[flowKey]*flow, k flowKey, now time.Time) (*flow, uint8) {
+	f := m[k]
+	if f == nil {
+		return nil, 0
+	}
+	if now.After(f.deadlineOf()) {
+		t.removeLocked(m, f)
+		return nil, 0
+	}
+	if f.key != k {
+		return f, 1
+	}
+	return f, 0
+}
+
+// removeLocked deletes f (both of its keys) from its shard's map.
+func (t *flowTable) removeLocked(m map[flowKey]*flow, f *flow) {
+	if m[f.key] != f {
+		return
+	}
+	delete(m, f.key)
+	delete(m, f.key.reverse())
+	t.count.Add(-1)
+}
+
+// earlyDropShards is how many shards, from the new flow's, makeRoom
+// searches for an expired or unassured flow.
+const earlyDropShards = 8
+
+// makeRoom frees an entry at the bound: expired flows first (each shard
+// reaped at most once a second), else one unassured flow (Linux's early
+// drop), searching a few shards from start.
+func (t *flowTable) makeRoom(start int, now time.Time) bool {
+	for i := 0; i < earlyDropShards; i++ {
+		s := &t.shards[(start+i)%flowShards]
+		s.mu.Lock()
 		if now.After(s.nextReap) {
 			t.reapShardLocked(s.m, now)
 			s.nextReap = now.Add(time.Second)
 		}
-		if t.count.Load() >= t.max && !t.earlyDropLocked(s.m) {
-			return nil
+		ok := t.count.Load() < t.max || t.earlyDropLocked(s.m)
+		s.mu.Unlock()
+		if ok {
+			return true
 		}
 	}
-	f := &flow{key: k, created: now, deadline: now.Add(genericTimeout)}
-	s.m[k] = f
-	t.count.Add(1)
-	t.creates.Add(1)
-	return f
+	return false
 }
 
 // earlyDropLocked evicts one flow that is not assured among a few of the
@@ -243,13 +277,12 @@ func (t *flowTable) createLocked(s *struct {
 // early_drop does.
 func (t *flowTable) earlyDropLocked(m map[flowKey]*flow) bool {
 	n := 0
-	for k, f := range m {
+	for _, f := range m {
 		f.mu.Lock()
 		assured := f.assured
 		f.mu.Unlock()
 		if !assured {
-			delete(m, k)
-			t.count.Add(-1)
+			t.removeLocked(m, f)
 			t.evicted.Add(1)
 			return true
 		}
@@ -261,18 +294,17 @@ func (t *flowTable) earlyDropLocked(m map[flowKey]*flow) bool {
 }
 
 func (t *flowTable) reapShardLocked(m map[flowKey]*flow, now time.Time) {
-	for k, f := range m {
+	for _, f := range m {
 		if now.After(f.deadlineOf()) {
-			delete(m, k)
-			t.count.Add(-1)
+			t.removeLocked(m, f)
 		}
 	}
 }
 
-// reapSome expires one shard, round robin: called every 256 new flows,
-// so expiry costs a small constant per flow instead of a full scan.
-func (t *flowTable) reapSome(now time.Time) {
-	i := int(t.creates.Load()/256) % flowShards
+// reapShard expires shard i. Every 256th new flow reaps the next shard,
+// round robin, so expiry costs a small constant per flow instead of a
+// full scan.
+func (t *flowTable) reapShard(i int, now time.Time) {
 	s := &t.shards[i]
 	s.mu.Lock()
 	t.reapShardLocked(s.m, now)
@@ -487,10 +519,7 @@ func (t *flowTable) forgetUnconfirmed(p *Packet) {
 	}
 	s := &t.shards[t.shard(&f.key)]
 	s.mu.Lock()
-	if s.m[f.key] == f {
-		delete(s.m, f.key)
-		t.count.Add(-1)
-	}
+	t.removeLocked(s.m, f)
 	s.mu.Unlock()
 	p.fl = nil
 }
@@ -516,6 +545,9 @@ func (t *flowTable) list() []Flow {
 		s.mu.Lock()
 		t.reapShardLocked(s.m, now)
 		for k, f := range s.m {
+			if k != f.key {
+				continue // the reply tuple's entry
+			}
 			f.mu.Lock()
 			fl := Flow{
 				Protocol: k.proto, Orig: Tuple{k.src, k.dst, k.sport, k.dport}, Reply: f.reply,

@@ -127,3 +127,23 @@ func TestConntrackBound(t *testing.T) {
 		t.Fatalf("all assured at the cap: %+v", st)
 	}
 }
+
+// TestConntrackExpiresWithoutScans: expired flows leave the table as new
+// flows come (one shard reaped per 256 new flows), with no listing.
+func TestConntrackExpiresWithoutScans(t *testing.T) {
+	ft := newFlowTable(1 << 20)
+	now := time.Now()
+	flood := func(n int, base uint32) {
+		for i := 0; i < n; i++ {
+			b := ctPkt(17, false, 0, 0)
+			binary.BigEndian.PutUint32(b[12:], base+uint32(i)) // a new source each
+			ft.observeBytes(b, now)
+		}
+	}
+	flood(300, 0x0a000000)
+	now = now.Add(31 * time.Second)
+	flood(256*flowShards, 0x0b000000)
+	if st := ft.stats(); st.Entries != 256*flowShards {
+		t.Fatalf("after the UDP timeout and %d new flows: %+v (the 300 expired ones should be gone)", 256*flowShards, st)
+	}
+}
