@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/stack/forward"
 )
 
@@ -32,6 +33,9 @@ type Info struct {
 	Forwards []forward.Info `json:"forwards"`
 	// Socket is the control socket's path.
 	Socket string `json:"socket"`
+	// Firewall holds the firewall's counters: fragment reassembly,
+	// conntrack entries and drops at its bound, LOG lines dropped.
+	Firewall *netfilter.Stats `json:"firewall,omitempty"`
 }
 
 // Error is the body of every failed request.

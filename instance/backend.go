@@ -53,6 +53,10 @@ func (b backend) Info() control.Info {
 	if in.kind != "" {
 		info.Kind = in.kind
 	}
+	if in.Firewall != nil {
+		st := in.Firewall.Stats()
+		info.Firewall = &st
+	}
 	return info
 }
 

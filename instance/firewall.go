@@ -25,7 +25,7 @@ var _ control.FirewallBackend = backend{}
 func (in *Instance) startFirewall(link *netfilter.LinkEndpoint) error {
 	fw, err := netfilter.New(in.Stack.GVisor(), netfilter.Config{
 		Gateway: true, HostInterface: HostInterface, Logger: in.log.With("component", "netfilter"),
-		IsLocal: in.isOwnAddress,
+		IsLocal: in.isOwnAddress, MaxFlows: in.cfg.ConntrackMax,
 	})
 	if err != nil {
 		return fmt.Errorf("netfilter: %w", err)

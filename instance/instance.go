@@ -58,6 +58,9 @@ type Config struct {
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
+	// ConntrackMax bounds the firewall's connection tracking (0: the
+	// default, netfilter.DefaultMaxFlows).
+	ConntrackMax int
 }
 
 // Instance is a running sandbox and its stack.

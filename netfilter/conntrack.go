@@ -106,6 +106,10 @@ type flow struct {
 
 const flowShards = 64
 
+// DefaultMaxFlows is the default bound on tracked flows, Linux's
+// nf_conntrack_max on a machine with 4 GiB or more.
+const DefaultMaxFlows = 65536
+
 // flowTable is tunstack's connection tracker, as Linux's: it follows
 // each flow's TCP state (or UDP/ICMP reply) from the packets in both
 // directions and expires it on Linux's timeouts. It is bounded: at max
@@ -248,22 +252,23 @@ func (t *flowTable) removeLocked(m map[flowKey]*flow, f *flow) {
 	t.count.Add(-1)
 }
 
-// earlyDropShards is how many shards, from the new flow's, makeRoom
-// searches for an expired or unassured flow.
-const earlyDropShards = 8
+// earlyDropScan bounds how many flows makeRoom examines for one new
+// flow, so the work at the bound is constant, not a scan of the table.
+const earlyDropScan = 64
 
 // makeRoom frees an entry at the bound: expired flows first (each shard
 // reaped at most once a second), else one unassured flow (Linux's early
-// drop), searching a few shards from start.
+// drop), examining at most earlyDropScan flows in shards from start.
 func (t *flowTable) makeRoom(start int, now time.Time) bool {
-	for i := 0; i < earlyDropShards; i++ {
+	budget := earlyDropScan
+	for i := 0; i < flowShards && budget > 0; i++ {
 		s := &t.shards[(start+i)%flowShards]
 		s.mu.Lock()
 		if now.After(s.nextReap) {
 			t.reapShardLocked(s.m, now)
 			s.nextReap = now.Add(time.Second)
 		}
-		ok := t.count.Load() < t.max || t.earlyDropLocked(s.m)
+		ok := t.count.Load() < t.max || t.earlyDropLocked(s.m, &budget)
 		s.mu.Unlock()
 		if ok {
 			return true
@@ -272,12 +277,18 @@ func (t *flowTable) makeRoom(start int, now time.Time) bool {
 	return false
 }
 
-// earlyDropLocked evicts one flow that is not assured among a few of the
-// shard's (map order is random, like Linux's random bucket), as Linux's
-// early_drop does.
-func (t *flowTable) earlyDropLocked(m map[flowKey]*flow) bool {
-	n := 0
-	for _, f := range m {
+// earlyDropLocked evicts one flow that is not assured from a shard
+// (map order is random, like Linux's random bucket), as Linux's
+// early_drop does, examining at most *budget flows.
+func (t *flowTable) earlyDropLocked(m map[flowKey]*flow, budget *int) bool {
+	for k, f := range m {
+		if k != f.key {
+			continue // each flow once
+		}
+		if *budget <= 0 {
+			return false
+		}
+		*budget--
 		f.mu.Lock()
 		assured := f.assured
 		f.mu.Unlock()
@@ -285,9 +296,6 @@ func (t *flowTable) earlyDropLocked(m map[flowKey]*flow) bool {
 			t.removeLocked(m, f)
 			t.evicted.Add(1)
 			return true
-		}
-		if n++; n >= 16 {
-			break
 		}
 	}
 	return false
@@ -527,10 +535,12 @@ func (t *flowTable) forgetUnconfirmed(p *Packet) {
 // ConntrackStats counts the tracker's work at its bound.
 type ConntrackStats struct {
 	// Entries is the number of tracked flows, Max the bound.
-	Entries, Max int
+	Entries int `json:"entries"`
+	Max     int `json:"max"`
 	// EarlyDrops are unassured flows evicted for new ones; Drops are new
 	// flows left untracked because every candidate was assured.
-	EarlyDrops, Drops uint64
+	EarlyDrops uint64 `json:"early_drops"`
+	Drops      uint64 `json:"drops"`
 }
 
 func (t *flowTable) stats() ConntrackStats {

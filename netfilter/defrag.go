@@ -46,10 +46,17 @@ const (
 // DefragStats counts what the reassembler did, as the kernel's
 // ReasmReqds/ReasmOKs/ReasmFails/ReasmTimeout and ReasmOverlaps.
 type DefragStats struct {
-	Fragments, Reassembled, Failed, Timeouts, Overlaps, Oversize, MemDrops uint64
+	Fragments   uint64 `json:"fragments"`
+	Reassembled uint64 `json:"reassembled"`
+	Failed      uint64 `json:"failed"`
+	Timeouts    uint64 `json:"timeouts"`
+	Overlaps    uint64 `json:"overlaps"`
+	Oversize    uint64 `json:"oversize"`
+	MemDrops    uint64 `json:"mem_drops"`
 	// Held is the number of incomplete datagrams, Mem their accounted
 	// memory in bytes.
-	Held, Mem int
+	Held int `json:"held"`
+	Mem  int `json:"mem"`
 }
 
 type fragKey struct {

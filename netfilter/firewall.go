@@ -35,7 +35,9 @@ type Config struct {
 	HostInterface string
 	// Logger receives LOG target output; nil discards it.
 	Logger *slog.Logger
-	// MaxFlows bounds the conntrack view (default 65536).
+	// MaxFlows bounds connection tracking (default DefaultMaxFlows): at
+	// the bound an unassured flow is evicted, else the new flow goes
+	// untracked (counted in Stats).
 	MaxFlows int
 }
 
@@ -73,7 +75,7 @@ func New(s *gstack.Stack, cfg Config) (*Firewall, error) {
 		fw.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxFlows <= 0 {
-		cfg.MaxFlows = 65536
+		cfg.MaxFlows = DefaultMaxFlows
 	}
 	fw.flows = newFlowTable(cfg.MaxFlows)
 	fw.defrag = NewReassembler(ReassemblerConfig{})

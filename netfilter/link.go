@@ -186,9 +186,9 @@ func (e *LinkEndpoint) SupportedGSO() gstack.SupportedGSO {
 // Stats are a firewall's counters of work done and dropped at its
 // bounds (for tunstack ps and logs).
 type Stats struct {
-	Defrag    DefragStats
-	Conntrack ConntrackStats
-	Log       LogStats
+	Defrag    DefragStats    `json:"defrag"`
+	Conntrack ConntrackStats `json:"conntrack"`
+	Log       LogStats       `json:"log"`
 }
 
 // Stats returns the firewall's counters.

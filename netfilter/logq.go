@@ -109,7 +109,9 @@ func (q *logQueue) run() {
 type LogStats struct {
 	// Written lines reached the logger; Dropped found the queue full
 	// (the logger was slow); RateLimited came over the rate.
-	Written, Dropped, RateLimited uint64
+	Written     uint64 `json:"written"`
+	Dropped     uint64 `json:"dropped"`
+	RateLimited uint64 `json:"rate_limited"`
 }
 
 func (q *logQueue) stats() LogStats {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -343,4 +344,46 @@ func ctTraffic(server string, ports []string) int {
 	// Let the TCP close finish (the last ACK) before listing.
 	time.Sleep(300 * time.Millisecond)
 	return 0
+}
+
+// TestConntrackBoundVisible: with --conntrack-max 4, 20 unreplied UDP
+// flows from the sandbox leave 4 entries, the rest evicted by early
+// drop, and tunstack ps --json shows the counters.
+func TestConntrackBoundVisible(t *testing.T) {
+	needTun(t, 0)
+	ctl := t.TempDir()
+	env := []string{control.DirEnv + "=" + ctl}
+	name := fmt.Sprintf("ctmax%d", os.Getpid())
+	// Datagrams to the discard port of the host's loopback: no reply.
+	script := "for i in $(seq 1 20); do echo x > /dev/udp/10.0.2.2/9; done 2>/dev/null; echo done; exec sleep 30"
+	bg := exec.Command(binPath, "run", "--name", name, "--conntrack-max", "4", "--", "bash", "-c", script)
+	pr, pw := io.Pipe()
+	bg.Stdout = pw
+	bg.Env = append(os.Environ(), env...)
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		bg.Process.Signal(syscall.SIGTERM)
+		pw.Close()
+		bg.Wait()
+	}()
+	line, _ := bufio.NewReader(pr).ReadString('\n')
+	if strings.TrimSpace(line) != "done" {
+		t.Fatalf("sandbox printed %q", line)
+	}
+	go io.Copy(io.Discard, pr)
+	r := mustRun(t, runOpts{env: env}, "ps", "--json")
+	var infos []control.Info
+	if err := json.Unmarshal([]byte(r.stdout), &infos); err != nil || len(infos) != 1 || infos[0].Firewall == nil {
+		t.Fatalf("ps --json: %v\n%s", err, r.stdout)
+	}
+	ct := infos[0].Firewall.Conntrack
+	if ct.Max != 4 || ct.Entries != 4 || ct.EarlyDrops != 16 || ct.Drops != 0 {
+		t.Fatalf("conntrack counters %+v, want 4 of max 4 entries, 16 early drops", ct)
+	}
+	r = mustRun(t, runOpts{env: env}, "conntrack", "--name", name, "-L")
+	if n := strings.Count(r.stdout, "[UNREPLIED]"); n != 4 {
+		t.Fatalf("conntrack -L lists %d unreplied flows, want 4:\n%s", n, r.stdout)
+	}
 }

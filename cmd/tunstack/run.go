@@ -50,6 +50,7 @@ type runOptions struct {
 	publish             []string
 	pcap                string
 	rules, rules6       string
+	conntrackMax        int
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -100,6 +101,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	addInstanceFlags(f, &o.name, &o.publish, &o.pcap)
 	f.StringVar(&o.rules, "rules", "", "load an iptables-save FILE (IPv4) into the firewall before the command starts")
 	f.StringVar(&o.rules6, "rules6", "", "load an ip6tables-save FILE (IPv6) into the firewall before the command starts")
+	f.IntVar(&o.conntrackMax, "conntrack-max", netfilter.DefaultMaxFlows, "most tracked connections (nf_conntrack_max); past it unreplied ones are evicted, then new ones go untracked")
 }
 
 // loadRules reads and validates --rules and --rules6: a bad file fails
@@ -158,6 +160,10 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 	if err := o.loadRules(&c); err != nil {
 		return c, err
 	}
+	if o.conntrackMax < 1 {
+		return c, fmt.Errorf("--conntrack-max %d: must be at least 1", o.conntrackMax)
+	}
+	c.ConntrackMax = o.conntrackMax
 	for _, s := range o.dnsUpstreams {
 		ap, err := parseUpstream(s)
 		if err != nil {
