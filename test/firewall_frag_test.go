@@ -1,46 +1,54 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// TestFirewallFragments: at MTU 1280 the sandbox's kernel fragments big
-// UDP datagrams; the firewall reassembles them before the chains, so a
-// port DROP in INPUT or FORWARD stops 3000- and 20000-byte datagrams as
-// it stops a 100-byte one, while the same datagrams to the path that is
-// not dropped arrive intact (the host server echoes them byte for byte).
+// TestFirewallFragments: at MTU 1280 (offload off, so the sandbox's
+// kernel really fragments) 3000- and 20000-byte UDP datagrams to a port
+// dropped in INPUT or FORWARD reach nothing: a sink on the host listening
+// there records every datagram and must see none (as for a 100-byte
+// one). The same datagrams to a port not dropped come back intact from
+// the host's echo server.
 func TestFirewallFragments(t *testing.T) {
 	needTun(t, 0)
 	ns := hostNS(t, hostPort)
-	input := fmt.Sprintf("10.0.2.2:%d", hostPort)
-	forward := fmt.Sprintf("%s:%d", hostAddr, hostPort)
+	sinkPort := hostPort + 2
+	sink := startSink(t, []string{"ip", "netns", "exec", ns}, fmt.Sprintf("127.0.0.1:%d", sinkPort), fmt.Sprintf("%s:%d", hostAddr, sinkPort))
 	sizes := "100,3000,20000"
 	for _, tc := range []struct {
 		chain            string
 		dropped, allowed string
 	}{
-		{"INPUT", input, forward},
-		{"FORWARD", forward, input},
+		{"INPUT", fmt.Sprintf("10.0.2.2:%d", sinkPort), fmt.Sprintf("%s:%d", hostAddr, hostPort)},
+		{"FORWARD", fmt.Sprintf("%s:%d", hostAddr, sinkPort), fmt.Sprintf("10.0.2.2:%d", hostPort)},
 	} {
 		t.Run(tc.chain, func(t *testing.T) {
-			rules := fmt.Sprintf("*filter\n-A %s -p udp --dport %d -j DROP\nCOMMIT\n", tc.chain, hostPort)
+			rules := fmt.Sprintf("*filter\n-A %s -p udp --dport %d -j DROP\nCOMMIT\n", tc.chain, sinkPort)
 			r := tunstack(t, runOpts{netns: ns, env: []string{helperEnv + "=udpsizes"}},
-				"run", "--mtu", "1280", "--rules", writeRules(t, rules), "--", "sh", "-c",
+				"run", "--mtu", "1280", "--offload", "off", "--rules", writeRules(t, rules), "--", "sh", "-c",
 				fmt.Sprintf("%s x %s %s; %s x %s %s", helperPath, tc.dropped, sizes, helperPath, tc.allowed, sizes))
 			want := "100 lost\n3000 lost\n20000 lost\n100 ok\n3000 ok\n20000 ok\n"
 			if r.stdout != want {
-				t.Fatalf("%s DROP --dport %d: got\n%s\nwant\n%s\nstderr: %s", tc.chain, hostPort, r.stdout, want, r.stderr)
+				t.Fatalf("%s DROP --dport %d: got\n%s\nwant\n%s\nstderr: %s", tc.chain, sinkPort, r.stdout, want, r.stderr)
+			}
+			if got := sink(); got != "" {
+				t.Fatalf("%s DROP --dport %d: the host received %q", tc.chain, sinkPort, got)
 			}
 		})
 	}
@@ -56,7 +64,7 @@ func TestFirewallFragmentedSYN(t *testing.T) {
 	ns := hostNS(t, hostPort)
 	rules := fmt.Sprintf("*filter\n-A INPUT -p tcp --syn --dport %d -j DROP\nCOMMIT\n", hostPort)
 	r := tunstack(t, runOpts{netns: ns, env: []string{helperEnv + "=synfrag"}},
-		"run", "--mtu", "1280", "--rules", writeRules(t, rules), "--", "sh", "-c",
+		"run", "--mtu", "1280", "--offload", "off", "--rules", writeRules(t, rules), "--", "sh", "-c",
 		fmt.Sprintf("%s x 10.0.2.2 %d; %s x %s %d", helperPath, hostPort, helperPath, hostAddr, hostPort))
 	if want := "no answer\nsyn-ack\n"; r.stdout != want {
 		t.Fatalf("fragmented SYN: got %q, want %q\nstderr: %s", r.stdout, want, r.stderr)
@@ -226,4 +234,100 @@ func ipv4Frag(src, dst netip.Addr, id uint16, off int, more bool, data []byte) [
 	binary.BigEndian.PutUint16(b[10:], fold(csum(0, b[:20])))
 	copy(b[20:], data)
 	return b
+}
+
+// TestFirewallFragmentsIPv6: the same over IPv6 (fragment headers): a
+// port dropped in INPUT (rules6) receives nothing of 3000- and
+// 20000-byte datagrams to the gateway, while another port echoes them
+// back intact from the host's [::1].
+func TestFirewallFragmentsIPv6(t *testing.T) {
+	needTun(t, 0)
+	ns := hostNS(t, hostPort)
+	allowed, sinkPort := hostPort+1, hostPort+2
+	startCTServer(t, []string{"ip", "netns", "exec", ns}, fmt.Sprintf("[::1]:%d", allowed), fmt.Sprintf("[::1]:%d", allowed))
+	sink := startSink(t, []string{"ip", "netns", "exec", ns}, fmt.Sprintf("[::1]:%d", sinkPort))
+	rules := fmt.Sprintf("*filter\n-A INPUT -p udp --dport %d -j DROP\nCOMMIT\n", sinkPort)
+	sizes := "100,3000,20000"
+	r := tunstack(t, runOpts{netns: ns, env: []string{helperEnv + "=udpsizes"}},
+		"run", "--mtu", "1280", "--offload", "off", "--rules6", writeRules(t, rules), "--", "sh", "-c",
+		fmt.Sprintf("%s x [fd00::2]:%d %s; %s x [fd00::2]:%d %s", helperPath, sinkPort, sizes, helperPath, allowed, sizes))
+	if want := "100 lost\n3000 lost\n20000 lost\n100 ok\n3000 ok\n20000 ok\n"; r.stdout != want {
+		t.Fatalf("ip6tables INPUT DROP --dport %d: got\n%s\nwant\n%s\nstderr: %s", sinkPort, r.stdout, want, r.stderr)
+	}
+	if got := sink(); got != "" {
+		t.Fatalf("ip6tables INPUT DROP --dport %d: the host received %q", sinkPort, got)
+	}
+}
+
+// startSink runs the udpsink helper (argv prefix, e.g. ip netns exec) on
+// addrs; the returned function reports (and forgets) the sizes of the
+// datagrams received so far, one per line.
+func startSink(t *testing.T, prefix []string, addrs ...string) func() string {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), helperPath), addrs...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), helperEnv+"=udpsink")
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start udpsink: %v", err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	rd := bufio.NewReader(stdout)
+	if line, err := rd.ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("udpsink did not start: %q %v", line, err)
+	}
+	var mu sync.Mutex
+	var got strings.Builder
+	go func() {
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got.WriteString(line)
+			mu.Unlock()
+		}
+	}()
+	return func() string {
+		time.Sleep(500 * time.Millisecond) // let late datagrams land
+		mu.Lock()
+		defer mu.Unlock()
+		s := got.String()
+		got.Reset()
+		return s
+	}
+}
+
+// udpSink listens for UDP on each address, prints "ready", then one line
+// per datagram ("SIZE from ADDR"), until stdin closes.
+func udpSink(addrs []string) int {
+	var mu sync.Mutex
+	for _, a := range addrs {
+		pc, err := net.ListenPacket("udp", a)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				fmt.Printf("%d from %s\n", n, from)
+				mu.Unlock()
+			}
+		}()
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	return 0
 }

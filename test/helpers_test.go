@@ -199,6 +199,8 @@ func helperMain(mode string, args []string) int {
 		return udpSizes(args[2], args[3])
 	case "synfrag":
 		return synFrag(args[2], args[3])
+	case "udpsink":
+		return udpSink(args[1:])
 	case "ctserver":
 		return ctServer(args[1], args[2])
 	case "cttraffic":
