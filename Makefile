@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) ./netfilter
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAddrHeader$$' -fuzztime $(FUZZTIME) ./stack
 	$(GO) test -run '^$$' -fuzz '^FuzzRequest$$' -fuzztime $(FUZZTIME) ./control
+	$(GO) test -run '^$$' -fuzz '^FuzzFramesWithRules$$' -fuzztime $(FUZZTIME) ./netfilter
 
 # Side-by-side throughput and latency against slirp4netns, pasta and the
 # kernel's veth (root; see bench/README.md).

@@ -41,6 +41,9 @@ type Info struct {
 	// Goroutines is the tunstack process's goroutine count (a leak shows
 	// as a count that does not come back down).
 	Goroutines int `json:"goroutines,omitempty"`
+	// Firewall holds the firewall's counters: fragment reassembly,
+	// conntrack entries and drops at its bound, LOG lines dropped.
+	Firewall *FirewallStats `json:"firewall,omitempty"`
 }
 
 // Limit is one resource cap of an instance ("tcp-flows", "udp-flows",
@@ -102,4 +105,46 @@ type CaptureStream interface {
 	Dropped() uint64
 	// Close ends the capture.
 	Close()
+}
+
+// FirewallStats are the firewall's counters (Info.Firewall).
+type FirewallStats struct {
+	Defrag    DefragStats    `json:"defrag"`
+	Conntrack ConntrackStats `json:"conntrack"`
+	Log       LogStats       `json:"log"`
+}
+
+// DefragStats count fragment reassembly before the chains.
+type DefragStats struct {
+	Fragments   uint64 `json:"fragments"`
+	Reassembled uint64 `json:"reassembled"`
+	Failed      uint64 `json:"failed"`
+	Timeouts    uint64 `json:"timeouts"`
+	Overlaps    uint64 `json:"overlaps"`
+	Oversize    uint64 `json:"oversize"`
+	MemDrops    uint64 `json:"mem_drops"`
+	// Held is the number of incomplete datagrams, Mem their accounted
+	// memory in bytes.
+	Held int `json:"held"`
+	Mem  int `json:"mem"`
+}
+
+// ConntrackStats describe the connection tracking table.
+type ConntrackStats struct {
+	// Entries is the number of tracked flows, Max the bound.
+	Entries int `json:"entries"`
+	Max     int `json:"max"`
+	// EarlyDrops are unassured flows evicted for new ones; Drops are new
+	// flows left untracked because every candidate was assured.
+	EarlyDrops uint64 `json:"early_drops"`
+	Drops      uint64 `json:"drops"`
+}
+
+// LogStats count the LOG target's lines.
+type LogStats struct {
+	// Written lines reached the logger; Dropped found the queue full
+	// (the logger was slow); RateLimited came over the rate.
+	Written     uint64 `json:"written"`
+	Dropped     uint64 `json:"dropped"`
+	RateLimited uint64 `json:"rate_limited"`
 }

@@ -158,3 +158,14 @@ func Family(f netfilter.Family) int {
 	}
 	return 4
 }
+
+// APIFirewallStats maps the firewall's counters to the control API.
+func APIFirewallStats(st netfilter.Stats) *control.FirewallStats {
+	d, c, l := st.Defrag, st.Conntrack, st.Log
+	return &control.FirewallStats{
+		Defrag: control.DefragStats{Fragments: d.Fragments, Reassembled: d.Reassembled, Failed: d.Failed,
+			Timeouts: d.Timeouts, Overlaps: d.Overlaps, Oversize: d.Oversize, MemDrops: d.MemDrops, Held: d.Held, Mem: d.Mem},
+		Conntrack: control.ConntrackStats{Entries: c.Entries, Max: c.Max, EarlyDrops: c.EarlyDrops, Drops: c.Drops},
+		Log:       control.LogStats{Written: l.Written, Dropped: l.Dropped, RateLimited: l.RateLimited},
+	}
+}

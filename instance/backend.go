@@ -57,6 +57,9 @@ func (b backend) Info() control.Info {
 	if in.kind != "" {
 		info.Kind = in.kind
 	}
+	if in.Firewall != nil {
+		info.Firewall = APIFirewallStats(in.Firewall.Stats())
+	}
 	return info
 }
 

@@ -21,16 +21,17 @@ var _ control.FirewallBackend = backend{}
 // startFirewall creates the instance's firewall on its stack (gateway
 // mode: the stack's own addresses are INPUT/OUTPUT, all else FORWARD)
 // and loads cfg.Rules, all families in one commit, before the command
-// starts.
-func (in *Instance) startFirewall() error {
+// starts. link is tun0's firewall stage (fragment reassembly).
+func (in *Instance) startFirewall(link *netfilter.LinkEndpoint) error {
 	fw, err := netfilter.New(in.Stack, netfilter.Config{
 		Gateway: true, HostInterface: HostInterface, Logger: in.log.With("component", "netfilter"),
-		IsLocal: in.isOwnAddress,
+		IsLocal: in.isOwnAddress, MaxFlows: in.cfg.ConntrackMax,
 	})
 	if err != nil {
 		return fmt.Errorf("netfilter: %w", err)
 	}
 	in.Firewall = fw
+	fw.AttachLink(link)
 	if len(in.cfg.Rules) == 0 {
 		return nil
 	}

@@ -72,6 +72,9 @@ type Config struct {
 	// Limits cap the flows the sandbox can open. A zero HostFDs is
 	// computed at start from RLIMIT_NOFILE (see FDReserve).
 	Limits gateway.Limits
+	// ConntrackMax bounds the firewall's connection tracking (0: the
+	// default, netfilter.DefaultMaxFlows).
+	ConntrackMax int
 }
 
 // Instance is a running sandbox and its stack.
@@ -170,9 +173,12 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
+	// The firewall's stage sits above the tap (capture sees fragments as
+	// they came) and reassembles them once rules are loaded.
 	// NoPrefixRoute: the gateway routes everything through this NIC with
 	// default routes, so on-link routes would only clutter the route view.
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: tap, Promiscuous: true, Spoofing: true, Disabled: true, NoPrefixRoute: true})
+	fwLink := netfilter.NewLinkEndpoint(tap)
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: fwLink, Promiscuous: true, Spoofing: true, Disabled: true, NoPrefixRoute: true})
 	if err != nil {
 		in.closeExtras()
 		st.Close()
@@ -193,7 +199,7 @@ func (in *Instance) serve(dev *tun.Device) error {
 		return err
 	}
 	in.Stack, in.NIC, in.Endpoint, in.Gateway, in.Capture = st, nic, ep, gw, tap
-	if err := in.startFirewall(); err != nil {
+	if err := in.startFirewall(fwLink); err != nil {
 		in.Close()
 		return err
 	}

@@ -39,6 +39,20 @@
 // PREROUTING and POSTROUTING map directly. DNAT in PREROUTING changes
 // the destination the host egress dials.
 //
+// # Fragments and connection tracking
+//
+// gVisor parses no transport header of a fragment and runs its hooks
+// before its own reassembly. So a LinkEndpoint, wrapped around a NIC's
+// endpoint and attached with AttachLink, reassembles IPv4 and IPv6
+// fragments below gVisor whenever rules are loaded, as Linux's nf_defrag
+// does before conntrack: at most 4 MiB held, 30 s (IPv4) and 60 s (IPv6)
+// per datagram, overlapping fragments drop the datagram (RFC 5722) and
+// datagrams over 65535 bytes are dropped. The same stage feeds the
+// connection tracker with every packet in both directions, rules or
+// not; a flow whose first packet a rule drops is forgotten, as Linux
+// never confirms it. Without a LinkEndpoint (embedded stacks), flows are
+// tracked only while the firewall is installed.
+//
 // # Differences from Linux
 //
 //   - gVisor NAT maps to one address and port: of a DNAT/SNAT range or
@@ -50,11 +64,16 @@
 //     packet (as Linux), and runs nat INPUT before filter INPUT.
 //   - mangle INPUT/FORWARD run just before filter INPUT/FORWARD, after
 //     nat INPUT.
-//   - Conntrack states come from gVisor's conntrack (TCP, UDP, ICMP
-//     echo); reply-direction packets are ESTABLISHED, ICMP errors about
-//     a flow RELATED, untracked TCP INVALID and other untracked packets
-//     NEW.
-//   - LOG goes to the configured slog.Logger, not the kernel log.
+//   - --ctstate comes from gVisor's conntrack (TCP, UDP, ICMP echo);
+//     reply-direction packets are ESTABLISHED, ICMP errors about a flow
+//     RELATED, untracked TCP INVALID and other untracked packets NEW.
+//     The listing (Conntrack) is tunstack's own tracker, which follows
+//     Linux's TCP states, timeouts, [ASSURED] and [UNREPLIED] and its
+//     early drop at the bound; it tracks TCP, UDP, ICMP echo and other
+//     protocols generically, but no ICMP errors and no zones.
+//   - LOG goes to the configured slog.Logger, not the kernel log, through
+//     a queue: at most 1000 lines a second, and lines a slow logger
+//     cannot take are dropped and counted (Stats), never blocking.
 //   - Service names in ports come from a built-in table, not
 //     /etc/services; -L does not resolve host names.
 //

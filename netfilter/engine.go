@@ -106,7 +106,9 @@ func (d *dispatcher) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstac
 		}
 	}
 	if d.track {
-		fw.flows.update(p)
+		// With a link stage attached, it tracks every packet (rules or
+		// not); here only gVisor's NAT-aware reply tuple is noted.
+		fw.flows.update(p, !fw.linked.Load())
 	}
 	v := gstack.RuleAccept
 	for _, s := range d.plan[mode] {
@@ -122,6 +124,9 @@ func (d *dispatcher) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstac
 		if v != gstack.RuleAccept {
 			break
 		}
+	}
+	if v == gstack.RuleDrop {
+		fw.flows.forgetUnconfirmed(p)
 	}
 	*p = Packet{}
 	packetPool.Put(p)

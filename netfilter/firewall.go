@@ -36,7 +36,9 @@ type Config struct {
 	HostInterface string
 	// Logger receives LOG target output; nil discards it.
 	Logger *slog.Logger
-	// MaxFlows bounds the conntrack view (default 65536).
+	// MaxFlows bounds connection tracking (default DefaultMaxFlows): at
+	// the bound an unassured flow is evicted, else the new flow goes
+	// untracked (counted in Stats).
 	MaxFlows int
 }
 
@@ -45,12 +47,15 @@ type Config struct {
 // from Go, builds a new ruleset under one mutex, validates it whole and
 // swaps it in atomically.
 type Firewall struct {
-	gs    *gstack.Stack
-	cfg   Config
-	log   *slog.Logger
-	sets  *ipset.Registry
-	flows *flowTable
-	rh    rejectHandlers
+	gs     *gstack.Stack
+	cfg    Config
+	log    *slog.Logger
+	sets   *ipset.Registry
+	flows  *flowTable
+	defrag *Reassembler
+	logq   *logQueue
+	linked atomic.Bool // a LinkEndpoint tracks flows
+	rh     rejectHandlers
 
 	mu        sync.Mutex // serialises commits
 	rs        *Ruleset
@@ -80,9 +85,11 @@ func NewGVisor(s *gstack.Stack, cfg Config) (*Firewall, error) {
 		fw.log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.MaxFlows <= 0 {
-		cfg.MaxFlows = 65536
+		cfg.MaxFlows = DefaultMaxFlows
 	}
 	fw.flows = newFlowTable(cfg.MaxFlows)
+	fw.defrag = NewReassembler(ReassemblerConfig{})
+	fw.logq = newLogQueue(fw.log)
 	fw.sets = ipset.NewRegistry(fw.setInUse)
 	if s != nil {
 		if p, ok := s.NetworkProtocolInstance(ipv4.ProtocolNumber).(gstack.RejectIPv4WithHandler); ok {

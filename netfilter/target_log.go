@@ -140,5 +140,5 @@ func (t *Log) apply(p *Packet) {
 	if m := p.pkt.Mark; m != 0 {
 		attrs = append(attrs, slog.String("mark", hex(m)))
 	}
-	l.LogAttrs(ctx, lvl, "netfilter LOG", attrs...)
+	p.fw.logq.push(logLine{lvl: lvl, attrs: attrs})
 }

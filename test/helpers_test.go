@@ -201,6 +201,16 @@ func helperMain(mode string, args []string) int {
 		return serveZone(args[1])
 	case "flood":
 		return floodHelper(args)
+	case "udpsizes":
+		return udpSizes(args[2], args[3])
+	case "synfrag":
+		return synFrag(args[2], args[3])
+	case "udpsink":
+		return udpSink(args[1:])
+	case "ctserver":
+		return ctServer(args[1], args[2])
+	case "cttraffic":
+		return ctTraffic(args[2], args[3:])
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

@@ -52,6 +52,7 @@ type runOptions struct {
 	rules, rules6       string
 	allow               allowOptions
 	limits              limitOptions
+	conntrackMax        int
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -104,6 +105,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.rules6, "rules6", "", "load an ip6tables-save FILE (IPv6) into the firewall before the command starts")
 	o.allow.addFlags(f)
 	o.limits.addFlags(f)
+	f.IntVar(&o.conntrackMax, "conntrack-max", netfilter.DefaultMaxFlows, "most tracked connections (nf_conntrack_max); past it unreplied ones are evicted, then new ones go untracked")
 }
 
 // loadRules reads and validates --rules and --rules6: a bad file fails
@@ -168,6 +170,10 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 	if c.Limits, err = o.limits.limits(); err != nil {
 		return c, err
 	}
+	if o.conntrackMax < 1 {
+		return c, fmt.Errorf("--conntrack-max %d: must be at least 1", o.conntrackMax)
+	}
+	c.ConntrackMax = o.conntrackMax
 	for _, s := range o.dnsUpstreams {
 		ap, err := parseUpstream(s)
 		if err != nil {

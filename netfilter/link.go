@@ -1,0 +1,197 @@
+package netfilter
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// LinkEndpoint is the firewall's stage on a NIC's inbound path, below
+// gVisor: while rules are loaded it reassembles IP fragments before
+// gVisor parses them, as Linux's nf_defrag does before conntrack and the
+// chains. gVisor parses no transport header of a fragment and runs its
+// hooks before its own reassembly, so without this stage a port or flag
+// rule never sees a fragmented datagram.
+//
+// Wrap a NIC's endpoint with NewLinkEndpoint, give the result to
+// CreateNIC, and attach it with Firewall.AttachLink.
+type LinkEndpoint struct {
+	gstack.LinkEndpoint
+
+	mu         sync.Mutex // guards dispatcher
+	dispatcher gstack.NetworkDispatcher
+
+	fw atomic.Pointer[Firewall]
+}
+
+var (
+	_ gstack.LinkEndpoint      = (*LinkEndpoint)(nil)
+	_ gstack.GSOEndpoint       = (*LinkEndpoint)(nil)
+	_ gstack.NetworkDispatcher = (*LinkEndpoint)(nil)
+)
+
+// NewLinkEndpoint wraps lower. Until a firewall is attached, packets
+// pass untouched.
+func NewLinkEndpoint(lower gstack.LinkEndpoint) *LinkEndpoint {
+	return &LinkEndpoint{LinkEndpoint: lower}
+}
+
+// AttachLink makes fw reassemble the fragments arriving on e (while fw
+// has rules loaded) and track the flows crossing it (always, as
+// conntrack does once loaded).
+func (fw *Firewall) AttachLink(e *LinkEndpoint) {
+	fw.linked.Store(true)
+	e.fw.Store(fw)
+}
+
+// Attach implements stack.LinkEndpoint: the endpoint interposes itself
+// as the lower endpoint's dispatcher.
+func (e *LinkEndpoint) Attach(d gstack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+	if d == nil {
+		e.LinkEndpoint.Attach(nil)
+		return
+	}
+	e.LinkEndpoint.Attach(e)
+}
+
+// IsAttached implements stack.LinkEndpoint.
+func (e *LinkEndpoint) IsAttached() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher != nil
+}
+
+func (e *LinkEndpoint) current() gstack.NetworkDispatcher {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dispatcher
+}
+
+// peekLen is enough of a packet to find an IPv6 fragment header behind
+// the usual extension headers; longer chains are passed to gVisor.
+const peekLen = 256
+
+// DeliverNetworkPacket implements stack.NetworkDispatcher for the lower
+// endpoint: fragments are held and whole datagrams delivered in their
+// place.
+func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	d := e.current()
+	if d == nil {
+		return
+	}
+	fw := e.fw.Load()
+	if fw == nil {
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	size := pkt.Data().Size()
+	hdr, ok := pkt.Data().PullUp(min(size, peekLen))
+	if ok && size > peekLen && hasV6ExtHeaders(hdr) {
+		// A long extension header chain must not hide a fragment
+		// header past the peek (gVisor would reassemble after the
+		// hooks): look at the whole packet.
+		hdr, ok = pkt.Data().PullUp(size)
+	}
+	if !ok || fw.cur.Load().empty || !IsFragment(hdr) {
+		if ok {
+			fw.flows.observeBytes(hdr, time.Now())
+		}
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	v := pkt.ToView()
+	whole, res := fw.defrag.Add(v.AsSlice())
+	v.Release()
+	if res == DefragPass {
+		d.DeliverNetworkPacket(proto, pkt)
+		return
+	}
+	if res != DefragDone {
+		return
+	}
+	fw.flows.observeBytes(whole, time.Now())
+	np := gstack.NewPacketBuffer(gstack.PacketBufferOptions{Payload: buffer.MakeWithData(whole)})
+	d.DeliverNetworkPacket(proto, np)
+	np.DecRef()
+}
+
+// WritePackets implements stack.LinkEndpoint: outbound packets update
+// their flows (after the hooks: what they dropped never gets here).
+func (e *LinkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	if fw := e.fw.Load(); fw != nil {
+		now := time.Now()
+		var buf [peekLen]byte
+		for _, pkt := range pkts.AsSlice() {
+			// Headers only, copied to the stack: no allocation per packet.
+			n := copy(buf[:], pkt.NetworkHeader().Slice())
+			th := pkt.TransportHeader().Slice()
+			n += copy(buf[n:], th)
+			if len(th) == 0 {
+				// Raw writes (gVisor's resets and ICMP errors) carry
+				// their headers in the payload.
+				if d, ok := pkt.Data().PullUp(min(pkt.Data().Size(), peekLen-n)); ok {
+					n += copy(buf[n:], d)
+				}
+			}
+			fw.flows.observeBytes(buf[:n], now)
+		}
+	}
+	return e.LinkEndpoint.WritePackets(pkts)
+}
+
+// hasV6ExtHeaders reports whether b is IPv6 with an extension header
+// that may precede a fragment header.
+func hasV6ExtHeaders(b []byte) bool {
+	if len(b) < 7 || b[0]>>4 != 6 {
+		return false
+	}
+	switch b[6] {
+	case 0, 43, 60:
+		return true
+	}
+	return false
+}
+
+// DeliverLinkPacket implements stack.NetworkDispatcher.
+func (e *LinkEndpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
+	if d := e.current(); d != nil {
+		d.DeliverLinkPacket(proto, pkt)
+	}
+}
+
+// GSOMaxSize implements stack.GSOEndpoint, passing the lower endpoint's
+// offload through.
+func (e *LinkEndpoint) GSOMaxSize() uint32 {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.GSOMaxSize()
+	}
+	return 0
+}
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (e *LinkEndpoint) SupportedGSO() gstack.SupportedGSO {
+	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
+		return g.SupportedGSO()
+	}
+	return gstack.GSONotSupported
+}
+
+// Stats are a firewall's counters of work done and dropped at its
+// bounds (for tunstack ps and logs).
+type Stats struct {
+	Defrag    DefragStats    `json:"defrag"`
+	Conntrack ConntrackStats `json:"conntrack"`
+	Log       LogStats       `json:"log"`
+}
+
+// Stats returns the firewall's counters.
+func (fw *Firewall) Stats() Stats {
+	return Stats{Defrag: fw.defrag.Stats(), Conntrack: fw.flows.stats(), Log: fw.logq.stats()}
+}
