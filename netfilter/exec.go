@@ -156,9 +156,9 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 		return ch, nil
 	}
 	rules := func() ([]*Rule, error) {
-		rs, _, err := parseRule(c.fam, c.rule, sets)
+		rs, _, err := parseRule(c.fam, c.chain, c.rule, sets)
 		if err != nil {
-			return nil, err
+			return nil, param(err)
 		}
 		for _, r := range rs {
 			if err := validateRule(c.fam, c.table, r); err != nil {
@@ -264,40 +264,13 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 			return "", false, fmt.Errorf("chain %q already exists", c.chain)
 		}
 		if isTargetName(c.chain) {
-			return "", false, fmt.Errorf("chain name %q is a target name", c.chain)
+			return "", false, param(fmt.Errorf("chain name %q may not clash with target name", c.chain))
 		}
 		t.chains = append(t.chains, &Chain{Name: c.chain})
 		t.sortUser()
 		return "", true, nil
 	case "-X":
-		var del []string
-		if c.chain == "" {
-			for _, ch := range t.chains {
-				if !ch.Builtin && references(t, ch.Name) == 0 {
-					del = append(del, ch.Name)
-				}
-			}
-		} else {
-			ch, err := chain()
-			if err != nil {
-				return "", false, err
-			}
-			if ch.Builtin {
-				// iptables-nft accepts this and leaves the chain.
-				return "", false, nil
-			}
-			if references(t, ch.Name) > 0 {
-				return "", false, fmt.Errorf("chain %s is referenced by a rule: cannot delete it", ch.Name)
-			}
-			if len(ch.Rules) > 0 {
-				return "", false, fmt.Errorf("chain %s is not empty: flush it first", ch.Name)
-			}
-			del = []string{ch.Name}
-		}
-		for _, name := range del {
-			t.chains = append(t.chains[:t.chainIndex(name):t.chainIndex(name)], t.chains[t.chainIndex(name)+1:]...)
-		}
-		return "", true, nil
+		return "", true, c.deleteChains(t)
 	case "-E":
 		ch, err := chain()
 		if err != nil {
@@ -309,8 +282,8 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 		if err := checkChainName(c.arg2); err != nil {
 			return "", false, err
 		}
-		if t.chain(c.arg2) != nil {
-			return "", false, fmt.Errorf("chain %q already exists", c.arg2)
+		if t.chain(c.arg2) != nil || isVerdict(c.arg2) {
+			return "", false, fmt.Errorf("chain %q already exists (File exists)", c.arg2)
 		}
 		old := ch.Name
 		ch.Name = c.arg2
@@ -342,6 +315,9 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 		case "ACCEPT":
 			ch.Policy = PolicyAccept
 		case "DROP":
+			if t.id == NAT {
+				return "", false, param(errNATDrop)
+			}
 			ch.Policy = PolicyDrop
 		default:
 			return "", false, fmt.Errorf("bad policy %q (want ACCEPT or DROP)", c.arg2)
@@ -405,4 +381,50 @@ func isTargetName(s string) bool {
 		return true
 	}
 	return false
+}
+
+// errNATDrop is iptables' refusal of DROP (target or policy) in nat.
+var errNATDrop = errors.New(`the "nat" table is not intended for filtering, the use of DROP is therefore inhibited`)
+
+// isVerdict reports whether s is a standard verdict name, which libiptc
+// refuses as a chain name on rename.
+func isVerdict(s string) bool {
+	return s == "ACCEPT" || s == "DROP" || s == "QUEUE" || s == "RETURN"
+}
+
+// deleteChains is -X: one user chain, or (without a name) every user
+// chain. As libiptc, a built-in chain is refused (EINVAL), then a
+// referenced one (EMLINK), then a non-empty one (ENOTEMPTY); and -X
+// without a name deletes nothing if any chain cannot be deleted.
+func (c *command) deleteChains(t *table) error {
+	var del []*Chain
+	if c.chain == "" {
+		for _, ch := range t.chains {
+			if !ch.Builtin {
+				del = append(del, ch)
+			}
+		}
+	} else {
+		ch := t.chain(c.chain)
+		if ch == nil {
+			return fmt.Errorf("chain %q does not exist in table %s (No chain/target/match by that name)", c.chain, t.id)
+		}
+		if ch.Builtin {
+			return fmt.Errorf("cannot delete built-in chain %s (Invalid argument)", ch.Name)
+		}
+		del = []*Chain{ch}
+	}
+	for _, ch := range del {
+		if n := references(t, ch.Name); n > 0 {
+			return fmt.Errorf("chain %s is referenced by %d rule(s): cannot delete it (Too many links)", ch.Name, n)
+		}
+		if len(ch.Rules) > 0 {
+			return fmt.Errorf("chain %s is not empty: flush it first (Directory not empty)", ch.Name)
+		}
+	}
+	for _, ch := range del {
+		i := t.chainIndex(ch.Name)
+		t.chains = append(t.chains[:i:i], t.chains[i+1:]...)
+	}
+	return nil
 }

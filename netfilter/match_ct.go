@@ -15,6 +15,9 @@ func parseCTStates(s string) (CTState, error) {
 				found = true
 			}
 		}
+		if !found && (strings.EqualFold(n, "SNAT") || strings.EqualFold(n, "DNAT")) {
+			return 0, fmt.Errorf("ctstate %s is not supported: gVisor's conntrack does not tell tunstack whether a connection was NATed", strings.ToUpper(n))
+		}
 		if !found {
 			return 0, fmt.Errorf("bad ctstate %q (want INVALID, NEW, RELATED, ESTABLISHED or UNTRACKED)", n)
 		}

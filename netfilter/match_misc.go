@@ -261,7 +261,27 @@ func (m *Limit) listInfo(Family, bool) string {
 	return fmt.Sprintf("limit: avg %s burst %d", m.rate(), m.Burst)
 }
 
-func (m *Limit) check(*Rule, Family) error { return nil }
+// check refuses what the kernel's xt_limit refuses (ERANGE): a burst of
+// 0, or a rate whose average times burst overflows its credit
+// arithmetic (with HZ*CREDITS_PER_JIFFY = 32000, as on HZ=1000 and
+// HZ=250 kernels). So "--limit 1/day" with the default burst of 5 is
+// refused, as by Linux.
+func (m *Limit) check(*Rule, Family) error {
+	if m.Burst == 0 || user2credits(m.Avg*m.Burst) < user2credits(m.Avg) {
+		return fmt.Errorf("limit: rate %s with burst %d overflows the kernel's counters, try lower (Numerical result out of range)", m.rate(), m.Burst)
+	}
+	return nil
+}
+
+// user2credits is xt_limit's conversion of a 1/10000 s interval to
+// credits, including its 32-bit overflow behaviour.
+func user2credits(user uint32) uint32 {
+	const hzCPJ = 32000
+	if user > 0xFFFFFFFF/hzCPJ {
+		return (user / limitScale) * hzCPJ
+	}
+	return user * hzCPJ / limitScale
+}
 
 var limitEpoch = time.Now()
 

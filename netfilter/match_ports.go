@@ -87,14 +87,20 @@ type TCP struct {
 // Name implements Match.
 func (*TCP) Name() string { return "tcp" }
 
+// save returns the option as iptables-save prints it: nothing for the
+// full range 0:65535 (libxt_tcp and libxt_udp print only a narrower or
+// negated range).
+func (p Ports) save(opt string) []string {
+	if !p.Set || (p.Range == PortRange{0, 65535} && !p.Invert) {
+		return nil
+	}
+	return withBang(p.Invert, opt, p.Range.String())
+}
+
 func (m *TCP) saveArgs(Family) []string {
 	var a []string
-	if m.SrcPorts.Set {
-		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
-	}
-	if m.DstPorts.Set {
-		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
-	}
+	a = append(a, m.SrcPorts.save("--sport")...)
+	a = append(a, m.DstPorts.save("--dport")...)
 	if m.Flags.Set {
 		a = append(a, withBang(m.Flags.Invert, "--tcp-flags", tcpFlagsString(m.Flags.Mask), tcpFlagsString(m.Flags.Comp))...)
 	}
@@ -138,12 +144,8 @@ func (*UDP) Name() string { return "udp" }
 
 func (m *UDP) saveArgs(Family) []string {
 	var a []string
-	if m.SrcPorts.Set {
-		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
-	}
-	if m.DstPorts.Set {
-		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
-	}
+	a = append(a, m.SrcPorts.save("--sport")...)
+	a = append(a, m.DstPorts.save("--dport")...)
 	return a
 }
 
@@ -253,6 +255,9 @@ func parseMultiport(s string) ([]PortRange, error) {
 			return nil, err
 		}
 		if strings.Contains(part, ":") {
+			if r.Lo >= r.Hi {
+				return nil, fmt.Errorf("invalid portrange %q specified (multiport wants min < max)", part)
+			}
 			slots += 2
 		} else {
 			slots++

@@ -11,8 +11,9 @@ import (
 
 // ruleParser turns rule-spec arguments (matches and target) into rules.
 type ruleParser struct {
-	fam  Family
-	sets func(name string) *ipset.Set
+	fam   Family
+	chain string // the chain the rule is for, when known
+	sets  func(name string) *ipset.Set
 
 	rule     Rule
 	srcs     []netip.Prefix
@@ -28,12 +29,13 @@ type ruleParser struct {
 // into the rules it stands for: a list of addresses in -s or -d makes one
 // rule per address, as iptables does.
 func ParseRule(f Family, args []string) ([]*Rule, error) {
-	rules, _, err := parseRule(f, args, nil)
+	rules, _, err := parseRule(f, "", args, nil)
 	return rules, err
 }
 
-func parseRule(f Family, args []string, sets func(string) *ipset.Set) ([]*Rule, *[2]uint64, error) {
-	p := &ruleParser{fam: f, sets: sets, seen: map[string]bool{}, tgtSeen: map[string]bool{}}
+// parseRule parses a rule for chain (empty when not known).
+func parseRule(f Family, chain string, args []string, sets func(string) *ipset.Set) ([]*Rule, *[2]uint64, error) {
+	p := &ruleParser{fam: f, chain: chain, sets: sets, seen: map[string]bool{}, tgtSeen: map[string]bool{}}
 	if err := p.parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -174,8 +176,21 @@ func (p *ruleParser) header(opt string, inv bool, r *argReader) error {
 		if len(v) > 15 {
 			return fmt.Errorf("interface name %q must be shorter than IFNAMSIZ (15)", v)
 		}
-		if strings.ContainsAny(v, " /") || v == "" || strings.Contains(strings.TrimSuffix(v, "+"), "+") && false {
-			return fmt.Errorf("invalid interface name %q for %s", v, opt)
+		if v == "" {
+			return fmt.Errorf("empty interface for %s is likely to be undesired", opt)
+		}
+		// iptables checks the chain's name, not the hooks it is
+		// reached from (the kernel checks nothing).
+		switch {
+		case opt == "-i" && (p.chain == "POSTROUTING" || p.chain == "OUTPUT"),
+			opt == "-o" && (p.chain == "PREROUTING" || p.chain == "INPUT"):
+			return fmt.Errorf("can't use %s with %s", opt, p.chain)
+		}
+		// iptables only warns about '/' and ' ' ("not allowed by the
+		// kernel") and accepts the rule; so does tunstack.
+		if v == "+" && !inv {
+			// Matches every interface: iptables stores nothing.
+			return nil
 		}
 		if opt == "-i" {
 			p.rule.In = Iface{Name: v, Invert: inv}
@@ -241,16 +256,8 @@ func parseAddr(s string, f Family) (netip.Prefix, error) {
 
 func (p *ruleParser) loadMatch(name string) error {
 	var m Match
-	// A repeated -m tcp or -m udp extends the loaded match, as
-	// iptables-nft merges them.
-	if name == "tcp" || name == "udp" {
-		for _, x := range p.rule.Matches {
-			if x.Name() == name {
-				p.cur = x
-				return nil
-			}
-		}
-	}
+	// A repeated -m NAME loads a second instance, as iptables-legacy
+	// does (iptables-nft would merge them); options go to the newest.
 	switch name {
 	case "tcp":
 		m = &TCP{}
@@ -530,9 +537,6 @@ func (p *ruleParser) matchOpt(m Match, opt string, inv bool, r *argReader) (bool
 				return true, err
 			}
 			st, err := parseCTStates(v)
-			if st&CTUntracked != 0 && err == nil {
-				st, err = 0, fmt.Errorf("bad state %q", v)
-			}
 			m.States, m.Invert = st, inv
 			return true, err
 		}
@@ -584,8 +588,9 @@ func (p *ruleParser) matchOpt(m Match, opt string, inv bool, r *argReader) (bool
 			if err != nil {
 				return true, err
 			}
+			// iptables truncates to the kernel's 255 bytes.
 			if len(v) > 255 {
-				return true, fmt.Errorf("--comment is longer than 255 characters")
+				v = v[:255]
 			}
 			m.Text = v
 			return true, nil
@@ -663,6 +668,9 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 		if inv {
 			return true, fmt.Errorf("option %s cannot be negated", opt)
 		}
+		if err := p.optOnce(p, opt); err != nil {
+			return true, err
+		}
 		*b = true
 		return true, nil
 	}
@@ -707,6 +715,9 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 			if err != nil {
 				return true, err
 			}
+			if v == "" {
+				return true, fmt.Errorf("--log-prefix: argument must have a minimum length of 1 characters")
+			}
 			// iptables truncates long prefixes to the kernel's 29 bytes.
 			if len(v) > 29 {
 				v = v[:29]
@@ -723,8 +734,9 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 		}
 		for _, f := range logFlagOpts {
 			if opt == f.opt {
-				if inv {
-					return true, fmt.Errorf("option %s cannot be negated", opt)
+				var b bool
+				if _, err := flag(&b); err != nil {
+					return true, err
 				}
 				t.Flags |= f.bit
 				return true, nil
@@ -822,6 +834,11 @@ func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error)
 				t.CTMask = n
 			default:
 				t.NFMask, t.CTMask = n, n
+			}
+			if opt != "--nfmask" {
+				// In set mode the kernel's ctmask is the set
+				// operation's mask: the later option wins.
+				t.Mask = n
 			}
 			return true, err
 		}
