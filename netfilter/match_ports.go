@@ -88,10 +88,10 @@ type TCP struct {
 func (*TCP) Name() string { return "tcp" }
 
 // save returns the option as iptables-save prints it: nothing for the
-// full range 0:65535 (libxt_tcp and libxt_udp print only a narrower or
-// negated range).
+// full range 0:65535, negated or not (libxt_tcp and libxt_udp print only
+// a narrower range; negated, the full range matches nothing).
 func (p Ports) save(opt string) []string {
-	if !p.Set || (p.Range == PortRange{0, 65535} && !p.Invert) {
+	if !p.Set || p.Range == (PortRange{0, 65535}) {
 		return nil
 	}
 	return withBang(p.Invert, opt, p.Range.String())

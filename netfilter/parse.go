@@ -192,6 +192,8 @@ func (p *ruleParser) header(opt string, inv bool, r *argReader) error {
 			// Matches every interface: iptables stores nothing.
 			return nil
 		}
+		// "! -i +" is kept: it matches nothing, though iptables-save
+		// does not print it (see ruleArgs).
 		if opt == "-i" {
 			p.rule.In = Iface{Name: v, Invert: inv}
 		} else {
@@ -401,8 +403,9 @@ func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 			if ok, err := p.matchOpt(m, opt, inv, r); err != nil {
 				return err
 			} else if ok {
-				// iptables prints the implicit match first.
-				p.rule.Matches = append([]Match{m}, p.rule.Matches...)
+				// iptables loads the implicit match when its first
+				// option comes, after the matches loaded so far.
+				p.rule.Matches = append(p.rule.Matches, m)
 				return nil
 			}
 			r.i = save
@@ -439,6 +442,11 @@ func (p *ruleParser) matchOpt(m Match, opt string, inv bool, r *argReader) (bool
 		pr, err := parsePortRange(v)
 		if err != nil {
 			return err
+		}
+		// libxt_tcp refuses min > max; libxt_udp accepts it (the
+		// range then matches nothing).
+		if _, udp := m.(*UDP); pr.Lo > pr.Hi && !udp {
+			return fmt.Errorf("invalid portrange %q (min > max)", v)
 		}
 		*dst = Ports{Set: true, Range: pr, Invert: inv}
 		return nil

@@ -31,8 +31,9 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e
 func (e *LineError) Unwrap() error { return e.Err }
 
 // splitArgs splits a rule line into arguments as iptables-restore does:
-// whitespace separates, double or single quotes group, and a backslash
-// escapes a quote inside double quotes.
+// whitespace separates, double quotes group, and a backslash escapes a
+// quote inside double quotes. Single quotes are ordinary characters, as
+// in iptables-restore.
 func splitArgs(line string) ([]string, error) {
 	var args []string
 	var cur strings.Builder
@@ -50,7 +51,7 @@ func splitArgs(line string) ([]string, error) {
 			} else {
 				cur.WriteByte(ch)
 			}
-		case ch == '"' || ch == '\'':
+		case ch == '"':
 			quote, inArg = ch, true
 		case ch == ' ' || ch == '\t':
 			if inArg {
@@ -135,7 +136,10 @@ func restore(rs *Ruleset, f Family, text string, o RestoreOptions, sets func(str
 				default:
 					return lerr(fmt.Errorf("bad policy %q for built-in chain %s", pol, name))
 				}
-				if o.Counters && m[3] != "" {
+				if o.Counters && m[3] == "" {
+					return lerr(fmt.Errorf("invalid policy counters for chain %s (-c needs [packets:bytes])", name))
+				}
+				if o.Counters {
 					p, _ := strconv.ParseUint(m[3], 10, 64)
 					b, _ := strconv.ParseUint(m[4], 10, 64)
 					ch.policyCounters = new(Counters)

@@ -126,8 +126,10 @@ func parseNATRange(s string, f Family) (NATRange, error) {
 }
 
 func needPortProto(r *Rule, name string) error {
+	// As libxt_DNAT/SNAT/MASQUERADE/REDIRECT, -p icmp (1) counts as a
+	// protocol with ports (its echo identifier), in both families.
 	switch r.Protocol {
-	case 6, 17, 33, 132, 136:
+	case 1, 6, 17, 33, 132, 136:
 		if !r.ProtocolInvert {
 			return nil
 		}

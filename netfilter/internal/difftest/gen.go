@@ -228,7 +228,7 @@ func (g *Gen) rule(fam int, table string) []string {
 		return a
 	}
 	if g.chance(0.6) {
-		proto = g.value([]string{"tcp", "tcp", "udp", "udp", "icmp", "ipv6-icmp", "icmpv6", "all", "6", "17", "256", "sctp", "gre", "TCP", "~foo", "0"})
+		proto = g.value([]string{"tcp", "tcp", "udp", "udp", "icmp", "ipv6-icmp", "icmpv6", "all", "6", "17", "~256", "sctp", "gre", "TCP", "~foo", "0"})
 		groups = append(groups, neg(0.1, "-p", proto))
 	}
 	addrs := []string{"10.0.0.1", "10.0.0.0/8", "10.1.2.3/8", "0/0", "192.168.1.0/255.255.255.0", "~10.0.0.0/33", "~300.1.1.1", "10.0.0.1,10.0.0.2", "~fd00::1", "198.18.0.0/15", "10.0.0.0/255.0.255.0"}
@@ -250,8 +250,24 @@ func (g *Gen) rule(fam int, table string) []string {
 	}
 	for n := g.r.IntN(3); n > 0; n-- {
 		m := matches4[g.r.IntN(len(matches4))]
-		if m.fam != 0 && m.fam != fam && g.chance(0.8) {
+		if m.fam != 0 && m.fam != fam && g.chance(0.8) || m.opts == nil && g.chance(0.8) {
 			continue
+		}
+		if proto == "" && g.chance(0.8) {
+			// Give port matches the protocol they need, mostly.
+			switch m.name {
+			case "tcp", "udp":
+				proto = m.name
+			case "multiport":
+				proto = g.pick([]string{"tcp", "udp"})
+			case "icmp":
+				proto = "icmp"
+			case "icmp6":
+				proto = "ipv6-icmp"
+			}
+			if proto != "" {
+				groups = append([][]string{{"-p", proto}}, groups...)
+			}
 		}
 		groups = append(groups, append([]string{"-m", m.name}, g.options(m, fam, 1+g.r.IntN(2))...))
 	}
@@ -293,8 +309,14 @@ func (g *Gen) options(e ext, fam int, n int) []string {
 	if len(e.opts) == 0 {
 		return nil
 	}
+	used := map[int]bool{}
 	for i := 0; i < n; i++ {
-		o := e.opts[g.r.IntN(len(e.opts))]
+		k := g.r.IntN(len(e.opts))
+		if used[k] && g.chance(0.9) {
+			continue // mostly each option once, as is valid
+		}
+		used[k] = true
+		o := e.opts[k]
 		if o.neg && g.chance(0.15) {
 			out = append(out, "!")
 		}
