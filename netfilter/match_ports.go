@@ -269,3 +269,95 @@ func parseMultiport(s string) ([]PortRange, error) {
 	}
 	return out, nil
 }
+
+// ports parses a --sport/--dport value into dst. libxt_tcp refuses a
+// range with min > max; libxt_udp accepts it (it then matches nothing).
+func (c *optCtx) ports(dst *Ports, udp bool) error {
+	v, err := c.val()
+	if err != nil {
+		return err
+	}
+	pr, err := parsePortRange(v)
+	if err != nil {
+		return err
+	}
+	if pr.Lo > pr.Hi && !udp {
+		return fmt.Errorf("invalid portrange %q (min > max)", v)
+	}
+	*dst = Ports{Set: true, Range: pr, Invert: c.inv}
+	return nil
+}
+
+func (m *TCP) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--sport", "--source-port":
+		return true, c.ports(&m.SrcPorts, false)
+	case "--dport", "--destination-port":
+		return true, c.ports(&m.DstPorts, false)
+	case "--syn":
+		if err := c.once("--tcp-flags"); err != nil {
+			return true, err
+		}
+		m.Flags = TCPFlags{Set: true, Mask: TCPFin | TCPSyn | TCPRst | TCPAck, Comp: TCPSyn, Invert: c.inv}
+		return true, nil
+	case "--tcp-flags":
+		mask, err := c.val()
+		if err != nil {
+			return true, err
+		}
+		comp, err := c.next()
+		if err != nil {
+			return true, err
+		}
+		mk, err := parseTCPFlags(mask)
+		if err != nil {
+			return true, err
+		}
+		cp, err := parseTCPFlags(comp)
+		if err != nil {
+			return true, err
+		}
+		m.Flags = TCPFlags{Set: true, Mask: mk, Comp: cp, Invert: c.inv}
+		return true, nil
+	}
+	return false, nil
+}
+
+func (m *UDP) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--sport", "--source-port":
+		return true, c.ports(&m.SrcPorts, true)
+	case "--dport", "--destination-port":
+		return true, c.ports(&m.DstPorts, true)
+	}
+	return false, nil
+}
+
+var multiportDirs = map[string]MultiportDir{"--sports": MultiportSrc, "--source-ports": MultiportSrc,
+	"--dports": MultiportDst, "--destination-ports": MultiportDst, "--ports": MultiportBoth}
+
+func (m *Multiport) parseOpt(c *optCtx) (bool, error) {
+	d, ok := multiportDirs[c.opt]
+	if !ok {
+		return false, nil
+	}
+	if m.Ports != nil {
+		return true, fmt.Errorf("multiport can only have one option")
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	if m.Ports, err = parseMultiport(v); err != nil {
+		return true, err
+	}
+	m.Dir, m.Invert = d, c.inv
+	return true, nil
+}
+
+func (m *Multiport) finish(*optCtx) error {
+	if m.Ports == nil {
+		return fmt.Errorf("multiport: one of --sports, --dports or --ports is required")
+	}
+	return nil
+}

@@ -142,3 +142,36 @@ func (t *Log) apply(p *Packet) {
 	}
 	l.LogAttrs(ctx, lvl, "netfilter LOG", attrs...)
 }
+
+func (t *Log) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--log-prefix":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		if v == "" {
+			return true, fmt.Errorf("--log-prefix: argument must have a minimum length of 1 characters")
+		}
+		// iptables truncates long prefixes to the kernel's 29 bytes.
+		if len(v) > 29 {
+			v = v[:29]
+		}
+		t.Prefix = v
+		return true, nil
+	case "--log-level":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		t.Level, err = parseLogLevel(v)
+		return true, err
+	}
+	for _, f := range logFlagOpts {
+		if c.opt == f.opt {
+			t.Flags |= f.bit
+			return true, c.flag()
+		}
+	}
+	return false, nil
+}
