@@ -185,8 +185,10 @@ func markFinish(c *optCtx, name string) error {
 	return nil
 }
 
-func (m *MarkMatch) parseOpt(c *optCtx) (bool, error) { return markOpt(c, &m.Value, &m.Mask, &m.Invert) }
-func (m *MarkMatch) finish(c *optCtx) error            { return markFinish(c, "mark") }
+func (m *MarkMatch) parseOpt(c *optCtx) (bool, error) {
+	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
+}
+func (m *MarkMatch) finish(c *optCtx) error { return markFinish(c, "mark") }
 
 func (m *ConnmarkMatch) parseOpt(c *optCtx) (bool, error) {
 	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
