@@ -256,45 +256,69 @@ func parseAddr(s string, f Family) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, bits).Masked(), nil
 }
 
+// matchNew makes a fresh match per -m NAME; a nil error and nil match
+// never happen. Adding a match: its type, parseOpt, finish, saveArgs,
+// check and matches in its own file, and one line here.
+var matchNew = map[string]func(f Family) (Match, error){
+	"tcp": func(Family) (Match, error) { return &TCP{}, nil },
+	"udp": func(Family) (Match, error) { return &UDP{}, nil },
+	"icmp": func(f Family) (Match, error) {
+		if f == IPv6 {
+			return nil, fmt.Errorf("couldn't load match \"icmp\" for ip6tables (use -m icmp6)")
+		}
+		return &ICMP{Type: 0xff, AnyCode: true}, nil
+	},
+	"icmp6":     newICMP6,
+	"icmpv6":    newICMP6,
+	"multiport": func(Family) (Match, error) { return &Multiport{}, nil },
+	"conntrack": func(Family) (Match, error) { return &Conntrack{}, nil },
+	"state":     func(Family) (Match, error) { return &State{}, nil },
+	"mark":      func(Family) (Match, error) { return &MarkMatch{}, nil },
+	"connmark":  func(Family) (Match, error) { return &ConnmarkMatch{}, nil },
+	"limit":     func(Family) (Match, error) { return &Limit{Avg: limitScale * 60 * 60 / 3, Burst: 5}, nil },
+	"comment":   func(Family) (Match, error) { return &Comment{}, nil },
+	"iprange":   func(Family) (Match, error) { return &IPRange{}, nil },
+	"set":       func(Family) (Match, error) { return &SetMatch{}, nil },
+}
+
+func newICMP6(f Family) (Match, error) {
+	if f == IPv4 {
+		return nil, fmt.Errorf("couldn't load match \"icmp6\" for iptables (use -m icmp)")
+	}
+	return &ICMP{V6: true, AnyCode: true, Type: 0xff}, nil
+}
+
+// targetNew makes a fresh target per -j NAME; any other name is a jump
+// to a user chain.
+var targetNew = map[string]func() Target{
+	"ACCEPT":     func() Target { return Accept{} },
+	"DROP":       func() Target { return Drop{} },
+	"RETURN":     func() Target { return Return{} },
+	"REJECT":     func() Target { return &Reject{} },
+	"LOG":        func() Target { return &Log{Level: 4} },
+	"DNAT":       func() Target { return &DNAT{} },
+	"SNAT":       func() Target { return &SNAT{} },
+	"MASQUERADE": func() Target { return &Masquerade{} },
+	"REDIRECT":   func() Target { return &Redirect{} },
+	"MARK":       func() Target { return &Mark{} },
+	"CONNMARK":   func() Target { return &Connmark{NFMask: 0xffffffff, CTMask: 0xffffffff} },
+	"TTL":        func() Target { return &TTL{} },
+	"HL":         func() Target { return &TTL{HL: true} },
+	"TOS":        func() Target { return &TOS{} },
+	"DSCP":       func() Target { return &DSCP{} },
+}
+
+// loadMatch loads -m name. A repeated -m NAME loads a second instance,
+// as iptables-legacy does (iptables-nft would merge them); options go
+// to the newest.
 func (p *ruleParser) loadMatch(name string) error {
-	var m Match
-	// A repeated -m NAME loads a second instance, as iptables-legacy
-	// does (iptables-nft would merge them); options go to the newest.
-	switch name {
-	case "tcp":
-		m = &TCP{}
-	case "udp":
-		m = &UDP{}
-	case "icmp":
-		if p.fam == IPv6 {
-			return fmt.Errorf("couldn't load match \"icmp\" for ip6tables (use -m icmp6)")
-		}
-		m = &ICMP{Type: 0xff, AnyCode: true}
-	case "icmp6", "icmpv6":
-		if p.fam == IPv4 {
-			return fmt.Errorf("couldn't load match %q for iptables (use -m icmp)", name)
-		}
-		m = &ICMP{V6: true, AnyCode: true, Type: 0xff}
-	case "multiport":
-		m = &Multiport{}
-	case "conntrack":
-		m = &Conntrack{}
-	case "state":
-		m = &State{}
-	case "mark":
-		m = &MarkMatch{}
-	case "connmark":
-		m = &ConnmarkMatch{}
-	case "limit":
-		m = &Limit{Avg: limitScale * 60 * 60 / 3, Burst: 5}
-	case "comment":
-		m = &Comment{}
-	case "iprange":
-		m = &IPRange{}
-	case "set":
-		m = &SetMatch{}
-	default:
+	mk, ok := matchNew[name]
+	if !ok {
 		return fmt.Errorf("couldn't load match %q: no such extension", name)
+	}
+	m, err := mk(p.fam)
+	if err != nil {
+		return err
 	}
 	p.rule.Matches = append(p.rule.Matches, m)
 	p.cur = m
@@ -302,50 +326,21 @@ func (p *ruleParser) loadMatch(name string) error {
 }
 
 func (p *ruleParser) loadTarget(name string, isGoto bool) error {
-	if isGoto {
-		if err := checkChainName(name); err != nil {
-			return err
-		}
-		p.target = Goto{Chain: name}
+	if mk, ok := targetNew[name]; ok && !isGoto {
+		p.target = mk()
 		return nil
 	}
-	switch name {
-	case "ACCEPT":
-		p.target = Accept{}
-	case "DROP":
-		p.target = Drop{}
-	case "RETURN":
-		p.target = Return{}
-	case "REJECT":
-		p.target = &Reject{}
-	case "LOG":
-		p.target = &Log{Level: 4}
-	case "DNAT":
-		p.target = &DNAT{}
-	case "SNAT":
-		p.target = &SNAT{}
-	case "MASQUERADE":
-		p.target = &Masquerade{}
-	case "REDIRECT":
-		p.target = &Redirect{}
-	case "MARK":
-		p.target = &Mark{}
-	case "CONNMARK":
-		p.target = &Connmark{NFMask: 0xffffffff, CTMask: 0xffffffff}
-	case "TTL":
-		p.target = &TTL{}
-	case "HL":
-		p.target = &TTL{HL: true}
-	case "TOS":
-		p.target = &TOS{}
-	case "DSCP":
-		p.target = &DSCP{}
-	default:
-		// Anything else is a jump to a user chain; whether the chain
-		// exists is checked against the table when the rule is added.
-		if err := checkChainName(name); err != nil {
-			return err
-		}
+	if name == "QUEUE" || name == "NFQUEUE" {
+		return fmt.Errorf("target %s is not supported: tunstack has no queue to userspace", name)
+	}
+	// Anything else is a jump to a user chain; whether the chain exists
+	// is checked against the table when the rule is added.
+	if err := checkChainName(name); err != nil {
+		return err
+	}
+	if isGoto {
+		p.target = Goto{Chain: name}
+	} else {
 		p.target = Jump{Chain: name}
 	}
 	return nil
