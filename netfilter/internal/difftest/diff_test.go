@@ -166,13 +166,16 @@ func TestCommandsAgainstIptables(t *testing.T) {
 	}
 	t.Logf("real iptables: %d commands in %v", len(cases), time.Since(start).Round(time.Millisecond))
 	known := deliberate(t)
-	var agreed, codeAgreed, accepted, deliberateN int
+	var agreed, codeAgreed, accepted, deliberateN, codeLogged int
 	var record []string
 	for i, c := range cases {
 		ours := RunOurs(c)
 		r := real[i]
 		if r.OK == ours.OK && r.Code == ours.Code {
 			codeAgreed++
+		} else if r.OK == ours.OK && testing.Verbose() && codeLogged < 20 {
+			codeLogged++
+			t.Logf("exit status %d, tunstack %d: %s\n  iptables: %s\n  tunstack: %s", r.Code, ours.Code, c, r.Err, ours.Err)
 		}
 		if r.OK {
 			accepted++
