@@ -16,10 +16,26 @@ func param(err error) error {
 		return nil
 	}
 	var p *paramError
-	if errors.As(err, &p) {
+	var k *kernelError
+	if errors.As(err, &p) || errors.As(err, &k) {
 		return err
 	}
 	return &paramError{err}
+}
+
+// kernelError marks an error found while parsing that Linux reports
+// only when the kernel refuses the rule (exit status 1), such as a
+// match whose protocol is missing; param leaves it alone.
+type kernelError struct{ err error }
+
+func (e *kernelError) Error() string { return e.err.Error() }
+func (e *kernelError) Unwrap() error { return e.err }
+
+func kernel(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &kernelError{err}
 }
 
 // ExitCode returns the exit status iptables gives for err: 0 for nil, 2

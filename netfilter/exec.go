@@ -3,6 +3,7 @@ package netfilter
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -240,6 +241,9 @@ func (c *command) execRule(t *table, sets func(string) *ipset.Set) (string, bool
 		if pos > len(ch.Rules) {
 			return "", false, fmt.Errorf("index of insertion too big: %d (chain %s has %d rules)", c.num, ch.Name, len(ch.Rules))
 		}
+		// iptables inserts each address's rule at the same position,
+		// so the last address's rule comes first.
+		slices.Reverse(nr)
 		ch.Rules = append(ch.Rules[:pos:pos], append(nr, ch.Rules[pos:]...)...)
 	case "-R":
 		if len(nr) != 1 {
@@ -308,7 +312,7 @@ func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool
 }
 
 func (c *command) execNewChain(t *table, sets func(string) *ipset.Set) (string, bool, error) {
-	if err := checkChainName(c.chain); err != nil {
+	if err := param(checkChainName(c.chain)); err != nil {
 		return "", false, err
 	}
 	if t.chain(c.chain) != nil {
@@ -334,7 +338,7 @@ func (c *command) execRename(t *table, sets func(string) *ipset.Set) (string, bo
 	if ch.Builtin {
 		return "", false, fmt.Errorf("cannot rename built-in chain %s", ch.Name)
 	}
-	if err := checkChainName(c.arg2); err != nil {
+	if err := param(checkChainName(c.arg2)); err != nil {
 		return "", false, err
 	}
 	if t.chain(c.arg2) != nil || isVerdict(c.arg2) {

@@ -428,7 +428,7 @@ func (p *ruleParser) finish() error {
 			}
 		}
 		if err := m.check(&p.rule, p.fam); err != nil {
-			return err
+			return kernel(err)
 		}
 	}
 	if f, ok := p.target.(finisher); ok {

@@ -41,8 +41,9 @@ func parseLogLevel(s string) (uint8, error) {
 	if n, err := strconv.ParseUint(s, 10, 8); err == nil && n <= 7 {
 		return uint8(n), nil
 	}
+	// libxt_LOG's names: "err" and "warn" are not among them.
 	for i, n := range logLevelNames {
-		if s == n || (s == "warn" && i == 4) || (s == "error" && i == 3) || (s == "panic" && i == 0) {
+		if (s == n && n != "err") || (s == "error" && i == 3) || (s == "panic" && i == 0) {
 			return uint8(i), nil
 		}
 	}

@@ -159,7 +159,7 @@ func (t *TTL) listInfo(Family, bool) string {
 
 func (t *TTL) check(_ *Rule, f Family, tb TableID) error {
 	if t.HL != (f == IPv6) {
-		return fmt.Errorf("target %q is not valid for %s", t.Name(), f)
+		return param(fmt.Errorf("target %q is not valid for %s (unknown option)", t.Name(), f))
 	}
 	return onlyTable(t.Name(), tb, Mangle)
 }

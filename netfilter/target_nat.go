@@ -134,7 +134,7 @@ func needPortProto(r *Rule, name string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name)
+	return param(fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name))
 }
 
 // NATFlags are the --random, --random-fully and --persistent options;

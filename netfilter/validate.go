@@ -27,7 +27,7 @@ func validateTable(f Family, t *table) error {
 			if name, ok := jumpName(r.Target); ok {
 				i, exists := idx[name]
 				if !exists {
-					return fmt.Errorf("chain %s rule %d: target chain %q does not exist in table %s", c.Name, n+1, name, t.id)
+					return param(fmt.Errorf("chain %s rule %d: target chain %q does not exist in table %s (couldn't load target)", c.Name, n+1, name, t.id))
 				}
 				if t.chains[i].Builtin {
 					return fmt.Errorf("chain %s rule %d: cannot jump to built-in chain %q", c.Name, n+1, name)
