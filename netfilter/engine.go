@@ -1,6 +1,7 @@
 package netfilter
 
 import (
+	"gvisor.dev/gvisor/pkg/tcpip"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -79,9 +80,9 @@ func (d *dispatcher) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstac
 	p.fw = fw
 	switch hook {
 	case gstack.Prerouting, gstack.Input:
-		p.InInterface = fw.nicName(pkt.NICID)
+		p.InInterface = fw.nicName(inNIC(pkt))
 	case gstack.Forward:
-		p.InInterface = fw.nicName(pkt.NICID)
+		p.InInterface = fw.nicName(inNIC(pkt))
 		if r != nil {
 			p.OutInterface = fw.nicName(r.NICID())
 		}
@@ -131,6 +132,17 @@ func (d *dispatcher) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstac
 	*p = Packet{}
 	packetPool.Put(p)
 	return v, 0
+}
+
+// inNIC returns the NIC a packet arrived on. gVisor sets pkt.NICID only
+// after PREROUTING has run (in handleValidatedPacket), so at that hook
+// only InputNICID names the interface; -i matched against NICID there
+// would never match (and ! -i always).
+func inNIC(pkt *gstack.PacketBuffer) tcpip.NICID {
+	if pkt.InputNICID != 0 {
+		return pkt.InputNICID
+	}
+	return pkt.NICID
 }
 
 type frame struct{ chain, rule int }

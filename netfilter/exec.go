@@ -3,6 +3,7 @@ package netfilter
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -69,50 +70,14 @@ func parseCommand(fam Family, args []string) (*command, error) {
 			if i+1 < len(args) && isNumber(args[i+1]) {
 				i++
 			}
-		case a == "-A" || a == "-I" || a == "-D" || a == "-R" || a == "-F" || a == "-Z" || a == "-N" ||
-			a == "-X" || a == "-E" || a == "-P" || a == "-L" || a == "-S" || a == "-C":
+		case isCommandOpt(a):
 			if c.op != "" {
 				return nil, fmt.Errorf("cannot use %s with %s", a, c.op)
 			}
 			c.op = a
-			// Positional arguments follow the command directly.
-			pos := func() (string, bool) {
-				if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && args[i+1] != "!" {
-					i++
-					return args[i], true
-				}
-				return "", false
-			}
-			switch a {
-			case "-A", "-I", "-D", "-R", "-N", "-E", "-P", "-C":
-				ch, ok := pos()
-				if !ok {
-					return nil, fmt.Errorf("option %q requires a chain name", a)
-				}
-				c.chain = ch
-			default:
-				c.chain, _ = pos()
-			}
-			switch a {
-			case "-I", "-D", "-S", "-Z", "-L":
-				if i+1 < len(args) && isNumber(args[i+1]) {
-					i++
-					n, _ := strconv.Atoi(args[i])
-					c.num, c.hasNum = n, true
-				}
-			case "-R":
-				if i+1 >= len(args) || !isNumber(args[i+1]) {
-					return nil, errors.New("-R requires a rule number")
-				}
-				i++
-				c.num, _ = strconv.Atoi(args[i])
-				c.hasNum = true
-			case "-E", "-P":
-				v, ok := pos()
-				if !ok {
-					return nil, fmt.Errorf("option %q requires two arguments", a)
-				}
-				c.arg2 = v
+			var err error
+			if i, err = c.positional(args, i); err != nil {
+				return nil, err
 			}
 		default:
 			rest = append(rest, args[i])
@@ -139,6 +104,61 @@ func parseCommand(fam Family, args []string) (*command, error) {
 	return c, nil
 }
 
+func isCommandOpt(a string) bool {
+	switch a {
+	case "-A", "-I", "-D", "-R", "-F", "-Z", "-N", "-X", "-E", "-P", "-L", "-S", "-C":
+		return true
+	}
+	return false
+}
+
+// positional reads the arguments that follow the command option at
+// args[i] (chain, rule number, new name or policy) and returns the index
+// of the last one read.
+func (c *command) positional(args []string, i int) (int, error) {
+	a := c.op
+	// Positional arguments follow the command directly.
+	pos := func() (string, bool) {
+		if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && args[i+1] != "!" {
+			i++
+			return args[i], true
+		}
+		return "", false
+	}
+	switch c.op {
+	case "-A", "-I", "-D", "-R", "-N", "-E", "-P", "-C":
+		ch, ok := pos()
+		if !ok {
+			return i, fmt.Errorf("option %q requires a chain name", a)
+		}
+		c.chain = ch
+	default:
+		c.chain, _ = pos()
+	}
+	switch c.op {
+	case "-I", "-D", "-S", "-Z", "-L":
+		if i+1 < len(args) && isNumber(args[i+1]) {
+			i++
+			n, _ := strconv.Atoi(args[i])
+			c.num, c.hasNum = n, true
+		}
+	case "-R":
+		if i+1 >= len(args) || !isNumber(args[i+1]) {
+			return i, errors.New("-R requires a rule number")
+		}
+		i++
+		c.num, _ = strconv.Atoi(args[i])
+		c.hasNum = true
+	case "-E", "-P":
+		v, ok := pos()
+		if !ok {
+			return i, fmt.Errorf("option %q requires two arguments", a)
+		}
+		c.arg2 = v
+	}
+	return i, nil
+}
+
 func isNumber(s string) bool {
 	_, err := strconv.Atoi(s)
 	return err == nil
@@ -148,254 +168,273 @@ func isNumber(s string) bool {
 func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool, error) {
 	t := rs.tables[c.fam][c.table]
 	t.used = true
-	chain := func() (*Chain, error) {
-		ch := t.chain(c.chain)
-		if ch == nil {
-			return nil, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
-		}
-		return ch, nil
-	}
-	rules := func() ([]*Rule, error) {
-		rs, _, err := parseRule(c.fam, c.rule, sets)
-		if err != nil {
-			return nil, err
-		}
-		for _, r := range rs {
-			if err := validateRule(c.fam, c.table, r); err != nil {
-				return nil, err
-			}
-		}
-		return rs, nil
-	}
 	switch c.op {
 	case "-A", "-I", "-R", "-D", "-C":
-		ch, err := chain()
-		if err != nil {
-			return "", false, err
-		}
-		if c.op == "-D" && c.hasNum {
-			if c.num > len(ch.Rules) {
-				return "", false, fmt.Errorf("index of deletion too big: rule %d of chain %s", c.num, ch.Name)
-			}
-			ch.Rules = append(ch.Rules[:c.num-1:c.num-1], ch.Rules[c.num:]...)
-			return "", true, nil
-		}
-		nr, err := rules()
-		if err != nil {
-			return "", false, err
-		}
-		switch c.op {
-		case "-A":
-			ch.Rules = append(ch.Rules, nr...)
-		case "-I":
-			pos := 0
-			if c.hasNum {
-				pos = c.num - 1
-			}
-			if pos > len(ch.Rules) {
-				return "", false, fmt.Errorf("index of insertion too big: %d (chain %s has %d rules)", c.num, ch.Name, len(ch.Rules))
-			}
-			ch.Rules = append(ch.Rules[:pos:pos], append(nr, ch.Rules[pos:]...)...)
-		case "-R":
-			if len(nr) != 1 {
-				return "", false, errors.New("-R: the rule must stand for exactly one rule (one -s and one -d address)")
-			}
-			if c.num > len(ch.Rules) {
-				return "", false, fmt.Errorf("index of replacement too big: rule %d of chain %s", c.num, ch.Name)
-			}
-			ch.Rules[c.num-1] = nr[0]
-		case "-D", "-C":
-			for _, r := range nr {
-				want := RuleString(c.fam, r)
-				found := -1
-				for i, x := range ch.Rules {
-					if RuleString(c.fam, x) == want {
-						found = i
-						break
-					}
-				}
-				if found < 0 {
-					return "", false, fmt.Errorf("bad rule (does a matching rule exist in that chain?): %s", want)
-				}
-				if c.op == "-D" {
-					ch.Rules = append(ch.Rules[:found:found], ch.Rules[found+1:]...)
-				}
-			}
-			return "", c.op == "-D", nil
-		}
-		return "", true, nil
+		return c.execRule(t, sets)
 	case "-F":
-		if c.chain == "" {
-			for _, ch := range t.chains {
-				ch.Rules = nil
-			}
-			return "", true, nil
-		}
-		ch, err := chain()
-		if err != nil {
-			return "", false, err
-		}
-		ch.Rules = nil
-		return "", true, nil
+		return c.execFlush(t, sets)
 	case "-Z":
-		// Counters are shared objects, so zeroing needs no new ruleset.
-		for _, ch := range t.chains {
-			if c.chain != "" && ch.Name != c.chain {
-				continue
-			}
-			for i, r := range ch.Rules {
-				if !c.hasNum || i+1 == c.num {
-					r.counters.zero()
-				}
-			}
-			if !c.hasNum {
-				ch.policyCounters.zero()
-			}
-		}
-		if c.chain != "" && t.chain(c.chain) == nil {
-			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
-		}
-		return "", false, nil
+		return c.execZero(t, sets)
 	case "-N":
-		if err := checkChainName(c.chain); err != nil {
-			return "", false, err
-		}
-		if t.chain(c.chain) != nil {
-			return "", false, fmt.Errorf("chain %q already exists", c.chain)
-		}
-		if isTargetName(c.chain) {
-			return "", false, fmt.Errorf("chain name %q is a target name", c.chain)
-		}
-		t.chains = append(t.chains, &Chain{Name: c.chain})
-		t.sortUser()
-		return "", true, nil
+		return c.execNewChain(t, sets)
 	case "-X":
-		var del []string
-		if c.chain == "" {
-			for _, ch := range t.chains {
-				if !ch.Builtin && references(t, ch.Name) == 0 {
-					del = append(del, ch.Name)
-				}
-			}
-		} else {
-			ch, err := chain()
-			if err != nil {
-				return "", false, err
-			}
-			if ch.Builtin {
-				// iptables-nft accepts this and leaves the chain.
-				return "", false, nil
-			}
-			if references(t, ch.Name) > 0 {
-				return "", false, fmt.Errorf("chain %s is referenced by a rule: cannot delete it", ch.Name)
-			}
-			if len(ch.Rules) > 0 {
-				return "", false, fmt.Errorf("chain %s is not empty: flush it first", ch.Name)
-			}
-			del = []string{ch.Name}
-		}
-		for _, name := range del {
-			t.chains = append(t.chains[:t.chainIndex(name):t.chainIndex(name)], t.chains[t.chainIndex(name)+1:]...)
-		}
-		return "", true, nil
+		return c.execDelete(t, sets)
 	case "-E":
-		ch, err := chain()
-		if err != nil {
-			return "", false, err
-		}
-		if ch.Builtin {
-			return "", false, fmt.Errorf("cannot rename built-in chain %s", ch.Name)
-		}
-		if err := checkChainName(c.arg2); err != nil {
-			return "", false, err
-		}
-		if t.chain(c.arg2) != nil {
-			return "", false, fmt.Errorf("chain %q already exists", c.arg2)
-		}
-		old := ch.Name
-		ch.Name = c.arg2
-		// References follow the chain, as in the kernel.
-		for _, x := range t.chains {
-			for i, r := range x.Rules {
-				if j, ok := jumpName(r.Target); ok && j == old {
-					nr := *r
-					if _, g := r.Target.(Goto); g {
-						nr.Target = Goto{Chain: c.arg2}
-					} else {
-						nr.Target = Jump{Chain: c.arg2}
-					}
-					x.Rules[i] = &nr
-				}
-			}
-		}
-		t.sortUser()
-		return "", true, nil
+		return c.execRename(t, sets)
 	case "-P":
-		ch, err := chain()
-		if err != nil {
-			return "", false, err
-		}
-		if !ch.Builtin {
-			return "", false, fmt.Errorf("cannot set policy of user chain %s", ch.Name)
-		}
-		switch c.arg2 {
-		case "ACCEPT":
-			ch.Policy = PolicyAccept
-		case "DROP":
-			ch.Policy = PolicyDrop
-		default:
-			return "", false, fmt.Errorf("bad policy %q (want ACCEPT or DROP)", c.arg2)
-		}
-		return "", true, nil
+		return c.execPolicy(t, sets)
 	case "-L":
-		var b strings.Builder
-		first := true
-		for _, ch := range t.chains {
-			if c.chain != "" && ch.Name != c.chain {
-				continue
-			}
-			if !first {
-				b.WriteString("\n")
-			}
-			first = false
-			listChain(&b, c.fam, t, ch, c.opts)
-		}
-		if first && c.chain != "" {
-			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
-		}
-		return b.String(), false, nil
+		return c.execList(t, sets)
 	case "-S":
-		var b strings.Builder
-		found := false
-		for _, ch := range t.chains {
-			if c.chain != "" && ch.Name != c.chain {
-				continue
-			}
-			found = true
-			if c.hasNum {
-				continue
-			}
-			if ch.Builtin {
-				fmt.Fprintf(&b, "-P %s %s\n", ch.Name, ch.Policy)
-			} else {
-				fmt.Fprintf(&b, "-N %s\n", ch.Name)
-			}
-		}
-		if !found && c.chain != "" {
-			return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
-		}
-		for _, ch := range t.chains {
-			if c.chain != "" && ch.Name != c.chain {
-				continue
-			}
-			if c.hasNum && c.num > len(ch.Rules) {
-				return "", false, fmt.Errorf("index of rule %d too big in chain %s", c.num, ch.Name)
-			}
-			specRules(&b, c.fam, ch, c.num)
-		}
-		return b.String(), false, nil
+		return c.execSpec(t, sets)
 	}
 	return "", false, fmt.Errorf("unknown command %s", c.op)
+}
+
+// chainIn returns the command's chain in t.
+func (c *command) chainIn(t *table) (*Chain, error) {
+	ch := t.chain(c.chain)
+	if ch == nil {
+		return nil, fmt.Errorf("chain %q does not exist in table %s (No chain/target/match by that name)", c.chain, t.id)
+	}
+	return ch, nil
+}
+
+// rules parses and checks the command's rule specification.
+func (c *command) rules(sets func(string) *ipset.Set) ([]*Rule, error) {
+	rs, _, err := parseRule(c.fam, c.chain, c.rule, sets)
+	if err != nil {
+		return nil, param(err)
+	}
+	for _, r := range rs {
+		if err := validateRule(c.fam, c.table, r); err != nil {
+			return nil, err
+		}
+	}
+	return rs, nil
+}
+
+func (c *command) execRule(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	ch, err := c.chainIn(t)
+	if err != nil {
+		return "", false, err
+	}
+	if c.op == "-D" && c.hasNum {
+		if c.num > len(ch.Rules) {
+			return "", false, fmt.Errorf("index of deletion too big: rule %d of chain %s", c.num, ch.Name)
+		}
+		ch.Rules = append(ch.Rules[:c.num-1:c.num-1], ch.Rules[c.num:]...)
+		return "", true, nil
+	}
+	nr, err := c.rules(sets)
+	if err != nil {
+		return "", false, err
+	}
+	switch c.op {
+	case "-A":
+		ch.Rules = append(ch.Rules, nr...)
+	case "-I":
+		pos := 0
+		if c.hasNum {
+			pos = c.num - 1
+		}
+		if pos > len(ch.Rules) {
+			return "", false, fmt.Errorf("index of insertion too big: %d (chain %s has %d rules)", c.num, ch.Name, len(ch.Rules))
+		}
+		// iptables inserts each address's rule at the same position,
+		// so the last address's rule comes first.
+		slices.Reverse(nr)
+		ch.Rules = append(ch.Rules[:pos:pos], append(nr, ch.Rules[pos:]...)...)
+	case "-R":
+		if len(nr) != 1 {
+			return "", false, errors.New("-R: the rule must stand for exactly one rule (one -s and one -d address)")
+		}
+		if c.num > len(ch.Rules) {
+			return "", false, fmt.Errorf("index of replacement too big: rule %d of chain %s", c.num, ch.Name)
+		}
+		ch.Rules[c.num-1] = nr[0]
+	case "-D", "-C":
+		for _, r := range nr {
+			want := RuleString(c.fam, r)
+			found := -1
+			for i, x := range ch.Rules {
+				if RuleString(c.fam, x) == want {
+					found = i
+					break
+				}
+			}
+			if found < 0 {
+				return "", false, fmt.Errorf("bad rule (does a matching rule exist in that chain?): %s", want)
+			}
+			if c.op == "-D" {
+				ch.Rules = append(ch.Rules[:found:found], ch.Rules[found+1:]...)
+			}
+		}
+		return "", c.op == "-D", nil
+	}
+	return "", true, nil
+}
+
+func (c *command) execFlush(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	if c.chain == "" {
+		for _, ch := range t.chains {
+			ch.Rules = nil
+		}
+		return "", true, nil
+	}
+	ch, err := c.chainIn(t)
+	if err != nil {
+		return "", false, err
+	}
+	ch.Rules = nil
+	return "", true, nil
+}
+
+func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	// Counters are shared objects, so zeroing needs no new ruleset.
+	for _, ch := range t.chains {
+		if c.chain != "" && ch.Name != c.chain {
+			continue
+		}
+		for i, r := range ch.Rules {
+			if !c.hasNum || i+1 == c.num {
+				r.counters.zero()
+			}
+		}
+		if !c.hasNum {
+			ch.policyCounters.zero()
+		}
+	}
+	if c.chain != "" && t.chain(c.chain) == nil {
+		return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+	}
+	return "", false, nil
+}
+
+func (c *command) execNewChain(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	if err := param(checkChainName(c.chain)); err != nil {
+		return "", false, err
+	}
+	if t.chain(c.chain) != nil {
+		return "", false, fmt.Errorf("chain %q already exists", c.chain)
+	}
+	if isTargetName(c.chain) {
+		return "", false, param(fmt.Errorf("chain name %q may not clash with target name", c.chain))
+	}
+	t.chains = append(t.chains, &Chain{Name: c.chain})
+	t.sortUser()
+	return "", true, nil
+}
+
+func (c *command) execDelete(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	return "", true, c.deleteChains(t)
+}
+
+func (c *command) execRename(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	ch, err := c.chainIn(t)
+	if err != nil {
+		return "", false, err
+	}
+	if ch.Builtin {
+		return "", false, fmt.Errorf("cannot rename built-in chain %s", ch.Name)
+	}
+	if err := param(checkChainName(c.arg2)); err != nil {
+		return "", false, err
+	}
+	if t.chain(c.arg2) != nil || isVerdict(c.arg2) {
+		return "", false, fmt.Errorf("chain %q already exists (File exists)", c.arg2)
+	}
+	old := ch.Name
+	ch.Name = c.arg2
+	// References follow the chain, as in the kernel.
+	for _, x := range t.chains {
+		for i, r := range x.Rules {
+			if j, ok := jumpName(r.Target); ok && j == old {
+				nr := *r
+				if _, g := r.Target.(Goto); g {
+					nr.Target = Goto{Chain: c.arg2}
+				} else {
+					nr.Target = Jump{Chain: c.arg2}
+				}
+				x.Rules[i] = &nr
+			}
+		}
+	}
+	t.sortUser()
+	return "", true, nil
+}
+
+func (c *command) execPolicy(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	ch, err := c.chainIn(t)
+	if err != nil {
+		return "", false, err
+	}
+	if !ch.Builtin {
+		return "", false, fmt.Errorf("cannot set policy of user chain %s", ch.Name)
+	}
+	switch c.arg2 {
+	case "ACCEPT":
+		ch.Policy = PolicyAccept
+	case "DROP":
+		if t.id == NAT {
+			return "", false, param(errNATDrop)
+		}
+		ch.Policy = PolicyDrop
+	default:
+		return "", false, fmt.Errorf("bad policy %q (want ACCEPT or DROP)", c.arg2)
+	}
+	return "", true, nil
+}
+
+func (c *command) execList(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	var b strings.Builder
+	first := true
+	for _, ch := range t.chains {
+		if c.chain != "" && ch.Name != c.chain {
+			continue
+		}
+		if !first {
+			b.WriteString("\n")
+		}
+		first = false
+		listChain(&b, c.fam, t, ch, c.opts)
+	}
+	if first && c.chain != "" {
+		return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+	}
+	return b.String(), false, nil
+}
+
+func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	var b strings.Builder
+	found := false
+	for _, ch := range t.chains {
+		if c.chain != "" && ch.Name != c.chain {
+			continue
+		}
+		found = true
+		if c.hasNum {
+			continue
+		}
+		if ch.Builtin {
+			fmt.Fprintf(&b, "-P %s %s\n", ch.Name, ch.Policy)
+		} else {
+			fmt.Fprintf(&b, "-N %s\n", ch.Name)
+		}
+	}
+	if !found && c.chain != "" {
+		return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
+	}
+	for _, ch := range t.chains {
+		if c.chain != "" && ch.Name != c.chain {
+			continue
+		}
+		if c.hasNum && c.num > len(ch.Rules) {
+			return "", false, fmt.Errorf("index of rule %d too big in chain %s", c.num, ch.Name)
+		}
+		specRules(&b, c.fam, ch, c.num)
+	}
+	return b.String(), false, nil
 }
 
 func isTargetName(s string) bool {
@@ -405,4 +444,50 @@ func isTargetName(s string) bool {
 		return true
 	}
 	return false
+}
+
+// errNATDrop is iptables' refusal of DROP (target or policy) in nat.
+var errNATDrop = errors.New(`the "nat" table is not intended for filtering, the use of DROP is therefore inhibited`)
+
+// isVerdict reports whether s is a standard verdict name, which libiptc
+// refuses as a chain name on rename.
+func isVerdict(s string) bool {
+	return s == "ACCEPT" || s == "DROP" || s == "QUEUE" || s == "RETURN"
+}
+
+// deleteChains is -X: one user chain, or (without a name) every user
+// chain. As libiptc, a built-in chain is refused (EINVAL), then a
+// referenced one (EMLINK), then a non-empty one (ENOTEMPTY); and -X
+// without a name deletes nothing if any chain cannot be deleted.
+func (c *command) deleteChains(t *table) error {
+	var del []*Chain
+	if c.chain == "" {
+		for _, ch := range t.chains {
+			if !ch.Builtin {
+				del = append(del, ch)
+			}
+		}
+	} else {
+		ch := t.chain(c.chain)
+		if ch == nil {
+			return fmt.Errorf("chain %q does not exist in table %s (No chain/target/match by that name)", c.chain, t.id)
+		}
+		if ch.Builtin {
+			return fmt.Errorf("cannot delete built-in chain %s (Invalid argument)", ch.Name)
+		}
+		del = []*Chain{ch}
+	}
+	for _, ch := range del {
+		if n := references(t, ch.Name); n > 0 {
+			return fmt.Errorf("chain %s is referenced by %d rule(s): cannot delete it (Too many links)", ch.Name, n)
+		}
+		if len(ch.Rules) > 0 {
+			return fmt.Errorf("chain %s is not empty: flush it first (Directory not empty)", ch.Name)
+		}
+	}
+	for _, ch := range del {
+		i := t.chainIndex(ch.Name)
+		t.chains = append(t.chains[:i:i], t.chains[i+1:]...)
+	}
+	return nil
 }

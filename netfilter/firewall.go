@@ -150,7 +150,7 @@ func (fw *Firewall) commitLocked(rs *Ruleset) error {
 func (fw *Firewall) Exec(f Family, args []string) (string, error) {
 	cmd, err := parseCommand(f, args)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", f, err)
+		return "", fmt.Errorf("%s: %w", f, param(err))
 	}
 	fw.mu.Lock()
 	defer fw.mu.Unlock()

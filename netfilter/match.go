@@ -86,9 +86,8 @@ func parsePortRange(s string) (PortRange, error) {
 			return r, err
 		}
 	}
-	if r.Lo > r.Hi {
-		return r, fmt.Errorf("invalid portrange %q (min > max)", s)
-	}
+	// iptables accepts min > max here (such a range matches nothing);
+	// multiport refuses it.
 	return r, nil
 }
 

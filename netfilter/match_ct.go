@@ -15,6 +15,9 @@ func parseCTStates(s string) (CTState, error) {
 				found = true
 			}
 		}
+		if !found && (strings.EqualFold(n, "SNAT") || strings.EqualFold(n, "DNAT")) {
+			return 0, fmt.Errorf("ctstate %s is not supported: gVisor's conntrack does not tell tunstack whether a connection was NATed", strings.ToUpper(n))
+		}
 		if !found {
 			return 0, fmt.Errorf("bad ctstate %q (want INVALID, NEW, RELATED, ESTABLISHED or UNTRACKED)", n)
 		}
@@ -119,3 +122,75 @@ func (m *ConnmarkMatch) check(*Rule, Family) error { return nil }
 func (m *ConnmarkMatch) matches(p *Packet) bool {
 	return (p.connmark()&m.Mask == m.Value) != m.Invert
 }
+
+func (m *Conntrack) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--ctstate" {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	st, err := parseCTStates(v)
+	m.States, m.Invert = st, c.inv
+	return true, err
+}
+
+func (m *Conntrack) finish(*optCtx) error {
+	if m.States == 0 {
+		return fmt.Errorf("conntrack: at least one option is required")
+	}
+	return nil
+}
+
+func (m *State) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--state" {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	st, err := parseCTStates(v)
+	m.States, m.Invert = st, c.inv
+	return true, err
+}
+
+func (m *State) finish(*optCtx) error {
+	if m.States == 0 {
+		return fmt.Errorf("state: option --state must be specified")
+	}
+	return nil
+}
+
+// markOpt parses "--mark VALUE[/MASK]", shared by -m mark and -m
+// connmark.
+func markOpt(c *optCtx, value, mask *uint32, invert *bool) (bool, error) {
+	if c.opt != "--mark" {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	*value, *mask, err = parseValueMask(v)
+	*invert = c.inv
+	return true, err
+}
+
+func markFinish(c *optCtx, name string) error {
+	if !c.seen("--mark") {
+		return fmt.Errorf("%s match: option --mark must be specified", name)
+	}
+	return nil
+}
+
+func (m *MarkMatch) parseOpt(c *optCtx) (bool, error) {
+	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
+}
+func (m *MarkMatch) finish(c *optCtx) error { return markFinish(c, "mark") }
+
+func (m *ConnmarkMatch) parseOpt(c *optCtx) (bool, error) {
+	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
+}
+func (m *ConnmarkMatch) finish(c *optCtx) error { return markFinish(c, "connmark") }

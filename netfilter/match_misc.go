@@ -261,7 +261,27 @@ func (m *Limit) listInfo(Family, bool) string {
 	return fmt.Sprintf("limit: avg %s burst %d", m.rate(), m.Burst)
 }
 
-func (m *Limit) check(*Rule, Family) error { return nil }
+// check refuses what the kernel's xt_limit refuses (ERANGE): a burst of
+// 0, or a rate whose average times burst overflows its credit
+// arithmetic (with HZ*CREDITS_PER_JIFFY = 32000, as on HZ=1000 and
+// HZ=250 kernels). So "--limit 1/day" with the default burst of 5 is
+// refused, as by Linux.
+func (m *Limit) check(*Rule, Family) error {
+	if m.Burst == 0 || user2credits(m.Avg*m.Burst) < user2credits(m.Avg) {
+		return fmt.Errorf("limit: rate %s with burst %d overflows the kernel's counters, try lower (Numerical result out of range)", m.rate(), m.Burst)
+	}
+	return nil
+}
+
+// user2credits is xt_limit's conversion of a 1/10000 s interval to
+// credits, including its 32-bit overflow behaviour.
+func user2credits(user uint32) uint32 {
+	const hzCPJ = 32000
+	if user > 0xFFFFFFFF/hzCPJ {
+		return (user / limitScale) * hzCPJ
+	}
+	return user * hzCPJ / limitScale
+}
 
 var limitEpoch = time.Now()
 
@@ -409,4 +429,144 @@ func (m *SetMatch) matches(p *Packet) bool {
 	}
 	in := m.set != nil && m.set.Contains(a)
 	return in != m.Invert
+}
+
+func (m *ICMP) parseOpt(c *optCtx) (bool, error) {
+	if (m.V6 || c.opt != "--icmp-type") && (!m.V6 || c.opt != "--icmpv6-type") {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	n, err := parseICMPType(v, m.V6)
+	if err != nil {
+		return true, err
+	}
+	*m = *n
+	m.Invert = c.inv
+	return true, nil
+}
+
+func (m *Limit) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--limit":
+		if err := c.noInv(); err != nil {
+			return true, err
+		}
+		v, err := c.val()
+		if err != nil {
+			return true, err
+		}
+		l, err := parseLimit(v, m.Burst)
+		if err != nil {
+			return true, err
+		}
+		m.Avg = l.Avg
+		return true, nil
+	case "--limit-burst":
+		if err := c.noInv(); err != nil {
+			return true, err
+		}
+		v, err := c.val()
+		if err != nil {
+			return true, err
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || n > 10000 {
+			return true, fmt.Errorf("bad --limit-burst %q (0 to 10000)", v)
+		}
+		m.Burst = uint32(n)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (m *Comment) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--comment" {
+		return false, nil
+	}
+	if err := c.noInv(); err != nil {
+		return true, err
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	// iptables truncates to the kernel's 255 bytes.
+	if len(v) > 255 {
+		v = v[:255]
+	}
+	m.Text = v
+	return true, nil
+}
+
+func (m *Comment) finish(c *optCtx) error {
+	if !c.seen("--comment") {
+		return fmt.Errorf("comment: option --comment must be specified")
+	}
+	return nil
+}
+
+func (m *IPRange) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--src-range" && c.opt != "--dst-range" {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	ar, err := parseAddrRange(v, c.fam())
+	if err != nil {
+		return true, err
+	}
+	ar.Invert = c.inv
+	if c.opt == "--src-range" {
+		m.Src = ar
+	} else {
+		m.Dst = ar
+	}
+	return true, nil
+}
+
+func (m *SetMatch) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--match-set" && c.opt != "--set" {
+		return false, nil
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	dirs, err := c.next()
+	if err != nil {
+		return true, err
+	}
+	m.SetName, m.Invert = v, c.inv
+	for i, d := range strings.Split(dirs, ",") {
+		if d != "src" && d != "dst" {
+			return true, fmt.Errorf("--match-set %s: bad direction %q (want src or dst)", v, d)
+		}
+		if i == 0 {
+			m.Dst = d == "dst"
+		}
+	}
+	if c.p.sets == nil {
+		return true, nil
+	}
+	s := c.p.sets(v)
+	if s == nil {
+		return true, fmt.Errorf("set %q doesn't exist", v)
+	}
+	if (s.Family() == ipset.Inet6) != (c.fam() == IPv6) {
+		return true, fmt.Errorf("set %q has family %s, not usable from %s", v, s.Family(), c.fam())
+	}
+	m.set = s
+	return true, nil
+}
+
+func (m *SetMatch) finish(*optCtx) error {
+	if m.SetName == "" {
+		return fmt.Errorf("set: option --match-set must be specified")
+	}
+	return nil
 }

@@ -87,14 +87,20 @@ type TCP struct {
 // Name implements Match.
 func (*TCP) Name() string { return "tcp" }
 
+// save returns the option as iptables-save prints it: nothing for the
+// full range 0:65535, negated or not (libxt_tcp and libxt_udp print only
+// a narrower range; negated, the full range matches nothing).
+func (p Ports) save(opt string) []string {
+	if !p.Set || p.Range == (PortRange{0, 65535}) {
+		return nil
+	}
+	return withBang(p.Invert, opt, p.Range.String())
+}
+
 func (m *TCP) saveArgs(Family) []string {
 	var a []string
-	if m.SrcPorts.Set {
-		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
-	}
-	if m.DstPorts.Set {
-		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
-	}
+	a = append(a, m.SrcPorts.save("--sport")...)
+	a = append(a, m.DstPorts.save("--dport")...)
 	if m.Flags.Set {
 		a = append(a, withBang(m.Flags.Invert, "--tcp-flags", tcpFlagsString(m.Flags.Mask), tcpFlagsString(m.Flags.Comp))...)
 	}
@@ -138,12 +144,8 @@ func (*UDP) Name() string { return "udp" }
 
 func (m *UDP) saveArgs(Family) []string {
 	var a []string
-	if m.SrcPorts.Set {
-		a = append(a, withBang(m.SrcPorts.Invert, "--sport", m.SrcPorts.Range.String())...)
-	}
-	if m.DstPorts.Set {
-		a = append(a, withBang(m.DstPorts.Invert, "--dport", m.DstPorts.Range.String())...)
-	}
+	a = append(a, m.SrcPorts.save("--sport")...)
+	a = append(a, m.DstPorts.save("--dport")...)
 	return a
 }
 
@@ -253,6 +255,9 @@ func parseMultiport(s string) ([]PortRange, error) {
 			return nil, err
 		}
 		if strings.Contains(part, ":") {
+			if r.Lo >= r.Hi {
+				return nil, fmt.Errorf("invalid portrange %q specified (multiport wants min < max)", part)
+			}
 			slots += 2
 		} else {
 			slots++
@@ -263,4 +268,96 @@ func parseMultiport(s string) ([]PortRange, error) {
 		return nil, fmt.Errorf("too many ports specified in %q (at most 15, a range counts as two)", s)
 	}
 	return out, nil
+}
+
+// ports parses a --sport/--dport value into dst. libxt_tcp refuses a
+// range with min > max; libxt_udp accepts it (it then matches nothing).
+func (c *optCtx) ports(dst *Ports, udp bool) error {
+	v, err := c.val()
+	if err != nil {
+		return err
+	}
+	pr, err := parsePortRange(v)
+	if err != nil {
+		return err
+	}
+	if pr.Lo > pr.Hi && !udp {
+		return fmt.Errorf("invalid portrange %q (min > max)", v)
+	}
+	*dst = Ports{Set: true, Range: pr, Invert: c.inv}
+	return nil
+}
+
+func (m *TCP) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--sport", "--source-port":
+		return true, c.ports(&m.SrcPorts, false)
+	case "--dport", "--destination-port":
+		return true, c.ports(&m.DstPorts, false)
+	case "--syn":
+		if err := c.once("--tcp-flags"); err != nil {
+			return true, err
+		}
+		m.Flags = TCPFlags{Set: true, Mask: TCPFin | TCPSyn | TCPRst | TCPAck, Comp: TCPSyn, Invert: c.inv}
+		return true, nil
+	case "--tcp-flags":
+		mask, err := c.val()
+		if err != nil {
+			return true, err
+		}
+		comp, err := c.next()
+		if err != nil {
+			return true, err
+		}
+		mk, err := parseTCPFlags(mask)
+		if err != nil {
+			return true, err
+		}
+		cp, err := parseTCPFlags(comp)
+		if err != nil {
+			return true, err
+		}
+		m.Flags = TCPFlags{Set: true, Mask: mk, Comp: cp, Invert: c.inv}
+		return true, nil
+	}
+	return false, nil
+}
+
+func (m *UDP) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--sport", "--source-port":
+		return true, c.ports(&m.SrcPorts, true)
+	case "--dport", "--destination-port":
+		return true, c.ports(&m.DstPorts, true)
+	}
+	return false, nil
+}
+
+var multiportDirs = map[string]MultiportDir{"--sports": MultiportSrc, "--source-ports": MultiportSrc,
+	"--dports": MultiportDst, "--destination-ports": MultiportDst, "--ports": MultiportBoth}
+
+func (m *Multiport) parseOpt(c *optCtx) (bool, error) {
+	d, ok := multiportDirs[c.opt]
+	if !ok {
+		return false, nil
+	}
+	if m.Ports != nil {
+		return true, fmt.Errorf("multiport can only have one option")
+	}
+	v, err := c.val()
+	if err != nil {
+		return true, err
+	}
+	if m.Ports, err = parseMultiport(v); err != nil {
+		return true, err
+	}
+	m.Dir, m.Invert = d, c.inv
+	return true, nil
+}
+
+func (m *Multiport) finish(*optCtx) error {
+	if m.Ports == nil {
+		return fmt.Errorf("multiport: one of --sports, --dports or --ports is required")
+	}
+	return nil
 }

@@ -11,8 +11,9 @@ import (
 
 // ruleParser turns rule-spec arguments (matches and target) into rules.
 type ruleParser struct {
-	fam  Family
-	sets func(name string) *ipset.Set
+	fam   Family
+	chain string // the chain the rule is for, when known
+	sets  func(name string) *ipset.Set
 
 	rule     Rule
 	srcs     []netip.Prefix
@@ -28,12 +29,13 @@ type ruleParser struct {
 // into the rules it stands for: a list of addresses in -s or -d makes one
 // rule per address, as iptables does.
 func ParseRule(f Family, args []string) ([]*Rule, error) {
-	rules, _, err := parseRule(f, args, nil)
+	rules, _, err := parseRule(f, "", args, nil)
 	return rules, err
 }
 
-func parseRule(f Family, args []string, sets func(string) *ipset.Set) ([]*Rule, *[2]uint64, error) {
-	p := &ruleParser{fam: f, sets: sets, seen: map[string]bool{}, tgtSeen: map[string]bool{}}
+// parseRule parses a rule for chain (empty when not known).
+func parseRule(f Family, chain string, args []string, sets func(string) *ipset.Set) ([]*Rule, *[2]uint64, error) {
+	p := &ruleParser{fam: f, chain: chain, sets: sets, seen: map[string]bool{}, tgtSeen: map[string]bool{}}
 	if err := p.parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -174,9 +176,24 @@ func (p *ruleParser) header(opt string, inv bool, r *argReader) error {
 		if len(v) > 15 {
 			return fmt.Errorf("interface name %q must be shorter than IFNAMSIZ (15)", v)
 		}
-		if strings.ContainsAny(v, " /") || v == "" || strings.Contains(strings.TrimSuffix(v, "+"), "+") && false {
-			return fmt.Errorf("invalid interface name %q for %s", v, opt)
+		if v == "" {
+			return fmt.Errorf("empty interface for %s is likely to be undesired", opt)
 		}
+		// iptables checks the chain's name, not the hooks it is
+		// reached from (the kernel checks nothing).
+		switch {
+		case opt == "-i" && (p.chain == "POSTROUTING" || p.chain == "OUTPUT"),
+			opt == "-o" && (p.chain == "PREROUTING" || p.chain == "INPUT"):
+			return fmt.Errorf("can't use %s with %s", opt, p.chain)
+		}
+		// iptables only warns about '/' and ' ' ("not allowed by the
+		// kernel") and accepts the rule; so does tunstack.
+		if v == "+" && !inv {
+			// Matches every interface: iptables stores nothing.
+			return nil
+		}
+		// "! -i +" is kept: it matches nothing, though iptables-save
+		// does not print it (see ruleArgs).
 		if opt == "-i" {
 			p.rule.In = Iface{Name: v, Invert: inv}
 		} else {
@@ -239,53 +256,69 @@ func parseAddr(s string, f Family) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, bits).Masked(), nil
 }
 
-func (p *ruleParser) loadMatch(name string) error {
-	var m Match
-	// A repeated -m tcp or -m udp extends the loaded match, as
-	// iptables-nft merges them.
-	if name == "tcp" || name == "udp" {
-		for _, x := range p.rule.Matches {
-			if x.Name() == name {
-				p.cur = x
-				return nil
-			}
+// matchNew makes a fresh match per -m NAME; a nil error and nil match
+// never happen. Adding a match: its type, parseOpt, finish, saveArgs,
+// check and matches in its own file, and one line here.
+var matchNew = map[string]func(f Family) (Match, error){
+	"tcp": func(Family) (Match, error) { return &TCP{}, nil },
+	"udp": func(Family) (Match, error) { return &UDP{}, nil },
+	"icmp": func(f Family) (Match, error) {
+		if f == IPv6 {
+			return nil, fmt.Errorf("couldn't load match \"icmp\" for ip6tables (use -m icmp6)")
 		}
+		return &ICMP{Type: 0xff, AnyCode: true}, nil
+	},
+	"icmp6":     newICMP6,
+	"icmpv6":    newICMP6,
+	"multiport": func(Family) (Match, error) { return &Multiport{}, nil },
+	"conntrack": func(Family) (Match, error) { return &Conntrack{}, nil },
+	"state":     func(Family) (Match, error) { return &State{}, nil },
+	"mark":      func(Family) (Match, error) { return &MarkMatch{}, nil },
+	"connmark":  func(Family) (Match, error) { return &ConnmarkMatch{}, nil },
+	"limit":     func(Family) (Match, error) { return &Limit{Avg: limitScale * 60 * 60 / 3, Burst: 5}, nil },
+	"comment":   func(Family) (Match, error) { return &Comment{}, nil },
+	"iprange":   func(Family) (Match, error) { return &IPRange{}, nil },
+	"set":       func(Family) (Match, error) { return &SetMatch{}, nil },
+}
+
+func newICMP6(f Family) (Match, error) {
+	if f == IPv4 {
+		return nil, fmt.Errorf("couldn't load match \"icmp6\" for iptables (use -m icmp)")
 	}
-	switch name {
-	case "tcp":
-		m = &TCP{}
-	case "udp":
-		m = &UDP{}
-	case "icmp":
-		if p.fam == IPv6 {
-			return fmt.Errorf("couldn't load match \"icmp\" for ip6tables (use -m icmp6)")
-		}
-		m = &ICMP{Type: 0xff, AnyCode: true}
-	case "icmp6", "icmpv6":
-		if p.fam == IPv4 {
-			return fmt.Errorf("couldn't load match %q for iptables (use -m icmp)", name)
-		}
-		m = &ICMP{V6: true, AnyCode: true, Type: 0xff}
-	case "multiport":
-		m = &Multiport{}
-	case "conntrack":
-		m = &Conntrack{}
-	case "state":
-		m = &State{}
-	case "mark":
-		m = &MarkMatch{}
-	case "connmark":
-		m = &ConnmarkMatch{}
-	case "limit":
-		m = &Limit{Avg: limitScale * 60 * 60 / 3, Burst: 5}
-	case "comment":
-		m = &Comment{}
-	case "iprange":
-		m = &IPRange{}
-	case "set":
-		m = &SetMatch{}
-	default:
+	return &ICMP{V6: true, AnyCode: true, Type: 0xff}, nil
+}
+
+// targetNew makes a fresh target per -j NAME; any other name is a jump
+// to a user chain.
+var targetNew = map[string]func() Target{
+	"ACCEPT":     func() Target { return Accept{} },
+	"DROP":       func() Target { return Drop{} },
+	"RETURN":     func() Target { return Return{} },
+	"REJECT":     func() Target { return &Reject{} },
+	"LOG":        func() Target { return &Log{Level: 4} },
+	"DNAT":       func() Target { return &DNAT{} },
+	"SNAT":       func() Target { return &SNAT{} },
+	"MASQUERADE": func() Target { return &Masquerade{} },
+	"REDIRECT":   func() Target { return &Redirect{} },
+	"MARK":       func() Target { return &Mark{} },
+	"CONNMARK":   func() Target { return &Connmark{NFMask: 0xffffffff, CTMask: 0xffffffff} },
+	"TTL":        func() Target { return &TTL{} },
+	"HL":         func() Target { return &TTL{HL: true} },
+	"TOS":        func() Target { return &TOS{} },
+	"DSCP":       func() Target { return &DSCP{} },
+}
+
+// loadMatch loads -m name. A repeated -m NAME loads a second instance,
+// as iptables-legacy does (iptables-nft would merge them); options go
+// to the newest.
+func (p *ruleParser) loadMatch(name string) error {
+	mk, ok := matchNew[name]
+	if !ok {
 		return fmt.Errorf("couldn't load match %q: no such extension", name)
+	}
+	m, err := mk(p.fam)
+	if err != nil {
+		return err
 	}
 	p.rule.Matches = append(p.rule.Matches, m)
 	p.cur = m
@@ -293,50 +326,21 @@ func (p *ruleParser) loadMatch(name string) error {
 }
 
 func (p *ruleParser) loadTarget(name string, isGoto bool) error {
-	if isGoto {
-		if err := checkChainName(name); err != nil {
-			return err
-		}
-		p.target = Goto{Chain: name}
+	if mk, ok := targetNew[name]; ok && !isGoto {
+		p.target = mk()
 		return nil
 	}
-	switch name {
-	case "ACCEPT":
-		p.target = Accept{}
-	case "DROP":
-		p.target = Drop{}
-	case "RETURN":
-		p.target = Return{}
-	case "REJECT":
-		p.target = &Reject{}
-	case "LOG":
-		p.target = &Log{Level: 4}
-	case "DNAT":
-		p.target = &DNAT{}
-	case "SNAT":
-		p.target = &SNAT{}
-	case "MASQUERADE":
-		p.target = &Masquerade{}
-	case "REDIRECT":
-		p.target = &Redirect{}
-	case "MARK":
-		p.target = &Mark{}
-	case "CONNMARK":
-		p.target = &Connmark{NFMask: 0xffffffff, CTMask: 0xffffffff}
-	case "TTL":
-		p.target = &TTL{}
-	case "HL":
-		p.target = &TTL{HL: true}
-	case "TOS":
-		p.target = &TOS{}
-	case "DSCP":
-		p.target = &DSCP{}
-	default:
-		// Anything else is a jump to a user chain; whether the chain
-		// exists is checked against the table when the rule is added.
-		if err := checkChainName(name); err != nil {
-			return err
-		}
+	if name == "QUEUE" || name == "NFQUEUE" {
+		return fmt.Errorf("target %s is not supported: tunstack has no queue to userspace", name)
+	}
+	// Anything else is a jump to a user chain; whether the chain exists
+	// is checked against the table when the rule is added.
+	if err := checkChainName(name); err != nil {
+		return err
+	}
+	if isGoto {
+		p.target = Goto{Chain: name}
+	} else {
 		p.target = Jump{Chain: name}
 	}
 	return nil
@@ -371,14 +375,14 @@ func (p *ruleParser) implicitMatch() Match {
 
 func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 	if p.target != nil {
-		if ok, err := p.targetOpt(opt, inv, r); ok || err != nil {
+		if ok, err := p.extOpt1(p.target, opt, inv, r); ok || err != nil {
 			return err
 		}
 	}
 	// The most recently loaded match gets first pick, then the others,
 	// newest first, as in xtables.
 	for i := len(p.rule.Matches) - 1; i >= 0; i-- {
-		if ok, err := p.matchOpt(p.rule.Matches[i], opt, inv, r); ok || err != nil {
+		if ok, err := p.extOpt1(p.rule.Matches[i], opt, inv, r); ok || err != nil {
 			return err
 		}
 	}
@@ -391,11 +395,12 @@ func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 		}
 		if !loaded {
 			save := r.i
-			if ok, err := p.matchOpt(m, opt, inv, r); err != nil {
+			if ok, err := p.extOpt1(m, opt, inv, r); err != nil {
 				return err
 			} else if ok {
-				// iptables prints the implicit match first.
-				p.rule.Matches = append([]Match{m}, p.rule.Matches...)
+				// iptables loads the implicit match when its first
+				// option comes, after the matches loaded so far.
+				p.rule.Matches = append(p.rule.Matches, m)
 				return nil
 			}
 			r.i = save
@@ -404,582 +409,36 @@ func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 	return fmt.Errorf("unknown option %q", opt)
 }
 
-func (p *ruleParser) optOnce(m any, opt string) error {
-	key := fmt.Sprintf("%p%s", m, opt)
-	if p.tgtSeen[key] {
-		return fmt.Errorf("multiple %s flags not allowed", opt)
+// extOpt1 offers an option to one match or target.
+func (p *ruleParser) extOpt1(ext any, opt string, inv bool, r *argReader) (bool, error) {
+	op, ok := ext.(optionParser)
+	if !ok {
+		return false, nil
 	}
-	p.tgtSeen[key] = true
-	return nil
-}
-
-func (p *ruleParser) matchOpt(m Match, opt string, inv bool, r *argReader) (bool, error) {
-	val := func() (string, error) {
-		if err := p.optOnce(m, opt); err != nil {
-			return "", err
-		}
-		v, err := r.next(opt)
-		if err == nil && v == "!" {
-			return "", fmt.Errorf("intrapositioned negation (%s ! X) is not supported; write ! %s X", opt, opt)
-		}
-		return v, err
-	}
-	ports := func(dst *Ports) error {
-		v, err := val()
-		if err != nil {
-			return err
-		}
-		pr, err := parsePortRange(v)
-		if err != nil {
-			return err
-		}
-		*dst = Ports{Set: true, Range: pr, Invert: inv}
-		return nil
-	}
-	noInv := func() error {
-		if inv {
-			return fmt.Errorf("option %s cannot be negated", opt)
-		}
-		return nil
-	}
-	switch m := m.(type) {
-	case *TCP:
-		switch opt {
-		case "--sport", "--source-port":
-			return true, ports(&m.SrcPorts)
-		case "--dport", "--destination-port":
-			return true, ports(&m.DstPorts)
-		case "--syn":
-			if err := p.optOnce(m, "--tcp-flags"); err != nil {
-				return true, err
-			}
-			m.Flags = TCPFlags{Set: true, Mask: TCPFin | TCPSyn | TCPRst | TCPAck, Comp: TCPSyn, Invert: inv}
-			return true, nil
-		case "--tcp-flags":
-			mask, err := val()
-			if err != nil {
-				return true, err
-			}
-			comp, err := r.next(opt)
-			if err != nil {
-				return true, err
-			}
-			mk, err := parseTCPFlags(mask)
-			if err != nil {
-				return true, err
-			}
-			cp, err := parseTCPFlags(comp)
-			if err != nil {
-				return true, err
-			}
-			m.Flags = TCPFlags{Set: true, Mask: mk, Comp: cp, Invert: inv}
-			return true, nil
-		}
-	case *UDP:
-		switch opt {
-		case "--sport", "--source-port":
-			return true, ports(&m.SrcPorts)
-		case "--dport", "--destination-port":
-			return true, ports(&m.DstPorts)
-		}
-	case *ICMP:
-		if (!m.V6 && opt == "--icmp-type") || (m.V6 && opt == "--icmpv6-type") {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			n, err := parseICMPType(v, m.V6)
-			if err != nil {
-				return true, err
-			}
-			*m = *n
-			m.Invert = inv
-			return true, nil
-		}
-	case *Multiport:
-		dir := map[string]MultiportDir{"--sports": MultiportSrc, "--source-ports": MultiportSrc,
-			"--dports": MultiportDst, "--destination-ports": MultiportDst, "--ports": MultiportBoth}
-		if d, ok := dir[opt]; ok {
-			if m.Ports != nil {
-				return true, fmt.Errorf("multiport can only have one option")
-			}
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			if m.Ports, err = parseMultiport(v); err != nil {
-				return true, err
-			}
-			m.Dir, m.Invert = d, inv
-			return true, nil
-		}
-	case *Conntrack:
-		if opt == "--ctstate" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			st, err := parseCTStates(v)
-			m.States, m.Invert = st, inv
-			return true, err
-		}
-	case *State:
-		if opt == "--state" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			st, err := parseCTStates(v)
-			if st&CTUntracked != 0 && err == nil {
-				st, err = 0, fmt.Errorf("bad state %q", v)
-			}
-			m.States, m.Invert = st, inv
-			return true, err
-		}
-	case *MarkMatch:
-		if opt == "--mark" {
-			return true, parseMarkOption(val, inv, &m.Value, &m.Mask, &m.Invert)
-		}
-	case *ConnmarkMatch:
-		if opt == "--mark" {
-			return true, parseMarkOption(val, inv, &m.Value, &m.Mask, &m.Invert)
-		}
-	case *Limit:
-		switch opt {
-		case "--limit":
-			if err := noInv(); err != nil {
-				return true, err
-			}
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			l, err := parseLimit(v, m.Burst)
-			if err != nil {
-				return true, err
-			}
-			m.Avg = l.Avg
-			return true, nil
-		case "--limit-burst":
-			if err := noInv(); err != nil {
-				return true, err
-			}
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil || n > 10000 {
-				return true, fmt.Errorf("bad --limit-burst %q (0 to 10000)", v)
-			}
-			m.Burst = uint32(n)
-			return true, nil
-		}
-	case *Comment:
-		if opt == "--comment" {
-			if err := noInv(); err != nil {
-				return true, err
-			}
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			if len(v) > 255 {
-				return true, fmt.Errorf("--comment is longer than 255 characters")
-			}
-			m.Text = v
-			return true, nil
-		}
-	case *IPRange:
-		if opt == "--src-range" || opt == "--dst-range" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			ar, err := parseAddrRange(v, p.fam)
-			if err != nil {
-				return true, err
-			}
-			ar.Invert = inv
-			if opt == "--src-range" {
-				m.Src = ar
-			} else {
-				m.Dst = ar
-			}
-			return true, nil
-		}
-	case *SetMatch:
-		if opt == "--match-set" || opt == "--set" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			dirs, err := r.next(opt)
-			if err != nil {
-				return true, err
-			}
-			m.SetName, m.Invert = v, inv
-			first, _, _ := strings.Cut(dirs, ",")
-			switch first {
-			case "src":
-				m.Dst = false
-			case "dst":
-				m.Dst = true
-			default:
-				return true, fmt.Errorf("--match-set %s: bad direction %q (want src or dst)", v, dirs)
-			}
-			for _, d := range strings.Split(dirs, ",") {
-				if d != "src" && d != "dst" {
-					return true, fmt.Errorf("--match-set %s: bad direction %q (want src or dst)", v, d)
-				}
-			}
-			if p.sets != nil {
-				s := p.sets(v)
-				if s == nil {
-					return true, fmt.Errorf("set %q doesn't exist", v)
-				}
-				if (s.Family() == ipset.Inet6) != (p.fam == IPv6) {
-					return true, fmt.Errorf("set %q has family %s, not usable from %s", v, s.Family(), p.fam)
-				}
-				m.set = s
-			}
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-func (p *ruleParser) targetOpt(opt string, inv bool, r *argReader) (bool, error) {
-	val := func() (string, error) {
-		if inv {
-			return "", fmt.Errorf("option %s cannot be negated", opt)
-		}
-		if err := p.optOnce(p, opt); err != nil {
-			return "", err
-		}
-		return r.next(opt)
-	}
-	flag := func(b *bool) (bool, error) {
-		if inv {
-			return true, fmt.Errorf("option %s cannot be negated", opt)
-		}
-		*b = true
-		return true, nil
-	}
-	markOp := func(v *uint32, m *uint32) (bool, error) {
-		if p.tgtSeen["markop"] {
-			return true, fmt.Errorf("%s: only one of --set-xmark, --set-mark, --and-mark, --or-mark, --xor-mark allowed", p.target.Name())
-		}
-		p.tgtSeen["markop"] = true
-		s, err := val()
-		if err != nil {
-			return true, err
-		}
-		switch opt {
-		case "--set-xmark":
-			*v, *m, err = parseValueMask(s)
-		case "--set-mark":
-			*v, *m, err = parseValueMask(s)
-			*m |= *v
-		case "--and-mark", "--or-mark", "--xor-mark":
-			var x uint32
-			if x, err = parseUint32(s); err == nil {
-				*v, *m = map[string][2]uint32{"--and-mark": {0, ^x}, "--or-mark": {x, x}, "--xor-mark": {x, 0}}[opt][0],
-					map[string][2]uint32{"--and-mark": {0, ^x}, "--or-mark": {x, x}, "--xor-mark": {x, 0}}[opt][1]
-			}
-		}
-		return true, err
-	}
-	switch t := p.target.(type) {
-	case *Reject:
-		if opt == "--reject-with" {
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			t.With, err = parseRejectWith(v, p.fam)
-			return true, err
-		}
-	case *Log:
-		switch opt {
-		case "--log-prefix":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			// iptables truncates long prefixes to the kernel's 29 bytes.
-			if len(v) > 29 {
-				v = v[:29]
-			}
-			t.Prefix = v
-			return true, nil
-		case "--log-level":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			t.Level, err = parseLogLevel(v)
-			return true, err
-		}
-		for _, f := range logFlagOpts {
-			if opt == f.opt {
-				if inv {
-					return true, fmt.Errorf("option %s cannot be negated", opt)
-				}
-				t.Flags |= f.bit
-				return true, nil
-			}
-		}
-	case *DNAT:
-		switch opt {
-		case "--to-destination", "--to":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			t.To, err = parseNATRange(v, p.fam)
-			return true, err
-		case "--random":
-			return flag(&t.Random)
-		case "--persistent":
-			return flag(&t.Persistent)
-		}
-	case *SNAT:
-		switch opt {
-		case "--to-source", "--to":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			t.To, err = parseNATRange(v, p.fam)
-			return true, err
-		case "--random":
-			return flag(&t.Random)
-		case "--random-fully":
-			return flag(&t.RandomFully)
-		case "--persistent":
-			return flag(&t.Persistent)
-		}
-	case *Masquerade, *Redirect:
-		var lo, hi *uint16
-		var fl *NATFlags
-		var set *bool
-		if m, ok := t.(*Masquerade); ok {
-			lo, hi, fl, set = &m.PortLo, &m.PortHi, &m.NATFlags, &m.Ports
-		} else {
-			rd := t.(*Redirect)
-			lo, hi, fl, set = &rd.PortLo, &rd.PortHi, &rd.NATFlags, &rd.Ports
-		}
-		switch opt {
-		case "--to-ports", "--to-port":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			*lo, *hi, err = parseToPorts(v)
-			*set = true
-			return true, err
-		case "--random":
-			return flag(&fl.Random)
-		case "--random-fully":
-			if _, ok := t.(*Masquerade); ok {
-				return flag(&fl.RandomFully)
-			}
-		}
-	case *Mark:
-		switch opt {
-		case "--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark":
-			return markOp(&t.Value, &t.Mask)
-		}
-	case *Connmark:
-		switch opt {
-		case "--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark":
-			t.Mode = ConnmarkSet
-			return markOp(&t.Value, &t.Mask)
-		case "--save-mark", "--restore-mark":
-			if inv {
-				return true, fmt.Errorf("option %s cannot be negated", opt)
-			}
-			if p.tgtSeen["markop"] {
-				return true, fmt.Errorf("CONNMARK: only one of --set-mark, --save-mark, --restore-mark allowed")
-			}
-			p.tgtSeen["markop"] = true
-			t.Mode = ConnmarkSave
-			if opt == "--restore-mark" {
-				t.Mode = ConnmarkRestore
-			}
-			return true, nil
-		case "--nfmask", "--ctmask", "--mask":
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			n, err := parseUint32(v)
-			switch opt {
-			case "--nfmask":
-				t.NFMask = n
-			case "--ctmask":
-				t.CTMask = n
-			default:
-				t.NFMask, t.CTMask = n, n
-			}
-			return true, err
-		}
-	case *TTL:
-		pre := "--ttl-"
-		if t.HL {
-			pre = "--hl-"
-		}
-		for i, mode := range ttlModeNames {
-			if opt == pre+mode {
-				if p.tgtSeen["ttlop"] {
-					return true, fmt.Errorf("%s: only one of %sset, %sdec, %sinc allowed", t.Name(), pre, pre, pre)
-				}
-				p.tgtSeen["ttlop"] = true
-				v, err := val()
-				if err != nil {
-					return true, err
-				}
-				n, err := strconv.ParseUint(v, 10, 8)
-				if err != nil {
-					return true, fmt.Errorf("%s %q: value must be 0-255", opt, v)
-				}
-				if n == 0 && i != 0 {
-					return true, fmt.Errorf("%s %q: changing by 0 makes no sense", opt, v)
-				}
-				t.Mode, t.Value = TTLMode(i), uint8(n)
-				return true, nil
-			}
-		}
-	case *TOS:
-		switch opt {
-		case "--set-tos", "--and-tos", "--or-tos", "--xor-tos":
-			if p.tgtSeen["tosop"] {
-				return true, fmt.Errorf("TOS: only one of --set-tos, --and-tos, --or-tos, --xor-tos allowed")
-			}
-			p.tgtSeen["tosop"] = true
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			if opt == "--set-tos" {
-				t.Value, t.Mask, err = parseTOS(v)
-				return true, err
-			}
-			n, err := strconv.ParseUint(v, 0, 8)
-			if err != nil {
-				return true, fmt.Errorf("bad TOS value %q", v)
-			}
-			x := uint8(n)
-			switch opt {
-			case "--and-tos":
-				t.Value, t.Mask = 0, ^x
-			case "--or-tos":
-				t.Value, t.Mask = x, x
-			default:
-				t.Value, t.Mask = x, 0
-			}
-			return true, nil
-		}
-	case *DSCP:
-		switch opt {
-		case "--set-dscp", "--set-dscp-class":
-			if p.tgtSeen["dscpop"] {
-				return true, fmt.Errorf("DSCP: only one of --set-dscp, --set-dscp-class allowed")
-			}
-			p.tgtSeen["dscpop"] = true
-			v, err := val()
-			if err != nil {
-				return true, err
-			}
-			if opt == "--set-dscp-class" {
-				c, ok := dscpClasses[strings.ToUpper(v)]
-				if !ok {
-					return true, fmt.Errorf("invalid DSCP class %q", v)
-				}
-				t.Value = c
-				return true, nil
-			}
-			n, err := strconv.ParseUint(v, 0, 8)
-			if err != nil || n > 63 {
-				return true, fmt.Errorf("DSCP value %q out of range 0-63", v)
-			}
-			t.Value = uint8(n)
-			return true, nil
-		}
-	}
-	return false, nil
+	return op.parseOpt(&optCtx{p: p, ext: ext, opt: opt, inv: inv, r: r})
 }
 
 // finish checks what a complete rule needs: required options of each
 // match and target, and protocol requirements.
 func (p *ruleParser) finish() error {
 	for _, m := range p.rule.Matches {
-		switch m := m.(type) {
-		case *Multiport:
-			if m.Ports == nil {
-				return fmt.Errorf("multiport: one of --sports, --dports or --ports is required")
-			}
-		case *Conntrack:
-			if m.States == 0 {
-				return fmt.Errorf("conntrack: at least one option is required")
-			}
-		case *State:
-			if m.States == 0 {
-				return fmt.Errorf("state: option --state must be specified")
-			}
-		case *MarkMatch, *ConnmarkMatch:
-			if !p.seenOpt(m, "--mark") {
-				return fmt.Errorf("%s match: option --mark must be specified", m.Name())
-			}
-		case *Comment:
-			if !p.seenOpt(m, "--comment") {
-				return fmt.Errorf("comment: option --comment must be specified")
-			}
-		case *SetMatch:
-			if m.SetName == "" {
-				return fmt.Errorf("set: option --match-set must be specified")
+		if f, ok := m.(finisher); ok {
+			if err := f.finish(&optCtx{p: p, ext: m}); err != nil {
+				return err
 			}
 		}
 		if err := m.check(&p.rule, p.fam); err != nil {
-			return err
+			return kernel(err)
 		}
 	}
-	switch t := p.target.(type) {
-	case *DNAT:
-		if !t.To.From.IsValid() && !t.To.hasPorts() {
-			return fmt.Errorf("DNAT: option --to-destination must be specified")
-		}
-	case *SNAT:
-		if !t.To.From.IsValid() && !t.To.hasPorts() {
-			return fmt.Errorf("SNAT: option --to-source must be specified")
-		}
-	case *Mark:
-		if !p.tgtSeen["markop"] {
-			return fmt.Errorf("MARK target: parameter --set/and/or/xor-mark is required")
-		}
-	case *Connmark:
-		if !p.tgtSeen["markop"] {
-			return fmt.Errorf("CONNMARK target: no operation specified")
-		}
-	case *TTL:
-		if !p.tgtSeen["ttlop"] {
-			return fmt.Errorf("%s: you must specify an action", t.Name())
-		}
-	case *TOS:
-		if !p.tgtSeen["tosop"] {
-			return fmt.Errorf("TOS: an action is required")
-		}
-	case *DSCP:
-		if !p.tgtSeen["dscpop"] {
-			return fmt.Errorf("DSCP target: parameter --set-dscp is required")
+	if f, ok := p.target.(finisher); ok {
+		if err := f.finish(&optCtx{p: p, ext: p.target}); err != nil {
+			return err
 		}
 	}
 	p.rule.Target = p.target
 	return nil
 }
-
-func (p *ruleParser) seenOpt(m any, opt string) bool { return p.tgtSeen[fmt.Sprintf("%p%s", m, opt)] }
 
 // expand makes one rule per source × destination address.
 func (p *ruleParser) expand() []*Rule {
@@ -1002,16 +461,4 @@ func (p *ruleParser) expand() []*Rule {
 		}
 	}
 	return out
-}
-
-// parseMarkOption parses "--mark VALUE[/MASK]", shared by -m mark and
-// -m connmark.
-func parseMarkOption(val func() (string, error), inv bool, value, mask *uint32, invert *bool) error {
-	v, err := val()
-	if err != nil {
-		return err
-	}
-	*value, *mask, err = parseValueMask(v)
-	*invert = inv
-	return err
 }

@@ -31,8 +31,9 @@ func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e
 func (e *LineError) Unwrap() error { return e.Err }
 
 // splitArgs splits a rule line into arguments as iptables-restore does:
-// whitespace separates, double or single quotes group, and a backslash
-// escapes a quote inside double quotes.
+// whitespace separates, double quotes group, and a backslash escapes a
+// quote inside double quotes. Single quotes are ordinary characters, as
+// in iptables-restore.
 func splitArgs(line string) ([]string, error) {
 	var args []string
 	var cur strings.Builder
@@ -50,7 +51,7 @@ func splitArgs(line string) ([]string, error) {
 			} else {
 				cur.WriteByte(ch)
 			}
-		case ch == '"' || ch == '\'':
+		case ch == '"':
 			quote, inArg = ch, true
 		case ch == ' ' || ch == '\t':
 			if inArg {
@@ -117,91 +118,15 @@ func restore(rs *Ruleset, f Family, text string, o RestoreOptions, sets func(str
 			if cur == nil {
 				return lerr(errors.New("chain line outside a table"))
 			}
-			m := chainLine.FindStringSubmatch(line)
-			if m == nil {
-				return lerr(fmt.Errorf("bad chain line %q", line))
-			}
-			name, pol := m[1], m[2]
-			if err := checkChainName(name); err != nil {
+			if err := restoreChain(cur, line, o); err != nil {
 				return lerr(err)
 			}
-			ch := cur.chain(name)
-			if ch != nil && ch.Builtin {
-				switch pol {
-				case "ACCEPT":
-					ch.Policy = PolicyAccept
-				case "DROP":
-					ch.Policy = PolicyDrop
-				default:
-					return lerr(fmt.Errorf("bad policy %q for built-in chain %s", pol, name))
-				}
-				if o.Counters && m[3] != "" {
-					p, _ := strconv.ParseUint(m[3], 10, 64)
-					b, _ := strconv.ParseUint(m[4], 10, 64)
-					ch.policyCounters = new(Counters)
-					ch.policyCounters.set(p, b)
-				}
-				continue
-			}
-			if pol != "-" {
-				return lerr(fmt.Errorf("cannot set policy %q on user-defined chain %s", pol, name))
-			}
-			if ch != nil {
-				if !o.NoFlush {
-					return lerr(fmt.Errorf("chain %s declared twice", name))
-				}
-				ch.Rules = nil
-				continue
-			}
-			if isTargetName(name) {
-				return lerr(fmt.Errorf("chain name %q is a target name", name))
-			}
-			cur.chains = append(cur.chains, &Chain{Name: name})
-			cur.sortUser()
 		default:
 			if cur == nil {
 				return lerr(fmt.Errorf("rule %q outside a table (missing *table line)", line))
 			}
-			var counters *[2]uint64
-			if m := counterPrefix.FindStringSubmatch(line); m != nil {
-				p, e1 := strconv.ParseUint(m[1], 10, 64)
-				b, e2 := strconv.ParseUint(m[2], 10, 64)
-				if e1 != nil || e2 != nil {
-					return lerr(fmt.Errorf("bad counters in %q", line))
-				}
-				counters = &[2]uint64{p, b}
-				line = line[len(m[0]):]
-			}
-			args, err := splitArgs(line)
-			if err != nil {
+			if err := restoreRule(rs, cur, f, line, o, sets); err != nil {
 				return lerr(err)
-			}
-			cmd, err := parseCommand(f, args)
-			if err != nil {
-				return lerr(err)
-			}
-			switch cmd.op {
-			case "-L", "-S", "-C":
-				return lerr(fmt.Errorf("command %s not allowed in iptables-restore input", cmd.op))
-			}
-			for _, a := range args {
-				if a == "-t" || a == "--table" {
-					return lerr(errors.New("the -t option is not allowed in iptables-restore input"))
-				}
-			}
-			cmd.table = cur.id
-			if cmd.op == "-A" || cmd.op == "-I" || cmd.op == "-R" {
-				if cur.chain(cmd.chain) == nil {
-					return lerr(fmt.Errorf("chain %q does not exist", cmd.chain))
-				}
-			}
-			before := ruleCount(cur)
-			if _, _, err := cmd.exec(rs, sets); err != nil {
-				return lerr(err)
-			}
-			// Rules added by this line take its counters with -c.
-			if counters != nil && o.Counters && (cmd.op == "-A" || cmd.op == "-I") && ruleCount(cur) > before {
-				applyCounters(cur, cmd, *counters)
 			}
 		}
 	}
@@ -237,4 +162,100 @@ func applyCounters(t *table, cmd *command, c [2]uint64) {
 	r := ch.Rules[i].clone(false)
 	r.counters.set(c[0], c[1])
 	ch.Rules[i] = r
+}
+
+// restoreChain applies a ":CHAIN POLICY [packets:bytes]" line to t.
+func restoreChain(cur *table, line string, o RestoreOptions) error {
+	m := chainLine.FindStringSubmatch(line)
+	if m == nil {
+		return fmt.Errorf("bad chain line %q", line)
+	}
+	name, pol := m[1], m[2]
+	if err := checkChainName(name); err != nil {
+		return err
+	}
+	ch := cur.chain(name)
+	if ch != nil && ch.Builtin {
+		switch pol {
+		case "ACCEPT":
+			ch.Policy = PolicyAccept
+		case "DROP":
+			ch.Policy = PolicyDrop
+		default:
+			return fmt.Errorf("bad policy %q for built-in chain %s", pol, name)
+		}
+		if o.Counters && m[3] == "" {
+			return fmt.Errorf("invalid policy counters for chain %s (-c needs [packets:bytes])", name)
+		}
+		if o.Counters {
+			p, _ := strconv.ParseUint(m[3], 10, 64)
+			b, _ := strconv.ParseUint(m[4], 10, 64)
+			ch.policyCounters = new(Counters)
+			ch.policyCounters.set(p, b)
+		}
+		return nil
+	}
+	if pol != "-" {
+		return fmt.Errorf("cannot set policy %q on user-defined chain %s", pol, name)
+	}
+	if ch != nil {
+		if !o.NoFlush {
+			return fmt.Errorf("chain %s declared twice", name)
+		}
+		ch.Rules = nil
+		return nil
+	}
+	if isTargetName(name) {
+		return fmt.Errorf("chain name %q is a target name", name)
+	}
+	cur.chains = append(cur.chains, &Chain{Name: name})
+	cur.sortUser()
+	return nil
+}
+
+// restoreRule applies one command line (with optional [packets:bytes]
+// prefix) to table cur of rs.
+func restoreRule(rs *Ruleset, cur *table, f Family, line string, o RestoreOptions, sets func(string) *ipset.Set) error {
+	var counters *[2]uint64
+	if m := counterPrefix.FindStringSubmatch(line); m != nil {
+		p, e1 := strconv.ParseUint(m[1], 10, 64)
+		b, e2 := strconv.ParseUint(m[2], 10, 64)
+		if e1 != nil || e2 != nil {
+			return fmt.Errorf("bad counters in %q", line)
+		}
+		counters = &[2]uint64{p, b}
+		line = line[len(m[0]):]
+	}
+	args, err := splitArgs(line)
+	if err != nil {
+		return err
+	}
+	cmd, err := parseCommand(f, args)
+	if err != nil {
+		return err
+	}
+	switch cmd.op {
+	case "-L", "-S", "-C":
+		return fmt.Errorf("command %s not allowed in iptables-restore input", cmd.op)
+	}
+	for _, a := range args {
+		if a == "-t" || a == "--table" {
+			return errors.New("the -t option is not allowed in iptables-restore input")
+		}
+	}
+	cmd.table = cur.id
+	if cmd.op == "-A" || cmd.op == "-I" || cmd.op == "-R" {
+		if cur.chain(cmd.chain) == nil {
+			return fmt.Errorf("chain %q does not exist", cmd.chain)
+		}
+	}
+	before := ruleCount(cur)
+	if _, _, err := cmd.exec(rs, sets); err != nil {
+		return err
+	}
+	// Rules added by this line take its counters with -c.
+	if counters != nil && o.Counters && (cmd.op == "-A" || cmd.op == "-I") && ruleCount(cur) > before {
+		applyCounters(cur, cmd, *counters)
+	}
+	return nil
 }

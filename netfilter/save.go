@@ -16,10 +16,12 @@ func ruleArgs(f Family, r *Rule) []string {
 	}
 	addr("-s", r.Src)
 	addr("-d", r.Dst)
-	if r.In.Name != "" {
+	// "+" (any interface) has an empty mask, which iptables-save never
+	// prints, negated or not (negated, it matches nothing).
+	if r.In.Name != "" && r.In.Name != "+" {
 		a = append(a, withBang(r.In.Invert, "-i", r.In.Name)...)
 	}
-	if r.Out.Name != "" {
+	if r.Out.Name != "" && r.Out.Name != "+" {
 		a = append(a, withBang(r.Out.Invert, "-o", r.Out.Name)...)
 	}
 	if r.Protocol != 0 {

@@ -74,7 +74,12 @@ func (Return) listInfo(Family, bool) string       { return "" }
 func (Jump) listInfo(Family, bool) string         { return "" }
 func (Goto) listInfo(Family, bool) string         { return "[goto] " }
 func (Accept) check(*Rule, Family, TableID) error { return nil }
-func (Drop) check(*Rule, Family, TableID) error   { return nil }
+func (Drop) check(_ *Rule, _ Family, t TableID) error {
+	if t == NAT {
+		return param(errNATDrop)
+	}
+	return nil
+}
 func (Return) check(*Rule, Family, TableID) error { return nil }
 func (Jump) check(*Rule, Family, TableID) error   { return nil }
 func (Goto) check(*Rule, Family, TableID) error   { return nil }

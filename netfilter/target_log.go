@@ -41,8 +41,9 @@ func parseLogLevel(s string) (uint8, error) {
 	if n, err := strconv.ParseUint(s, 10, 8); err == nil && n <= 7 {
 		return uint8(n), nil
 	}
+	// libxt_LOG's names: "err" and "warn" are not among them.
 	for i, n := range logLevelNames {
-		if s == n || (s == "warn" && i == 4) || (s == "error" && i == 3) || (s == "panic" && i == 0) {
+		if (s == n && n != "err") || (s == "error" && i == 3) || (s == "panic" && i == 0) {
 			return uint8(i), nil
 		}
 	}
@@ -141,4 +142,37 @@ func (t *Log) apply(p *Packet) {
 		attrs = append(attrs, slog.String("mark", hex(m)))
 	}
 	p.fw.logq.push(logLine{lvl: lvl, attrs: attrs})
+}
+
+func (t *Log) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--log-prefix":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		if v == "" {
+			return true, fmt.Errorf("--log-prefix: argument must have a minimum length of 1 characters")
+		}
+		// iptables truncates long prefixes to the kernel's 29 bytes.
+		if len(v) > 29 {
+			v = v[:29]
+		}
+		t.Prefix = v
+		return true, nil
+	case "--log-level":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		t.Level, err = parseLogLevel(v)
+		return true, err
+	}
+	for _, f := range logFlagOpts {
+		if c.opt == f.opt {
+			t.Flags |= f.bit
+			return true, c.flag()
+		}
+	}
+	return false, nil
 }

@@ -159,7 +159,7 @@ func (t *TTL) listInfo(Family, bool) string {
 
 func (t *TTL) check(_ *Rule, f Family, tb TableID) error {
 	if t.HL != (f == IPv6) {
-		return fmt.Errorf("target %q is not valid for %s", t.Name(), f)
+		return param(fmt.Errorf("target %q is not valid for %s (unknown option)", t.Name(), f))
 	}
 	return onlyTable(t.Name(), tb, Mangle)
 }
@@ -282,3 +282,212 @@ func (t *DSCP) check(_ *Rule, _ Family, tb TableID) error { return onlyTable("DS
 func (*DSCP) hooks() uint8 { return 0 }
 
 func (t *DSCP) apply(p *Packet) { setTOS(p, func(v uint8) uint8 { return v&0x03 | t.Value<<2 }) }
+
+var markOps = []string{"--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark"}
+
+// markOp parses one of MARK's (and CONNMARK's set) operations into the
+// value to XOR in and the mask to clear, as the kernel stores them.
+func markOp(c *optCtx, what string, v, m *uint32) (bool, error) {
+	if err := c.exclusive("markop", what, markOps...); err != nil {
+		return true, err
+	}
+	s, err := c.tval()
+	if err != nil {
+		return true, err
+	}
+	switch c.opt {
+	case "--set-xmark":
+		*v, *m, err = parseValueMask(s)
+	case "--set-mark":
+		*v, *m, err = parseValueMask(s)
+		*m |= *v
+	default:
+		var x uint32
+		if x, err = parseUint32(s); err == nil {
+			*v, *m = map[string][2]uint32{"--and-mark": {0, ^x}, "--or-mark": {x, x}, "--xor-mark": {x, 0}}[c.opt][0],
+				map[string][2]uint32{"--and-mark": {0, ^x}, "--or-mark": {x, x}, "--xor-mark": {x, 0}}[c.opt][1]
+		}
+	}
+	return true, err
+}
+
+func isMarkOp(opt string) bool {
+	for _, o := range markOps {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+func (t *Mark) parseOpt(c *optCtx) (bool, error) {
+	if !isMarkOp(c.opt) {
+		return false, nil
+	}
+	return markOp(c, "MARK", &t.Value, &t.Mask)
+}
+
+func (t *Mark) finish(c *optCtx) error {
+	if !c.seen("markop") {
+		return fmt.Errorf("MARK target: parameter --set/and/or/xor-mark is required")
+	}
+	return nil
+}
+
+func (t *Connmark) parseOpt(c *optCtx) (bool, error) {
+	switch {
+	case isMarkOp(c.opt):
+		t.Mode = ConnmarkSet
+		return markOp(c, "CONNMARK", &t.Value, &t.Mask)
+	case c.opt == "--save-mark" || c.opt == "--restore-mark":
+		if err := c.noInv(); err != nil {
+			return true, err
+		}
+		if err := c.exclusive("markop", "CONNMARK", "--set-mark", "--save-mark", "--restore-mark"); err != nil {
+			return true, err
+		}
+		t.Mode = ConnmarkSave
+		if c.opt == "--restore-mark" {
+			t.Mode = ConnmarkRestore
+		}
+		return true, nil
+	case c.opt == "--nfmask" || c.opt == "--ctmask" || c.opt == "--mask":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		n, err := parseUint32(v)
+		switch c.opt {
+		case "--nfmask":
+			t.NFMask = n
+		case "--ctmask":
+			t.CTMask = n
+		default:
+			t.NFMask, t.CTMask = n, n
+		}
+		if c.opt != "--nfmask" {
+			// In set mode the kernel's ctmask is the set
+			// operation's mask: the later option wins.
+			t.Mask = n
+		}
+		return true, err
+	}
+	return false, nil
+}
+
+func (t *Connmark) finish(c *optCtx) error {
+	if !c.seen("markop") {
+		return fmt.Errorf("CONNMARK target: no operation specified")
+	}
+	return nil
+}
+
+func (t *TTL) parseOpt(c *optCtx) (bool, error) {
+	pre := "--ttl-"
+	if t.HL {
+		pre = "--hl-"
+	}
+	for i, mode := range ttlModeNames {
+		if c.opt != pre+mode {
+			continue
+		}
+		if err := c.exclusive("ttlop", t.Name(), pre+"set", pre+"dec", pre+"inc"); err != nil {
+			return true, err
+		}
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		n, err := strconv.ParseUint(v, 10, 8)
+		if err != nil {
+			return true, fmt.Errorf("%s %q: value must be 0-255", c.opt, v)
+		}
+		if n == 0 && i != 0 {
+			return true, fmt.Errorf("%s %q: changing by 0 makes no sense", c.opt, v)
+		}
+		t.Mode, t.Value = TTLMode(i), uint8(n)
+		return true, nil
+	}
+	return false, nil
+}
+
+func (t *TTL) finish(c *optCtx) error {
+	if !c.seen("ttlop") {
+		return fmt.Errorf("%s: you must specify an action", t.Name())
+	}
+	return nil
+}
+
+func (t *TOS) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--set-tos", "--and-tos", "--or-tos", "--xor-tos":
+	default:
+		return false, nil
+	}
+	if err := c.exclusive("tosop", "TOS", "--set-tos", "--and-tos", "--or-tos", "--xor-tos"); err != nil {
+		return true, err
+	}
+	v, err := c.tval()
+	if err != nil {
+		return true, err
+	}
+	if c.opt == "--set-tos" {
+		t.Value, t.Mask, err = parseTOS(v)
+		return true, err
+	}
+	n, err := strconv.ParseUint(v, 0, 8)
+	if err != nil {
+		return true, fmt.Errorf("bad TOS value %q", v)
+	}
+	x := uint8(n)
+	switch c.opt {
+	case "--and-tos":
+		t.Value, t.Mask = 0, ^x
+	case "--or-tos":
+		t.Value, t.Mask = x, x
+	default:
+		t.Value, t.Mask = x, 0
+	}
+	return true, nil
+}
+
+func (t *TOS) finish(c *optCtx) error {
+	if !c.seen("tosop") {
+		return fmt.Errorf("TOS: an action is required")
+	}
+	return nil
+}
+
+func (t *DSCP) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--set-dscp" && c.opt != "--set-dscp-class" {
+		return false, nil
+	}
+	if err := c.exclusive("dscpop", "DSCP", "--set-dscp", "--set-dscp-class"); err != nil {
+		return true, err
+	}
+	v, err := c.tval()
+	if err != nil {
+		return true, err
+	}
+	if c.opt == "--set-dscp-class" {
+		cl, ok := dscpClasses[strings.ToUpper(v)]
+		if !ok {
+			return true, fmt.Errorf("invalid DSCP class %q", v)
+		}
+		t.Value = cl
+		return true, nil
+	}
+	n, err := strconv.ParseUint(v, 0, 8)
+	if err != nil || n > 63 {
+		return true, fmt.Errorf("DSCP value %q out of range 0-63", v)
+	}
+	t.Value = uint8(n)
+	return true, nil
+}
+
+func (t *DSCP) finish(c *optCtx) error {
+	if !c.seen("dscpop") {
+		return fmt.Errorf("DSCP target: parameter --set-dscp is required")
+	}
+	return nil
+}

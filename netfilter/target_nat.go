@@ -126,13 +126,15 @@ func parseNATRange(s string, f Family) (NATRange, error) {
 }
 
 func needPortProto(r *Rule, name string) error {
+	// As libxt_DNAT/SNAT/MASQUERADE/REDIRECT, -p icmp (1) counts as a
+	// protocol with ports (its echo identifier), in both families.
 	switch r.Protocol {
-	case 6, 17, 33, 132, 136:
+	case 1, 6, 17, 33, 132, 136:
 		if !r.ProtocolInvert {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name)
+	return param(fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name))
 }
 
 // NATFlags are the --random, --random-fully and --persistent options;
@@ -308,3 +310,88 @@ func (t *Redirect) check(r *Rule, _ Family, tb TableID) error {
 }
 
 func (*Redirect) hooks() uint8 { return Prerouting.bit() | Output.bit() }
+
+// natTo parses --to-destination/--to-source into to.
+func natTo(c *optCtx, to *NATRange) (bool, error) {
+	v, err := c.tval()
+	if err != nil {
+		return true, err
+	}
+	*to, err = parseNATRange(v, c.fam())
+	return true, err
+}
+
+// natFlag sets a flag option (--random, ...) once.
+func natFlag(c *optCtx, b *bool) (bool, error) {
+	*b = true
+	return true, c.flag()
+}
+
+func (t *DNAT) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--to-destination", "--to":
+		return natTo(c, &t.To)
+	case "--random":
+		return natFlag(c, &t.Random)
+	case "--persistent":
+		return natFlag(c, &t.Persistent)
+	}
+	return false, nil
+}
+
+func (t *DNAT) finish(*optCtx) error {
+	if !t.To.From.IsValid() && !t.To.hasPorts() {
+		return fmt.Errorf("DNAT: option --to-destination must be specified")
+	}
+	return nil
+}
+
+func (t *SNAT) parseOpt(c *optCtx) (bool, error) {
+	switch c.opt {
+	case "--to-source", "--to":
+		return natTo(c, &t.To)
+	case "--random":
+		return natFlag(c, &t.Random)
+	case "--random-fully":
+		return natFlag(c, &t.RandomFully)
+	case "--persistent":
+		return natFlag(c, &t.Persistent)
+	}
+	return false, nil
+}
+
+func (t *SNAT) finish(*optCtx) error {
+	if !t.To.From.IsValid() && !t.To.hasPorts() {
+		return fmt.Errorf("SNAT: option --to-source must be specified")
+	}
+	return nil
+}
+
+// toPortsOpt parses MASQUERADE's and REDIRECT's options.
+func toPortsOpt(c *optCtx, lo, hi *uint16, set *bool, fl *NATFlags, fully bool) (bool, error) {
+	switch c.opt {
+	case "--to-ports", "--to-port":
+		v, err := c.tval()
+		if err != nil {
+			return true, err
+		}
+		*lo, *hi, err = parseToPorts(v)
+		*set = true
+		return true, err
+	case "--random":
+		return natFlag(c, &fl.Random)
+	case "--random-fully":
+		if fully {
+			return natFlag(c, &fl.RandomFully)
+		}
+	}
+	return false, nil
+}
+
+func (t *Masquerade) parseOpt(c *optCtx) (bool, error) {
+	return toPortsOpt(c, &t.PortLo, &t.PortHi, &t.Ports, &t.NATFlags, true)
+}
+
+func (t *Redirect) parseOpt(c *optCtx) (bool, error) {
+	return toPortsOpt(c, &t.PortLo, &t.PortHi, &t.Ports, &t.NATFlags, false)
+}

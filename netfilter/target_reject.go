@@ -86,3 +86,15 @@ func (t *Reject) check(r *Rule, f Family, tb TableID) error {
 }
 
 func (*Reject) hooks() uint8 { return Input.bit() | Forward.bit() | Output.bit() }
+
+func (t *Reject) parseOpt(c *optCtx) (bool, error) {
+	if c.opt != "--reject-with" {
+		return false, nil
+	}
+	v, err := c.tval()
+	if err != nil {
+		return true, err
+	}
+	t.With, err = parseRejectWith(v, c.fam())
+	return true, err
+}

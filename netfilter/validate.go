@@ -27,7 +27,7 @@ func validateTable(f Family, t *table) error {
 			if name, ok := jumpName(r.Target); ok {
 				i, exists := idx[name]
 				if !exists {
-					return fmt.Errorf("chain %s rule %d: target chain %q does not exist in table %s", c.Name, n+1, name, t.id)
+					return param(fmt.Errorf("chain %s rule %d: target chain %q does not exist in table %s (couldn't load target)", c.Name, n+1, name, t.id))
 				}
 				if t.chains[i].Builtin {
 					return fmt.Errorf("chain %s rule %d: cannot jump to built-in chain %q", c.Name, n+1, name)
@@ -35,14 +35,40 @@ func validateTable(f Family, t *table) error {
 			}
 		}
 	}
-	// Propagate hook masks from each built-in chain, detecting loops on
-	// the current path.
+	masks, err := hookMasks(t, idx)
+	if err != nil {
+		return err
+	}
+	for i, c := range t.chains {
+		for n, r := range c.Rules {
+			if n >= walked(c) {
+				break // never reached: the kernel checks nothing here
+			}
+			if r.Target == nil {
+				continue
+			}
+			if allowed := r.Target.hooks(); allowed != 0 && masks[i]&^allowed != 0 {
+				return fmt.Errorf("chain %s rule %d: target %s is not valid from hook %s", c.Name, n+1, r.Target.Name(), firstHook(masks[i]&^allowed))
+			}
+		}
+	}
+	return nil
+}
+
+// hookMasks returns, per chain, the hooks it is reachable from, walking
+// from each built-in chain as the kernel's mark_source_chains does:
+// jumps are followed, a chain reaching itself is a loop, and a chain's
+// walk ends at its first unconditional ACCEPT, DROP or RETURN (so rules
+// after it, and chains only they jump to, are unreachable and, as in
+// the kernel, not checked). Loops among unreachable chains are allowed,
+// as in the kernel: no packet can enter them.
+func hookMasks(t *table, idx map[string]int) ([]uint8, error) {
 	masks := make([]uint8, len(t.chains))
 	onPath := make([]bool, len(t.chains))
 	var walk func(i int, hook Hook, depth int) error
 	walk = func(i int, hook Hook, depth int) error {
 		if onPath[i] {
-			return fmt.Errorf("chain %s: jump loop (a chain reaches itself)", t.chains[i].Name)
+			return fmt.Errorf("chain %s: jump loop (a chain reaches itself; Too many levels of symbolic links)", t.chains[i].Name)
 		}
 		if depth > maxDepth {
 			return fmt.Errorf("chain %s: jumps nested deeper than %d", t.chains[i].Name, maxDepth)
@@ -53,7 +79,8 @@ func validateTable(f Family, t *table) error {
 		masks[i] |= hook.bit()
 		onPath[i] = true
 		defer func() { onPath[i] = false }()
-		for _, r := range t.chains[i].Rules {
+		c := t.chains[i]
+		for _, r := range c.Rules[:walked(c)] {
 			if name, ok := jumpName(r.Target); ok {
 				if err := walk(idx[name], hook, depth+1); err != nil {
 					return err
@@ -65,58 +92,32 @@ func validateTable(f Family, t *table) error {
 	for i, c := range t.chains {
 		if c.Builtin {
 			if err := walk(i, c.Hook, 0); err != nil {
-				return err
+				return nil, err
 			}
 		}
 	}
-	// A loop among user chains unreachable from any hook is still a loop
-	// for the kernel.
-	for i, c := range t.chains {
-		if !c.Builtin && masks[i] == 0 {
-			masks[i] = 0
-			var seen = make([]bool, len(t.chains))
-			var dfs func(j, depth int) error
-			dfs = func(j, depth int) error {
-				if onPath[j] {
-					return fmt.Errorf("chain %s: jump loop (a chain reaches itself)", t.chains[j].Name)
-				}
-				if seen[j] || depth > maxDepth {
-					return nil
-				}
-				seen[j] = true
-				onPath[j] = true
-				defer func() { onPath[j] = false }()
-				for _, r := range t.chains[j].Rules {
-					if name, ok := jumpName(r.Target); ok {
-						if err := dfs(idx[name], depth+1); err != nil {
-							return err
-						}
-					}
-				}
-				return nil
-			}
-			if err := dfs(i, 0); err != nil {
-				return err
+	return masks, nil
+}
+
+// walked returns how many of c's rules the kernel's walk visits: up to
+// and including the first unconditional ACCEPT, DROP or RETURN.
+func walked(c *Chain) int {
+	for n, r := range c.Rules {
+		switch r.Target.(type) {
+		case Accept, Drop, Return:
+			if r.unconditional() {
+				return n + 1
 			}
 		}
 	}
-	for i, c := range t.chains {
-		for n, r := range c.Rules {
-			if r.In.Name != "" && masks[i]&(Output.bit()|Postrouting.bit()) != 0 {
-				return fmt.Errorf("chain %s rule %d: can't use -i with %s", c.Name, n+1, firstHook(masks[i]&(Output.bit()|Postrouting.bit())))
-			}
-			if r.Out.Name != "" && masks[i]&(Prerouting.bit()|Input.bit()) != 0 {
-				return fmt.Errorf("chain %s rule %d: can't use -o with %s", c.Name, n+1, firstHook(masks[i]&(Prerouting.bit()|Input.bit())))
-			}
-			if r.Target == nil {
-				continue
-			}
-			if allowed := r.Target.hooks(); allowed != 0 && masks[i]&^allowed != 0 {
-				return fmt.Errorf("chain %s rule %d: target %s is not valid from hook %s", c.Name, n+1, r.Target.Name(), firstHook(masks[i]&^allowed))
-			}
-		}
-	}
-	return nil
+	return len(c.Rules)
+}
+
+// unconditional reports whether r matches every packet: no header
+// match, no extension match (the kernel's unconditional()).
+func (r *Rule) unconditional() bool {
+	return r.Protocol == 0 && !r.ProtocolInvert && r.Src.any() && r.Dst.any() &&
+		r.In.Name == "" && r.Out.Name == "" && len(r.Matches) == 0
 }
 
 func firstHook(mask uint8) Hook {

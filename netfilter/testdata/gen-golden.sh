@@ -1,6 +1,9 @@
 #!/bin/sh
 # Regenerates rules.golden from rules.in with the real iptables binary in a
 # throwaway network namespace: sudo unshare -n sh gen-golden.sh
+# The oracle is iptables-legacy (the kernel's own x_tables checks), as in
+# netfilter/internal/difftest.
+iptables() { iptables-legacy "$@"; }
 # Each output line: VERDICT<TAB>INPUT LINE<TAB>canonical -A lines (" ;; ").
 set -u
 while IFS= read -r line; do
