@@ -19,7 +19,6 @@ import (
 type extras struct {
 	control  *control.Server
 	pcap     *recorder
-	deniedNS string
 	// kind is "attach" for an attached namespace ("" means "run").
 	kind string
 	// hostCapture is the tap behind "tcpdump -i host" (capture_host.go).
@@ -47,15 +46,11 @@ func (in *Instance) startExtras() error {
 			return err
 		}
 	}
-	if pid := in.sandboxPID(); pid > 0 {
-		in.deniedNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-	}
 	if in.cfg.ControlDir != "" {
 		srv, err := control.Listen(control.ServerConfig{
-			Path:        control.SocketPath(in.cfg.ControlDir, in.cfg.Name),
-			Backend:     backend{in},
-			Logger:      in.log,
-			DeniedNetNS: func() string { return in.deniedNS },
+			Path:    control.SocketPath(in.cfg.ControlDir, in.cfg.Name),
+			Backend: backend{in},
+			Logger:  in.log,
 		})
 		if err != nil {
 			return err
