@@ -17,8 +17,8 @@ import (
 // extras are the pieces of an instance beyond the network itself: the
 // control socket, port forwards and the --pcap recording.
 type extras struct {
-	control  *control.Server
-	pcap     *recorder
+	control *control.Server
+	pcap    *recorder
 	// kind is "attach" for an attached namespace ("" means "run").
 	kind string
 	// hostCapture is the tap behind "tcpdump -i host" (capture_host.go).
