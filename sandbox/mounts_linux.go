@@ -34,7 +34,18 @@ func prepareMounts(cfg *childConfig) ([]string, error) {
 			return notes, fmt.Errorf("mount /proc for the PID namespace: %w (run with --no-pidns where proc cannot be mounted)", err)
 		}
 	}
+	reenterWorkingDir()
 	return notes, nil
+}
+
+// reenterWorkingDir resolves the working directory again, through the
+// covers: one inherited from inside a covered directory would otherwise
+// still reach what the cover hides. Where it no longer resolves, "/".
+func reenterWorkingDir() {
+	wd, err := unix.Getwd()
+	if err != nil || unix.Chdir(wd) != nil {
+		unix.Chdir("/")
+	}
 }
 
 // hidePath covers dir with an empty tmpfs, so the command cannot reach
