@@ -140,6 +140,20 @@ func asUser(uid int, env []string, argv ...string) (string, error) {
 	return string(out), err
 }
 
+// exitCode reads the unixpost helper's outcome from its output line: 3
+// not connected, 4 closed without an answer, 0 answered, -1 otherwise.
+func exitCode(out string) int {
+	switch {
+	case strings.HasPrefix(out, "connect:"):
+		return 3
+	case strings.HasPrefix(out, "connected, closed"):
+		return 4
+	case strings.HasPrefix(out, "answered:"):
+		return 0
+	}
+	return -1
+}
+
 // ownedDir creates dir (and parents) owned by uid, mode 0700.
 func ownedDir(t *testing.T, dir string, uid int) {
 	t.Helper()
