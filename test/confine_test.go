@@ -449,3 +449,34 @@ func TestSSNamesProcessesInPIDNamespace(t *testing.T) {
 		})
 	}
 }
+
+// TestInitInsideTheSandbox: PID 1 of the sandbox is tunstack's init. A
+// signal sent to it from inside reaches the command; SIGKILL from inside
+// cannot kill it. --host-caps is refused to an unprivileged user.
+func TestInitInsideTheSandbox(t *testing.T) {
+	for _, u := range users {
+		for _, tc := range []struct {
+			name, script, want string
+			code             int
+		}{
+			{"TERM to PID 1 reaches the command", `trap "echo got TERM; exit 3" TERM; kill -TERM 1; sleep 5 & wait`, "got TERM\n", 3},
+			{"KILL to PID 1 is ignored", `kill -KILL 1; sleep 0.2; echo still here`, "still here\n", 0},
+			{"PID 1 is init", `cat /proc/1/cmdline | tr '\0' ' '; echo; echo ppid=$PPID`, "__tunstack-sandbox-child init \nppid=1\n", 0},
+		} {
+			t.Run(u.name+" "+tc.name, func(t *testing.T) {
+				needTun(t, u.uid)
+				r := tunstack(t, runOpts{uid: u.uid}, "run", "--", "sh", "-c", tc.script)
+				if r.code != tc.code || !strings.Contains(r.stdout, tc.want) {
+					t.Errorf("exit %d, stdout %q; want %d and %q\nstderr: %s", r.code, r.stdout, tc.code, tc.want, r.stderr)
+				}
+			})
+		}
+	}
+	t.Run("host-caps needs root", func(t *testing.T) {
+		needTun(t, 65534)
+		r := tunstack(t, runOpts{uid: 65534}, "run", "--host-caps", "--", "true")
+		if r.code != 125 || !strings.Contains(r.stderr, "--host-caps needs root") {
+			t.Errorf("exit %d, stderr %q; want 125 naming --host-caps", r.code, r.stderr)
+		}
+	})
+}
