@@ -457,7 +457,7 @@ func TestInitInsideTheSandbox(t *testing.T) {
 	for _, u := range users {
 		for _, tc := range []struct {
 			name, script, want string
-			code             int
+			code               int
 		}{
 			{"TERM to PID 1 reaches the command", `trap "echo got TERM; exit 3" TERM; kill -TERM 1; sleep 5 & wait`, "got TERM\n", 3},
 			{"KILL to PID 1 is ignored", `kill -KILL 1; sleep 0.2; echo still here`, "still here\n", 0},
