@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -63,7 +64,10 @@ func startExecChild(ctrl *os.File, cfg *childConfig) (*exec.Cmd, error) {
 	cmd := exec.Command(self, childArg, roleExec)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.ExtraFiles = []*os.File{ctrl, r}
-	cmd.SysProcAttr = execChildAttr(cfg.Mode)
+	if cmd.SysProcAttr, err = execChildAttr(cfg.Mode); err != nil {
+		r.Close()
+		return nil, err
+	}
 	err = cmd.Start()
 	r.Close()
 	if err != nil {
@@ -83,7 +87,7 @@ func startExecChild(ctrl *os.File, cfg *childConfig) (*exec.Cmd, error) {
 // into a namespace it does not own. The command runs in its own process
 // group, in the terminal's foreground when there is one, so terminal
 // signals reach it (and not init) once.
-func execChildAttr(mode string) *syscall.SysProcAttr {
+func execChildAttr(mode string) (*syscall.SysProcAttr, error) {
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
 		Pdeathsig:  syscall.SIGKILL,
@@ -101,17 +105,56 @@ func execChildAttr(mode string) *syscall.SysProcAttr {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	case modeRoot:
+		uids, gids, err := identityMaps()
+		if err != nil {
+			return nil, err
+		}
 		attr.Cloneflags |= syscall.CLONE_NEWUSER
-		attr.UidMappings = fullIDMap()
-		attr.GidMappings = fullIDMap()
-		attr.GidMappingsEnableSetgroups = true
+		attr.UidMappings, attr.GidMappings = uids, gids
+		attr.GidMappingsEnableSetgroups = setgroupsAllowed()
 	}
-	return attr
+	return attr, nil
 }
 
-// fullIDMap maps every id to itself: root stays root for file access.
-func fullIDMap() []syscall.SysProcIDMap {
-	return []syscall.SysProcIDMap{{ContainerID: 0, HostID: 0, Size: 1<<32 - 1}}
+// identityMaps map every uid and gid of our user namespace to itself in
+// a new one: root stays root for file access. In the initial namespace
+// that is the whole range; in a container, the ranges it has.
+func identityMaps() (uids, gids []syscall.SysProcIDMap, err error) {
+	if uids, err = identityMap("/proc/self/uid_map"); err != nil {
+		return nil, nil, err
+	}
+	if gids, err = identityMap("/proc/self/gid_map"); err != nil {
+		return nil, nil, err
+	}
+	return uids, gids, nil
+}
+
+// setgroupsAllowed reports whether our user namespace allows setgroups;
+// a new one cannot allow it if ours does not (as under "unshare -r").
+func setgroupsAllowed() bool {
+	b, err := os.ReadFile("/proc/self/setgroups")
+	return err != nil || strings.TrimSpace(string(b)) == "allow"
+}
+
+// identityMap reads an id map ("inside outside count" lines) and maps
+// each inside range to itself.
+func identityMap(path string) ([]syscall.SysProcIDMap, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	var m []syscall.SysProcIDMap
+	for _, line := range strings.Split(string(b), "\n") {
+		var in, out, n uint64
+		if _, err := fmt.Sscan(line, &in, &out, &n); err != nil {
+			continue
+		}
+		m = append(m, syscall.SysProcIDMap{ContainerID: int(in), HostID: int(in), Size: int(n)})
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("%s maps no ids", path)
+	}
+	return m, nil
 }
 
 // supervise forwards signals to the command and reaps children until the

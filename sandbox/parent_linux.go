@@ -101,7 +101,11 @@ func Start(cfg Config) (*Sandbox, error) {
 	cmd := exec.Command(self, childArg, roleInit)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}
-	cmd.SysProcAttr = initAttr(mode, !cfg.NoPIDNS)
+	if cmd.SysProcAttr, err = initAttr(mode, !cfg.NoPIDNS); err != nil {
+		ctrl.Close()
+		childEnd.Close()
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
 	err = cmd.Start()
 	// Our copy of the child's end must go now: while we hold it, a child
 	// that dies during setup never shows as EOF, and the handshake hangs.
@@ -140,7 +144,7 @@ func privilegeMode(hostCaps bool) (string, error) {
 // network. The command's namespaces are created beneath these by the init
 // child (see execChildAttr). Its own process group keeps it out of the
 // terminal's signals; the command takes the foreground.
-func initAttr(mode string, pidns bool) *syscall.SysProcAttr {
+func initAttr(mode string, pidns bool) (*syscall.SysProcAttr, error) {
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNS,
 		// If tunstack dies, so does init, and with it the sandbox.
@@ -157,12 +161,15 @@ func initAttr(mode string, pidns bool) *syscall.SysProcAttr {
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
 	case modeRoot:
+		uids, gids, err := identityMaps()
+		if err != nil {
+			return nil, err
+		}
 		attr.Cloneflags |= syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
-		attr.UidMappings = fullIDMap()
-		attr.GidMappings = fullIDMap()
-		attr.GidMappingsEnableSetgroups = true
+		attr.UidMappings, attr.GidMappings = uids, gids
+		attr.GidMappingsEnableSetgroups = setgroupsAllowed()
 	}
-	return attr
+	return attr, nil
 }
 
 func isTerminal(f *os.File) bool {

@@ -480,3 +480,22 @@ func TestInitInsideTheSandbox(t *testing.T) {
 		}
 	})
 }
+
+// TestRootInsideAUserNamespace: root of a user namespace with one id
+// mapped and setgroups denied (a container, "unshare -r") gets the
+// confined root mode too: its ids are mapped to themselves.
+func TestRootInsideAUserNamespace(t *testing.T) {
+	needTun(t, 0)
+	needRoot(t)
+	needProg(t, "unshare", "ip")
+	cmd := exec.Command("unshare", "-U", "-r", binPath, "run", "--", "sh", "-c",
+		"cat /proc/self/uid_map; ip link set tun0 mtu 1400 && ip -o link show tun0")
+	cmd.Env = append(os.Environ(), "TUNSTACK_CONTROL_DIR="+controlDir(t, 0))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " mtu 1400 ") {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if f := strings.Fields(string(out)); len(f) < 3 || f[0] != "0" || f[1] != "0" || f[2] != "1" {
+		t.Errorf("uid_map in the sandbox: %q, want 0 0 1", out)
+	}
+}
