@@ -18,7 +18,12 @@ import (
 	"github.com/tunstack/tunstack/stack/forward"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if path := os.Getenv(dialEnv); path != "" {
+		os.Exit(dialForTest(path))
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // fakeBackend answers with fixed values and records forwards.
 type fakeBackend struct {

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -9,16 +10,37 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// credListener accepts only connections from this process's user (or
-// root) whose process is not in the denied network namespace.
-type credListener struct {
+// netNS identifies a network namespace by the device and inode of its
+// nsfs file (what /proc/PID/ns/net opens).
+type netNS struct{ dev, ino uint64 }
+
+func (n netNS) String() string { return fmt.Sprintf("net:[%d] (dev %d)", n.ino, n.dev) }
+
+// ownNetNS returns the network namespace this process runs in.
+func ownNetNS() (netNS, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return netNS{}, fmt.Errorf("control: identify own network namespace via /proc/self/ns/net: %w", err)
+	}
+	return netNS{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// peerListener accepts a connection only when its peer is root or this
+// process's user, and runs in this process's own network namespace.
+//
+// The namespace test is what keeps a sandbox out: a process in the
+// sandbox (or in any namespace it can create, such as "unshare -n") is in
+// another network namespace, and cannot setns back into ours because the
+// sandbox's user namespace does not own it. Every failure to establish
+// the peer's namespace refuses the connection.
+type peerListener struct {
 	net.Listener
-	denied func() string
-	log    *slog.Logger
+	own netNS
+	log *slog.Logger
 }
 
 // Accept implements net.Listener, dropping refused connections.
-func (l *credListener) Accept() (net.Conn, error) {
+func (l *peerListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -33,36 +55,92 @@ func (l *credListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *credListener) check(c net.Conn) error {
+func (l *peerListener) check(c net.Conn) error {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
-		return nil
+		return fmt.Errorf("connection of type %T is not a unix socket", c)
 	}
 	raw, err := uc.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var cerr error
-	raw.Control(func(fd uintptr) {
+	var (
+		cred       *unix.Ucred
+		cerr, perr error
+		pidfd      = -1
+	)
+	if err := raw.Control(func(fd uintptr) {
 		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
+		pidfd, perr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
+	}); err != nil {
+		return err
+	}
+	switch {
+	case perr == nil:
+		defer unix.Close(pidfd)
+	case errors.Is(perr, unix.ENOPROTOOPT):
+		pidfd = -1 // before Linux 6.5: the pid alone
+	default:
+		return fmt.Errorf("peer pidfd: %w", perr)
+	}
 	if cerr != nil {
 		return fmt.Errorf("peer credentials: %w", cerr)
 	}
 	if cred.Uid != 0 && int(cred.Uid) != os.Geteuid() {
 		return fmt.Errorf("peer uid %d is neither root nor %d", cred.Uid, os.Geteuid())
 	}
-	if l.denied == nil {
-		return nil
+	ns, err := peerNetNS(int(cred.Pid), pidfd)
+	if err != nil {
+		return err
 	}
-	deny := l.denied()
-	if deny == "" || cred.Pid == 0 {
-		return nil
-	}
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cred.Pid))
-	if err == nil && ns == deny {
-		return fmt.Errorf("peer pid %d is inside the sandbox (%s)", cred.Pid, ns)
+	if ns != l.own {
+		return fmt.Errorf("peer pid %d is in network namespace %v, not tunstack's %v", cred.Pid, ns, l.own)
 	}
 	return nil
+}
+
+// peerNetNS finds the network namespace of the peer process pid, whose
+// pidfd (or -1) came with the connection. With a pidfd the kernel names
+// the namespace directly (Linux 6.11); otherwise /proc/PID/ns/net is read,
+// and the pidfd, when there is one, proves that pid still named the peer
+// while it was read.
+func peerNetNS(pid, pidfd int) (netNS, error) {
+	if pid <= 0 {
+		return netNS{}, fmt.Errorf("peer pid %d: the peer's process is not visible from here", pid)
+	}
+	if pidfd >= 0 {
+		nsfd, err := unix.IoctlRetInt(pidfd, unix.PIDFD_GET_NET_NAMESPACE)
+		if err == nil {
+			defer unix.Close(nsfd)
+			var st unix.Stat_t
+			if err := unix.Fstat(nsfd, &st); err != nil {
+				return netNS{}, fmt.Errorf("peer pid %d: stat its network namespace: %w", pid, err)
+			}
+			return netNS{dev: st.Dev, ino: st.Ino}, nil
+		}
+		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
+			return netNS{}, fmt.Errorf("peer pid %d: network namespace from pidfd: %w", pid, err)
+		}
+	}
+	ns, err := procNetNS(pid)
+	if err != nil {
+		return netNS{}, err
+	}
+	if pidfd >= 0 {
+		// Signal 0 checks existence; EPERM still means it exists.
+		if err := unix.PidfdSendSignal(pidfd, 0, nil, 0); err != nil && !errors.Is(err, unix.EPERM) {
+			return netNS{}, fmt.Errorf("peer pid %d: gone while checked: %w", pid, err)
+		}
+	}
+	return ns, nil
+}
+
+// procNetNS reads the network namespace of pid from /proc.
+func procNetNS(pid int) (netNS, error) {
+	path := fmt.Sprintf("/proc/%d/ns/net", pid)
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return netNS{}, fmt.Errorf("peer pid %d: stat %s: %w", pid, path, err)
+	}
+	return netNS{dev: st.Dev, ino: st.Ino}, nil
 }

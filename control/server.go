@@ -43,11 +43,6 @@ type ServerConfig struct {
 	Backend Backend
 	// Logger receives request errors; nil discards them.
 	Logger *slog.Logger
-	// DeniedNetNS, if set, returns the network namespace (the target of
-	// a /proc/PID/ns/net link) whose processes are refused: the
-	// sandbox's. It is a second line of defence behind the socket's
-	// file mode and the sandbox's mount namespace.
-	DeniedNetNS func() string
 }
 
 // Server serves a control socket.
@@ -79,6 +74,12 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		}
 		os.Remove(cfg.Path)
 	}
+	// Only processes in our own network namespace are served (see
+	// peerListener): a sandbox never is.
+	own, err := ownNetNS()
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("unix", cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("control: listen on %s: %w", cfg.Path, err)
@@ -87,7 +88,7 @@ func Listen(cfg ServerConfig) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control: chmod %s: %w", cfg.Path, err)
 	}
-	s := &Server{cfg: cfg, ln: &credListener{Listener: ln, denied: cfg.DeniedNetNS, log: cfg.Logger}, done: make(chan struct{})}
+	s := &Server{cfg: cfg, ln: &peerListener{Listener: ln, own: own, log: cfg.Logger}, done: make(chan struct{})}
 	s.http = &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -52,13 +52,45 @@ func Send(conn *net.UnixConn, msg []byte, files ...*os.File) error {
 // with them, close-on-exec. The caller owns the descriptors, also when
 // err is not nil.
 func ReadMsg(conn *net.UnixConn, buf []byte) (n int, fds []int, err error) {
-	oob := make([]byte, unix.CmsgSpace(4*MaxFiles))
-	n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
+	n, fds, _, err = readMsg(conn, buf, false)
+	return n, fds, err
+}
+
+// readMsg is ReadMsg that, with creds, also has room for the sender's
+// SCM_CREDENTIALS (the socket needs SO_PASSCRED) and returns its pid (0
+// when none came).
+func readMsg(conn *net.UnixConn, buf []byte, creds bool) (n int, fds []int, pid int, err error) {
+	size := unix.CmsgSpace(4 * MaxFiles)
+	if creds {
+		size += unix.CmsgSpace(unix.SizeofUcred)
+	}
+	oob := make([]byte, size)
+	n, oobn, flags, _, err := conn.ReadMsgUnix(buf, oob)
 	fds = Rights(oob[:oobn])
 	for _, fd := range fds {
 		unix.CloseOnExec(fd)
 	}
-	return n, fds, err
+	if creds {
+		pid = senderPID(oob[:oobn])
+	}
+	if err == nil && flags&unix.MSG_CTRUNC != 0 {
+		err = fmt.Errorf("control message truncated: more than %d descriptors", MaxFiles)
+	}
+	return n, fds, pid, err
+}
+
+// senderPID returns the pid of an SCM_CREDENTIALS message in oob, or 0.
+func senderPID(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for _, m := range msgs {
+		if cred, err := unix.ParseUnixCredentials(&m); err == nil {
+			return int(cred.Pid)
+		}
+	}
+	return 0
 }
 
 // Rights returns the descriptors carried in the SCM_RIGHTS control
@@ -96,17 +128,39 @@ func ReceiveNonblock(conn *net.UnixConn, buf []byte, name string) (n int, files 
 	return receive(conn, buf, name, true)
 }
 
+// ReceiveNonblockCreds is ReceiveNonblock that also returns the sender's
+// pid from its SCM_CREDENTIALS (0 when it sent none; the receiving socket
+// needs SO_PASSCRED). The kernel fills the credentials in, so the pid can
+// be trusted as far as the pid namespace allows.
+func ReceiveNonblockCreds(conn *net.UnixConn, buf []byte, name string) (n int, files []*os.File, pid int, err error) {
+	n, fds, pid, err := readMsg(conn, buf, true)
+	files, err = toFiles(fds, err, name, true)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	return n, files, pid, nil
+}
+
 func receive(conn *net.UnixConn, buf []byte, name string, nonblock bool) (int, []*os.File, error) {
 	n, fds, err := ReadMsg(conn, buf)
+	files, err := toFiles(fds, err, name, nonblock)
+	if err != nil {
+		return 0, nil, err
+	}
+	return n, files, nil
+}
+
+// toFiles turns received descriptors into files, closing them all on err.
+func toFiles(fds []int, err error, name string, nonblock bool) ([]*os.File, error) {
 	if err != nil {
 		closeAll(fds)
-		return 0, nil, fmt.Errorf("fdpass: receive: %w", err)
+		return nil, fmt.Errorf("fdpass: receive: %w", err)
 	}
 	if nonblock {
 		for _, fd := range fds {
 			if err := unix.SetNonblock(fd, true); err != nil {
 				closeAll(fds)
-				return 0, nil, fmt.Errorf("fdpass: received descriptor %d: set non-blocking: %w", fd, err)
+				return nil, fmt.Errorf("fdpass: received descriptor %d: set non-blocking: %w", fd, err)
 			}
 		}
 	}
@@ -114,7 +168,7 @@ func receive(conn *net.UnixConn, buf []byte, name string, nonblock bool) (int, [
 	for _, fd := range fds {
 		files = append(files, os.NewFile(uintptr(fd), name))
 	}
-	return n, files, nil
+	return files, nil
 }
 
 // ReceiveFile receives one message that carries one descriptor, as a file

@@ -17,9 +17,8 @@ import (
 // extras are the pieces of an instance beyond the network itself: the
 // control socket, port forwards and the --pcap recording.
 type extras struct {
-	control  *control.Server
-	pcap     *recorder
-	deniedNS string
+	control *control.Server
+	pcap    *recorder
 	// kind is "attach" for an attached namespace ("" means "run").
 	kind string
 	// hostCapture is the tap behind "tcpdump -i host" (capture_host.go).
@@ -49,15 +48,11 @@ func (in *Instance) startExtras() error {
 			return err
 		}
 	}
-	if pid := in.sandboxPID(); pid > 0 {
-		in.deniedNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-	}
 	if in.cfg.ControlDir != "" {
 		srv, err := control.Listen(control.ServerConfig{
-			Path:        control.SocketPath(in.cfg.ControlDir, in.cfg.Name),
-			Backend:     backend{in},
-			Logger:      in.log,
-			DeniedNetNS: func() string { return in.deniedNS },
+			Path:    control.SocketPath(in.cfg.ControlDir, in.cfg.Name),
+			Backend: backend{in},
+			Logger:  in.log,
 		})
 		if err != nil {
 			return err

@@ -56,6 +56,11 @@ type Config struct {
 	// ControlDir is where the control socket NAME.sock is served; empty
 	// serves none.
 	ControlDir string
+	// HostCaps (root only) leaves the command root's host capabilities
+	// (no user namespace); see sandbox.Config.
+	HostCaps bool
+	// NoPIDNS runs the command without a PID namespace of its own.
+	NoPIDNS bool
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
@@ -145,6 +150,7 @@ func (in *Instance) sandboxConfig() sandbox.Config {
 		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
 		ResolvConf: in.resolvConf(), HidePaths: in.hidePaths(),
 		Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,
+		HostCaps: c.HostCaps, NoPIDNS: c.NoPIDNS,
 	}
 	if c.V6.Network.IsValid() {
 		sc.Addr6 = netip.PrefixFrom(c.V6.Sandbox, c.V6.Network.Bits())

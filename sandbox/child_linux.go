@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -22,38 +23,30 @@ import (
 // main must call ChildMain.
 func IsChild() bool { return len(os.Args) > 1 && os.Args[1] == childArg }
 
-// ChildMain runs the child side: configure the namespace, pass the TUN
-// device back, wait for the go-ahead and execute the command. It never
-// returns.
+// ChildMain runs a child side (see the package documentation): the init
+// child, the exec child, or the attach child. It never returns.
 func ChildMain() {
 	parent := os.Getppid()
-	f := os.NewFile(3, "sandbox-control")
-	fc, err := net.FileConn(f)
-	f.Close()
+	ctrl := os.NewFile(3, "sandbox-control")
+	fc, err := net.FileConn(ctrl)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "tunstack: sandbox: control socket: %v\n", err)
 		os.Exit(125)
 	}
 	conn := fc.(*net.UnixConn)
-	path, argv, err := childSetup(conn)
-	if err != nil {
-		fail(conn, err)
+	role := ""
+	if len(os.Args) > 2 {
+		role = os.Args[2]
 	}
-	conn.Close()
-	// PR_SET_PDEATHSIG belongs to a thread, and the runtime may exec from
-	// any thread: the one set at fork is lost. Set it again on the thread
-	// that execs, so the command dies with tunstack, even by SIGKILL.
-	runtime.LockOSThread()
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		fmt.Fprintf(os.Stderr, "tunstack: sandbox: set parent-death signal: %v\n", err)
-		os.Exit(125)
-	}
-	if os.Getppid() != parent {
-		os.Exit(125) // tunstack died before the prctl took effect
-	}
-	if err := syscall.Exec(path, argv, os.Environ()); err != nil {
-		fmt.Fprintf(os.Stderr, "tunstack: %s: %v\n", argv[0], err)
-		os.Exit(126)
+	switch role {
+	case roleInit:
+		initMain(conn, ctrl)
+	case roleExec:
+		ctrl.Close()
+		execMain(conn, parent)
+	default:
+		ctrl.Close()
+		attachMain(conn)
 	}
 }
 
@@ -63,22 +56,69 @@ func fail(conn *net.UnixConn, err error) {
 	os.Exit(125)
 }
 
-// childSetup does everything before exec and returns the command to run.
-func childSetup(conn *net.UnixConn) (string, []string, error) {
+// readConfig reads the parent's configuration message.
+func readConfig(conn *net.UnixConn) (childConfig, error) {
+	var cfg childConfig
 	buf := make([]byte, 64<<10)
 	n, err := conn.Read(buf)
 	if err != nil {
-		return "", nil, fmt.Errorf("read config: %w", err)
+		return cfg, fmt.Errorf("read config: %w", err)
 	}
-	var cfg childConfig
 	if err := json.Unmarshal(buf[:n], &cfg); err != nil {
-		return "", nil, fmt.Errorf("decode config: %w", err)
+		return cfg, fmt.Errorf("decode config: %w", err)
 	}
-	if cfg.Attach {
-		return "", nil, attachSetup(conn, &cfg)
+	return cfg, nil
+}
+
+// attachMain is the child nsenter starts in an existing namespace.
+func attachMain(conn *net.UnixConn) {
+	cfg, err := readConfig(conn)
+	if err == nil && !cfg.Attach {
+		err = errors.New("child started without a role for a command")
 	}
+	if err == nil {
+		err = attachSetup(conn, &cfg)
+	}
+	fail(conn, err)
+}
+
+// execMain is the exec child: in the command's own namespaces it
+// configures the network, passes the TUN device to tunstack, waits for
+// the go-ahead and executes the command.
+func execMain(conn *net.UnixConn, parent int) {
+	cfgFile := os.NewFile(4, "sandbox-config")
+	var cfg childConfig
+	err := json.NewDecoder(io.LimitReader(cfgFile, 1<<20)).Decode(&cfg)
+	cfgFile.Close()
+	if err != nil {
+		fail(conn, fmt.Errorf("read config from init: %w", err))
+	}
+	path, err := execSetup(conn, &cfg)
+	if err != nil {
+		fail(conn, err)
+	}
+	conn.Close()
+	// PR_SET_PDEATHSIG belongs to a thread, and the runtime may exec from
+	// any thread: the one set at fork is lost. Set it again on the thread
+	// that execs, so the command dies with init, even by SIGKILL.
+	runtime.LockOSThread()
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "tunstack: sandbox: set parent-death signal: %v\n", err)
+		os.Exit(125)
+	}
+	if os.Getppid() != parent {
+		os.Exit(125) // init died before the prctl took effect
+	}
+	if err := syscall.Exec(path, cfg.Command, os.Environ()); err != nil {
+		fmt.Fprintf(os.Stderr, "tunstack: %s: %v\n", cfg.Command[0], err)
+		os.Exit(126)
+	}
+}
+
+// execSetup does everything before exec and returns the command's path.
+func execSetup(conn *net.UnixConn, cfg *childConfig) (string, error) {
 	if len(cfg.Command) == 0 {
-		return "", nil, errors.New("no command")
+		return "", errors.New("no command")
 	}
 	path, err := exec.LookPath(cfg.Command[0])
 	if err != nil {
@@ -87,34 +127,24 @@ func childSetup(conn *net.UnixConn) (string, []string, error) {
 		conn.Write(b)
 		os.Exit(127)
 	}
-	var reply childReply
-	if cfg.ResolvConf != "" {
-		if note := mountResolvConf(cfg.ResolvConf); note != "" {
-			reply.Notes = append(reply.Notes, note)
-		}
-	}
-	for _, dir := range cfg.HidePaths {
-		if note := hidePath(dir); note != "" {
-			reply.Notes = append(reply.Notes, note)
-		}
-	}
-	dev, err := configureNetwork(&cfg)
+	dev, err := configureNetwork(cfg)
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
-	reply.TunName, reply.Offload = dev.Name, dev.Offload
+	reply := childReply{TunName: dev.Name, Offload: dev.Offload, Notes: cfg.Notes}
 	msg, _ := json.Marshal(reply)
 	err = fdpass.Send(conn, msg, dev.Files()...)
 	dev.Close()
 	if err != nil {
-		return "", nil, err
+		return "", err
 	}
 	// Wait for the go-ahead: the parent serves the device by now.
-	n, err = conn.Read(buf)
+	buf := make([]byte, 16)
+	n, err := conn.Read(buf)
 	if err != nil || string(buf[:n]) != "go" {
 		os.Exit(125)
 	}
-	return path, cfg.Command, nil
+	return path, nil
 }
 
 // configureNetwork brings lo up and creates and configures the TUN device.
@@ -178,29 +208,4 @@ func configureLink(name string, cfg *childConfig) error {
 		}
 	}
 	return nil
-}
-
-// mountResolvConf bind-mounts a file with content over /etc/resolv.conf in
-// the child's private mount namespace. It returns a note when it could not.
-func mountResolvConf(content string) string {
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Sprintf("resolv.conf not replaced: make mounts private: %v", err)
-	}
-	if _, err := os.Stat("/etc/resolv.conf"); err != nil {
-		return "the host has no /etc/resolv.conf to replace; point the sandbox's resolver at the DNS address yourself"
-	}
-	tmp, err := os.CreateTemp("", "tunstack-resolv-*")
-	if err != nil {
-		return fmt.Sprintf("resolv.conf not replaced: %v", err)
-	}
-	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	if _, err := tmp.WriteString(content); err != nil {
-		return fmt.Sprintf("resolv.conf not replaced: %v", err)
-	}
-	os.Chmod(tmp.Name(), 0o644)
-	if err := unix.Mount(tmp.Name(), "/etc/resolv.conf", "", unix.MS_BIND, ""); err != nil {
-		return fmt.Sprintf("resolv.conf not replaced: bind mount: %v", err)
-	}
-	return ""
 }

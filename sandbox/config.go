@@ -5,8 +5,28 @@ import (
 )
 
 // childArg is argv[1] of the re-executed binary. The program's main must
-// call ChildMain first thing when it sees it.
+// call ChildMain first thing when it sees it. argv[2] names the role:
+// roleInit, roleExec, or nothing for an attach child started by nsenter.
 const childArg = "__tunstack-sandbox-child"
+
+// The roles of the re-executed binary (see doc.go).
+const (
+	roleInit = "init"
+	roleExec = "exec"
+)
+
+// Privilege modes of a sandbox (childConfig.Mode).
+const (
+	// modeRootless: the caller is mapped to root in a one-uid user
+	// namespace.
+	modeRootless = "rootless"
+	// modeRoot: root is mapped to root over the whole id range, in user
+	// namespaces of their own, so root keeps its file access but holds
+	// capabilities only over the sandbox's namespaces.
+	modeRoot = "root"
+	// modeHost: no user namespace; root keeps the host's capabilities.
+	modeHost = "host"
+)
 
 // childConfig is what the parent tells the child.
 type childConfig struct {
@@ -26,6 +46,13 @@ type childConfig struct {
 	// HidePaths are directories covered with an empty tmpfs in the
 	// sandbox (the control sockets' directory).
 	HidePaths []string `json:"hide_paths,omitempty"`
+	// Mode is modeRootless, modeRoot or modeHost.
+	Mode string `json:"mode,omitempty"`
+	// PIDNS: the init child is PID 1 of a new PID namespace and mounts
+	// its /proc.
+	PIDNS bool `json:"pidns,omitempty"`
+	// Notes are the init child's notes, passed on to the exec child.
+	Notes []string `json:"notes,omitempty"`
 	// Attach configures an existing namespace (the child was started in
 	// it by nsenter) and exits instead of running a command.
 	Attach bool `json:"attach,omitempty"`

@@ -45,6 +45,17 @@ type Config struct {
 	// HidePaths are directories the command must not see into (they are
 	// covered with an empty tmpfs in its mount namespace).
 	HidePaths []string
+	// HostCaps (root only) runs the command without a user namespace:
+	// it keeps root's capabilities over the host, so it can leave its
+	// network namespace. Without it, root's command runs in a user
+	// namespace that maps root to root (file access is kept) and holds
+	// capabilities only over the sandbox's own namespaces.
+	HostCaps bool
+	// NoPIDNS runs the command in tunstack's PID namespace: it sees the
+	// host's processes, and what it leaves running outlives it. By
+	// default the command is the only child of an init in a new PID
+	// namespace, and everything there dies with the command.
+	NoPIDNS bool
 	// Stdin, Stdout, Stderr are the command's; nil means the null device.
 	Stdin  *os.File
 	Stdout *os.File
@@ -55,6 +66,9 @@ type Config struct {
 type Sandbox struct {
 	cmd  *exec.Cmd
 	ctrl *net.UnixConn
+	// pid is the command's process ID, learnt from the credentials of the
+	// exec child's message (the init child is cmd).
+	pid int
 	// attachPID is the target of an attached namespace (see Attach).
 	attachPID int
 	attached  bool
@@ -77,24 +91,32 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: find own executable: %w", err)
 	}
+	mode, err := privilegeMode(cfg.HostCaps)
+	if err != nil {
+		return nil, err
+	}
 	ctrl, childEnd, err := controlPair()
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, childArg)
+	cmd := exec.Command(self, childArg, roleInit)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
 	cmd.ExtraFiles = []*os.File{childEnd}
-	cmd.SysProcAttr = sysProcAttr(cfg.Stdin)
+	if cmd.SysProcAttr, err = initAttr(mode, !cfg.NoPIDNS); err != nil {
+		ctrl.Close()
+		childEnd.Close()
+		return nil, fmt.Errorf("sandbox: %w", err)
+	}
 	err = cmd.Start()
 	// Our copy of the child's end must go now: while we hold it, a child
 	// that dies during setup never shows as EOF, and the handshake hangs.
 	childEnd.Close()
 	if err != nil {
 		ctrl.Close()
-		return nil, explainStart(err)
+		return nil, explainStart(mode, err)
 	}
 	sb := &Sandbox{cmd: cmd, ctrl: ctrl}
-	if err := sb.handshake(cfg); err != nil {
+	if err := sb.handshake(cfg, mode); err != nil {
 		ctrl.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
@@ -103,27 +125,52 @@ func Start(cfg Config) (*Sandbox, error) {
 	return sb, nil
 }
 
-func sysProcAttr(stdin *os.File) *syscall.SysProcAttr {
+// privilegeMode picks how the command is confined.
+func privilegeMode(hostCaps bool) (string, error) {
+	switch {
+	case os.Geteuid() != 0 && hostCaps:
+		return "", errors.New("sandbox: --host-caps needs root (an unprivileged user has no host capabilities to keep)")
+	case os.Geteuid() != 0:
+		return modeRootless, nil
+	case hostCaps:
+		return modeHost, nil
+	}
+	return modeRoot, nil
+}
+
+// initAttr creates the init child's namespaces: a mount namespace for the
+// covers, a PID namespace (when pidns) in which it is PID 1, and, unless
+// root keeps its host capabilities, a user namespace and an empty network
+// namespace, so that even the init child holds nothing on the host's
+// network. The command's namespaces are created beneath these by the init
+// child (see execChildAttr). Its own process group keeps it out of the
+// terminal's signals; the command takes the foreground.
+func initAttr(mode string, pidns bool) (*syscall.SysProcAttr, error) {
 	attr := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWNS,
-		// If tunstack dies, so does the command: nothing outlives it.
+		Cloneflags: syscall.CLONE_NEWNS,
+		// If tunstack dies, so does init, and with it the sandbox.
 		Pdeathsig: syscall.SIGKILL,
-		// Its own process group, in the terminal's foreground when there
-		// is one: terminal signals (^C) reach the command once, and
-		// tunstack forwards the signals it receives itself.
-		Setpgid: true,
+		Setpgid:   true,
 	}
-	if stdin != nil && isTerminal(stdin) {
-		attr.Foreground = true
-		attr.Ctty = int(stdin.Fd())
+	if pidns {
+		attr.Cloneflags |= syscall.CLONE_NEWPID
 	}
-	if os.Geteuid() != 0 {
-		attr.Cloneflags |= syscall.CLONE_NEWUSER
+	switch mode {
+	case modeRootless:
+		attr.Cloneflags |= syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
 		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
 		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
 		attr.GidMappingsEnableSetgroups = false
+	case modeRoot:
+		uids, gids, err := identityMaps()
+		if err != nil {
+			return nil, err
+		}
+		attr.Cloneflags |= syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET
+		attr.UidMappings, attr.GidMappings = uids, gids
+		attr.GidMappingsEnableSetgroups = setgroupsAllowed()
 	}
-	return attr
+	return attr, nil
 }
 
 func isTerminal(f *os.File) bool {
@@ -133,21 +180,32 @@ func isTerminal(f *os.File) bool {
 
 // explainStart names the fix for the usual reasons a namespace cannot be
 // created.
-func explainStart(err error) error {
-	if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES) {
-		if os.Geteuid() != 0 {
+func explainStart(mode string, err error) error {
+	if isNamespaceRefusal(err) {
+		switch mode {
+		case modeRootless:
 			return fmt.Errorf("sandbox: cannot create a user namespace (%v): unprivileged user namespaces are disabled; "+
 				"enable them with sysctl -w kernel.unprivileged_userns_clone=1 (Debian), "+
 				"sysctl -w user.max_user_namespaces=15000, or "+
 				"sysctl -w kernel.apparmor_restrict_unprivileged_userns=0 (Ubuntu), or run as root", err)
+		case modeRoot:
+			return fmt.Errorf("sandbox: cannot create the sandbox's user namespace (%v): "+
+				"check sysctl user.max_user_namespaces, or run with --host-caps (no user namespace: the command keeps root's capabilities)", err)
 		}
-		return fmt.Errorf("sandbox: cannot create a network namespace: %w", err)
+		return fmt.Errorf("sandbox: cannot create a namespace: %w", err)
 	}
 	return fmt.Errorf("sandbox: start child: %w", err)
 }
 
-func (sb *Sandbox) handshake(cfg Config) error {
+// isNamespaceRefusal reports whether a clone failed for want of
+// permission to create a namespace.
+func isNamespaceRefusal(err error) bool {
+	return errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EACCES)
+}
+
+func (sb *Sandbox) handshake(cfg Config, mode string) error {
 	cc := childConfig{
+		Mode: mode, PIDNS: !cfg.NoPIDNS,
 		Command: cfg.Command, TunName: cfg.TunName, Offload: cfg.Offload.String(),
 		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
@@ -172,7 +230,7 @@ func (sb *Sandbox) exchange(cc childConfig) error {
 	if _, err := sb.ctrl.Write(b); err != nil {
 		return fmt.Errorf("sandbox: send config: %w", err)
 	}
-	dev, reply, err := receiveDevice(sb.ctrl)
+	dev, reply, pid, err := receiveDevice(sb.ctrl)
 	if err != nil {
 		return err
 	}
@@ -184,16 +242,18 @@ func (sb *Sandbox) exchange(cc childConfig) error {
 	}
 	sb.Device = dev
 	sb.Notes = reply.Notes
+	sb.pid = pid
 	return nil
 }
 
-// Pid returns the command's process ID (for an attached namespace, the
-// target's, or 0).
+// Pid returns the command's process ID as this process sees it (for an
+// attached namespace, the target's, or 0). The command runs in the
+// sandbox's network namespace; its parent, the init child, does not.
 func (sb *Sandbox) Pid() int {
 	if sb.attached {
 		return sb.attachPID
 	}
-	return sb.cmd.Process.Pid
+	return sb.pid
 }
 
 // Release lets the command run.
@@ -205,7 +265,8 @@ func (sb *Sandbox) Release() error {
 	return nil
 }
 
-// Signal sends sig to the command.
+// Signal sends sig to the command (through the init child, which
+// forwards it).
 func (sb *Sandbox) Signal(sig os.Signal) error { return sb.cmd.Process.Signal(sig) }
 
 // Kill kills the command (used when setup fails after Start).
@@ -215,7 +276,8 @@ func (sb *Sandbox) Kill() {
 }
 
 // Wait waits for the command and returns its exit status the way a shell
-// reports it: the exit code, or 128+N when killed by signal N.
+// reports it: the exit code, or 128+N when killed by signal N (the init
+// child exits with that status).
 func (sb *Sandbox) Wait() (int, error) {
 	err := sb.cmd.Wait()
 	st, ok := sb.cmd.ProcessState.Sys().(syscall.WaitStatus)
@@ -238,6 +300,13 @@ func controlPair() (*net.UnixConn, *os.File, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("sandbox: socketpair: %w", err)
 	}
+	// The credentials on the exec child's messages name its pid as we
+	// see it, across the PID namespace.
+	if err := unix.SetsockoptInt(pair[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(pair[0])
+		unix.Close(pair[1])
+		return nil, nil, fmt.Errorf("sandbox: SO_PASSCRED: %w", err)
+	}
 	parentEnd := os.NewFile(uintptr(pair[0]), "sandbox-control")
 	childEnd := os.NewFile(uintptr(pair[1]), "sandbox-control-child")
 	fc, err := net.FileConn(parentEnd)
@@ -249,17 +318,18 @@ func controlPair() (*net.UnixConn, *os.File, error) {
 	return fc.(*net.UnixConn), childEnd, nil
 }
 
-// receiveDevice reads the child's reply and the TUN queues passed with it.
-// A reply with Error set comes back with no device and no error.
-func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, error) {
+// receiveDevice reads the child's reply, the TUN queues passed with it,
+// and the sender's pid. A reply with Error set comes back with no device
+// and no error.
+func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, int, error) {
 	var reply childReply
 	buf := make([]byte, 64<<10)
-	n, files, err := fdpass.ReceiveNonblock(ctrl, buf, "/dev/net/tun")
+	n, files, pid, err := fdpass.ReceiveNonblockCreds(ctrl, buf, "/dev/net/tun")
 	if err != nil || n == 0 {
 		if err == nil || errors.Is(err, io.EOF) {
 			err = errors.New("child exited during setup")
 		}
-		return nil, reply, fmt.Errorf("sandbox: %w", err)
+		return nil, reply, 0, fmt.Errorf("sandbox: %w", err)
 	}
 	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.Error != "" || len(files) == 0 {
 		for _, f := range files {
@@ -267,11 +337,12 @@ func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, error) {
 		}
 		switch {
 		case err != nil:
-			return nil, reply, fmt.Errorf("sandbox: bad reply from child: %w", err)
+			return nil, reply, 0, fmt.Errorf("sandbox: bad reply from child: %w", err)
 		case reply.Error != "":
-			return nil, reply, nil
+			return nil, reply, 0, nil
 		}
-		return nil, reply, errors.New("sandbox: child sent no TUN device")
+		return nil, reply, 0, errors.New("sandbox: child sent no TUN device")
 	}
-	return &tun.Device{File: files[0], Queues: files[1:], Name: reply.TunName, Offload: reply.Offload}, reply, nil
+	return &tun.Device{File: files[0], Queues: files[1:], Name: reply.TunName, Offload: reply.Offload}, reply, pid, nil
 }
+

@@ -148,7 +148,8 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 	cmd.WaitDelay = 5 * time.Second
 	if o.uid != 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
-		cmd.Env = append(cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
+		// Defaults for the user, which o.env may override.
+		cmd.Env = append(append(os.Environ(), "HOME=/tmp", "XDG_RUNTIME_DIR="), o.env...)
 	}
 	start := time.Now()
 	err := cmd.Run()
@@ -211,6 +212,8 @@ func helperMain(mode string, args []string) int {
 		return ctServer(args[1], args[2])
 	case "cttraffic":
 		return ctTraffic(args[2], args[3:])
+	case "unixpost":
+		return unixPost(args[1], args[2], args[3])
 	}
 	fmt.Fprintf(os.Stderr, "unknown helper mode %q\n", mode)
 	return 2

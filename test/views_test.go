@@ -224,6 +224,31 @@ func TestAttach(t *testing.T) {
 			curl.cmd.Process.Kill()
 			<-curl.done
 
+			// The control socket is in plain sight of the target, but a
+			// client of the same user in the target's namespace is
+			// refused; the same client in ours is served.
+			sock := filepath.Join(ctl, name+".sock")
+			body := filepath.Join(ctl, "body")
+			os.WriteFile(body, []byte(flushPayload), 0o644)
+			post := []string{helperPath, sock, "/v1/iptables-restore", body}
+			enter := []string{"nsenter", "-t", strconv.Itoa(pid), "-n"}
+			if tc.uid != 0 {
+				enter = append(enter, "-U", "--preserve-credentials")
+			}
+			for _, tt := range []struct {
+				where string
+				argv  []string
+				want  int
+			}{
+				{"target's namespace", append(enter, post...), 4},
+				{"tunstack's namespace", post, 0},
+			} {
+				out, _ := asUser(tc.uid, []string{helperEnv + "=unixpost"}, tt.argv...)
+				if code := exitCode(out); code != tt.want {
+					t.Errorf("a client in the %s: exit %d, want %d: %s", tt.where, code, tt.want, out)
+				}
+			}
+
 			// The target exits: attach stops and its socket goes.
 			target.cmd.Process.Kill()
 			select {

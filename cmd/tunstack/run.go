@@ -23,7 +23,15 @@ import (
 const runLong = `Run COMMAND in a new network namespace whose only interface besides lo is
 tun0, a TUN device served by tunstack's userspace stack. As an unprivileged
 user a new user namespace maps you to root inside (/dev/net/tun must be
-usable: mode 0666); as root a network namespace alone is created.
+usable: mode 0666). As root, the command runs in a user namespace that maps
+root to root: it keeps root's file access but holds capabilities only over
+the sandbox's own namespaces (it can configure tun0, it cannot enter the
+host's namespaces); --host-caps keeps root's host capabilities instead.
+
+The command runs in a new PID namespace, as the only child of an init that
+forwards signals and reaps; when the command exits, everything it left
+running in the sandbox is killed. --no-pidns runs it in tunstack's PID
+namespace (what it leaves running then outlives it).
 
 TCP and UDP to any address are terminated in the stack and redialled from
 host sockets, so the command sees what the host sees: a closed port is
@@ -53,6 +61,7 @@ type runOptions struct {
 	allow               allowOptions
 	limits              limitOptions
 	conntrackMax        int
+	hostCaps, noPIDNS   bool
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -86,6 +95,8 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	f := cmd.Flags()
 	f.SetInterspersed(false)
 	o.addFlags(f)
+	f.BoolVar(&o.hostCaps, "host-caps", false, "as root, run the command without a user namespace, keeping root's capabilities over the host (it can then leave its network namespace)")
+	f.BoolVar(&o.noPIDNS, "no-pidns", false, "run the command in tunstack's PID namespace: it sees host processes, and what it leaves running outlives it")
 	return cmd
 }
 
@@ -138,6 +149,7 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 	c := instance.Config{
 		Command: command, MTU: o.mtu, TxQueueLen: o.txQueueLen, Queues: o.queues,
 		DisableHostLoopback: o.disableHostLoopback, Logger: log,
+		HostCaps: o.hostCaps, NoPIDNS: o.noPIDNS,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 	}
 	if o.mtu < 1280 || o.mtu > 65520 {
