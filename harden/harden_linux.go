@@ -26,6 +26,10 @@ type Options struct {
 	// Signals keeps CAP_KILL after a switch from root: the command runs
 	// as root and tunstack forwards signals to it.
 	Signals bool
+	// RemoveAtExit are unix sockets a root process removes when it exits
+	// (its control socket, unix-socket forwards): once it runs as another
+	// user it may not unlink them itself, so a helper does (CleanupMain).
+	RemoveAtExit []string
 	// SeccompLogOnly allows every call and has the kernel log those the
 	// allowlist would refuse, for maintaining the allowlist.
 	SeccompLogOnly bool
@@ -54,6 +58,11 @@ func Apply(o Options) error {
 		id, err := lookupUser(o.User)
 		if err != nil {
 			return fmt.Errorf("confine: %w", err)
+		}
+		if len(o.RemoveAtExit) > 0 {
+			if err := startCleanup(o.RemoveAtExit); err != nil {
+				return fmt.Errorf("confine: %w", err)
+			}
 		}
 		keep := []uintptr{unix.CAP_NET_BIND_SERVICE}
 		if o.Signals {

@@ -76,22 +76,10 @@ func setNoNewPrivs() error {
 // the inheritable and ambient sets nothing. The process never executes a
 // program after setup, so ambient capabilities would add nothing.
 func switchUser(id ids, keep []uintptr) error {
-	last, err := lastCap()
+	// The bounding set first, while CAP_SETPCAP is still held.
+	mask, err := trimBounding(keep)
 	if err != nil {
 		return err
-	}
-	var mask [2]uint32
-	for _, c := range keep {
-		mask[c/32] |= 1 << (c % 32)
-	}
-	// The bounding set first, while CAP_SETPCAP is still held.
-	for c := uintptr(0); c <= last; c++ {
-		if mask[c/32]&(1<<(c%32)) != 0 {
-			continue
-		}
-		if err := allThreads(fmt.Sprintf("drop capability %d from the bounding set", c), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); err != nil {
-			return err
-		}
 	}
 	// KEEPCAPS lets the permitted set survive the uid change below.
 	if err := allThreads("prctl(PR_SET_KEEPCAPS)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 1, 0); err != nil {
@@ -110,15 +98,41 @@ func switchUser(id ids, keep []uintptr) error {
 	if err := allThreads("prctl(PR_SET_KEEPCAPS, 0)", unix.SYS_PRCTL, unix.PR_SET_KEEPCAPS, 0, 0); err != nil {
 		return err
 	}
+	return capsetAll(mask)
+}
+
+// trimBounding drops every capability not in keep from the bounding set of
+// every thread, and returns keep as a capability mask.
+func trimBounding(keep []uintptr) (uint64, error) {
+	last, err := lastCap()
+	if err != nil {
+		return 0, err
+	}
+	var mask uint64
+	for _, c := range keep {
+		mask |= 1 << c
+	}
+	for c := uintptr(0); c <= last; c++ {
+		if mask&(1<<c) != 0 {
+			continue
+		}
+		if err := allThreads(fmt.Sprintf("drop capability %d from the bounding set", c), unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, c, 0); err != nil {
+			return 0, err
+		}
+	}
+	return mask, nil
+}
+
+// capsetAll sets the effective and permitted capabilities of every thread
+// to mask, and the inheritable ones to none.
+func capsetAll(mask uint64) error {
 	// psx.Syscall3 is go:uintptrescapes: the pointers stay valid while
 	// the kernel reads them on every thread.
 	hdr := &unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := &[2]unix.CapUserData{
-		{Effective: mask[0], Permitted: mask[0]},
-		{Effective: mask[1], Permitted: mask[1]},
-	}
+	lo, hi := uint32(mask), uint32(mask>>32)
+	data := &[2]unix.CapUserData{{Effective: lo, Permitted: lo}, {Effective: hi, Permitted: hi}}
 	if _, _, e := psx.Syscall3(unix.SYS_CAPSET, uintptr(unsafe.Pointer(hdr)), uintptr(unsafe.Pointer(&data[0])), 0); e != 0 {
-		return fmt.Errorf("capset %#x: %w", uint64(mask[1])<<32|uint64(mask[0]), e)
+		return fmt.Errorf("capset %#x: %w", mask, e)
 	}
 	return nil
 }

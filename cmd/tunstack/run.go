@@ -50,6 +50,7 @@ type runOptions struct {
 	publish             []string
 	pcap                string
 	rules, rules6       string
+	harden              hardenFlags
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -100,6 +101,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	addInstanceFlags(f, &o.name, &o.publish, &o.pcap)
 	f.StringVar(&o.rules, "rules", "", "load an iptables-save FILE (IPv4) into the firewall before the command starts")
 	f.StringVar(&o.rules6, "rules6", "", "load an ip6tables-save FILE (IPv6) into the firewall before the command starts")
+	o.harden.add(f)
 }
 
 // loadRules reads and validates --rules and --rules6: a bad file fails
@@ -133,6 +135,7 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		Command: command, MTU: o.mtu, TxQueueLen: o.txQueueLen, Queues: o.queues,
 		DisableHostLoopback: o.disableHostLoopback, Logger: log,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Confine: o.harden.options(true),
 	}
 	if o.mtu < 1280 || o.mtu > 65520 {
 		return c, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
