@@ -60,9 +60,26 @@ func (l *credListener) check(c net.Conn) error {
 	if deny == "" || cred.Pid == 0 {
 		return nil
 	}
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", cred.Pid))
-	if err == nil && ns == deny {
+	ns, err := NetNSKey(int(cred.Pid))
+	if err != nil {
+		return fmt.Errorf("peer pid %d: %w", cred.Pid, err)
+	}
+	if ns == deny {
 		return fmt.Errorf("peer pid %d is inside the sandbox (%s)", cred.Pid, ns)
 	}
 	return nil
+}
+
+// NetNSKey identifies the network namespace of process pid by the device
+// and inode of its /proc/PID/net/dev (one proc entry per namespace).
+// Unlike the /proc/PID/ns/net link, it can be read without ptrace rights
+// over the process, which a root tunstack that switched to nobody (package
+// harden) no longer has over root peers.
+func NetNSKey(pid int) (string, error) {
+	var st unix.Stat_t
+	path := fmt.Sprintf("/proc/%d/net/dev", pid)
+	if err := unix.Stat(path, &st); err != nil {
+		return "", fmt.Errorf("network namespace: stat %s: %w", path, err)
+	}
+	return fmt.Sprintf("net-dev:%d:%d", st.Dev, st.Ino), nil
 }

@@ -16,8 +16,8 @@ import (
 // reading the Go runtime. Names this architecture does not have are
 // skipped. The hot path comes first: the filter compares in this order.
 //
-// Calls whose arguments are checked (clone, socket, ioctl) are not here;
-// see filterPolicy.
+// Calls whose arguments are checked (clone, socket, socketpair, ioctl)
+// are not here; see filterPolicy.
 var Allowlist = []string{
 	// Hot path: the TUN device, relayed sockets, the scheduler.
 	"read", "write", "readv", "writev", "pread64", "pwrite64",
@@ -36,6 +36,9 @@ var Allowlist = []string{
 	// socket's removal.
 	"openat", "close", "fstat", "newfstatat", "statx", "lseek", "getdents64",
 	"readlinkat", "fcntl", "unlinkat",
+
+	// The fd handover polls a returned descriptor for a hang-up.
+	"ppoll", "poll",
 
 	// Sockets (socket itself is checked below): forwards, relays, the
 	// control socket and its fd handover.
@@ -59,7 +62,8 @@ var socketDomains = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}
 var ioctls = []uint64{unix.TUNGETIFF}
 
 // filterPolicy builds the seccomp policy: the allowlist, clone only for
-// threads, socket only for socketDomains, ioctl only for ioctls, and
+// threads, socket only for socketDomains, socketpair only for AF_UNIX,
+// ioctl only for ioctls, and
 // clone3 answered ENOSYS.
 //
 // The default action is EPERM, not killing the process. A call the trace
@@ -97,6 +101,11 @@ func filterPolicy(logOnly bool) (seccomp.Policy, error) {
 			Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: d}},
 		})
 	}
+	// Unix socket pairs carry the fd handover's UDP flows.
+	allow.NamesWithCondtions = append(allow.NamesWithCondtions, seccomp.NameWithConditions{
+		Name:       "socketpair",
+		Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: unix.AF_UNIX}},
+	})
 	for _, req := range ioctls {
 		allow.NamesWithCondtions = append(allow.NamesWithCondtions, seccomp.NameWithConditions{
 			Name:       "ioctl",
@@ -104,7 +113,7 @@ func filterPolicy(logOnly bool) (seccomp.Policy, error) {
 		})
 	}
 	groups := []seccomp.SyscallGroup{allow}
-	if _, ok := info.SyscallNames["clone3"]; ok && !logOnly {
+	if _, ok := info.SyscallNames["clone3"]; ok {
 		// clone3's flags live in memory the filter cannot read, so it
 		// cannot be limited to threads; ENOSYS makes glibc's
 		// pthread_create (cgo builds) fall back to clone, which is.

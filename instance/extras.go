@@ -48,7 +48,7 @@ func (in *Instance) startExtras() error {
 		}
 	}
 	if pid := in.sandboxPID(); pid > 0 {
-		in.deniedNS, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+		in.deniedNS, _ = control.NetNSKey(pid)
 	}
 	if in.cfg.ControlDir != "" {
 		srv, err := control.Listen(control.ServerConfig{
