@@ -74,10 +74,16 @@ func Apply(o Options) error {
 		for _, c := range keep {
 			want.caps |= 1 << c
 		}
-		want.uid = id.uid
+		want.uid, want.checkUID = id.uid, true
 		log.Debug("confine: switched user", "uid", id.uid, "gid", id.gid, "caps", fmt.Sprintf("%#x", want.caps))
 	} else {
-		want.uid = os.Geteuid()
+		// Unprivileged, but perhaps with file capabilities: keep at most
+		// CAP_NET_BIND_SERVICE of them.
+		caps, err := lowerCaps(1 << unix.CAP_NET_BIND_SERVICE)
+		if err != nil {
+			return fmt.Errorf("confine: %w", err)
+		}
+		want.caps = caps
 	}
 	if !o.NoSeccomp {
 		if err := installFilter(o.SeccompLogOnly); err != nil {
@@ -92,6 +98,7 @@ func Apply(o Options) error {
 // status is the confinement every thread must show.
 type status struct {
 	uid        int
+	checkUID   bool   // uid is checked only after a switch
 	caps       uint64 // effective and permitted
 	noNewPrivs bool
 	seccomp    bool
@@ -114,7 +121,7 @@ func checkThreads(want status) error {
 		if err != nil {
 			return fmt.Errorf("confine: %w", err)
 		}
-		if got.uid != want.uid || got.caps&^want.caps != 0 || got.noNewPrivs != want.noNewPrivs || (want.seccomp && !got.seccomp) {
+		if (want.checkUID && got.uid != want.uid) || got.caps&^want.caps != 0 || got.noNewPrivs != want.noNewPrivs || (want.seccomp && !got.seccomp) {
 			errs = append(errs, fmt.Errorf("%s: uid %d, capabilities %#x, no_new_privs %v, seccomp %v; want uid %d, capabilities %#x, no_new_privs %v, seccomp %v",
 				path, got.uid, got.caps, got.noNewPrivs, got.seccomp, want.uid, want.caps, want.noNewPrivs, want.seccomp))
 		}

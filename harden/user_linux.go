@@ -37,11 +37,17 @@ func lookupUser(spec string) (ids, error) {
 		}
 	} else {
 		u, err := user.Lookup(name)
-		if err != nil {
+		switch {
+		case err == nil:
+			id.uid, _ = strconv.Atoi(u.Uid)
+			id.gid, _ = strconv.Atoi(u.Gid)
+		case name == DefaultUser:
+			// A minimal system without nobody in /etc/passwd: the
+			// overflow uid every Linux maps unknown users to.
+			id = ids{uid: 65534, gid: 65534}
+		default:
 			return ids{}, fmt.Errorf("--user %q: %w", spec, err)
 		}
-		id.uid, _ = strconv.Atoi(u.Uid)
-		id.gid, _ = strconv.Atoi(u.Gid)
 	}
 	if hasGroup {
 		g, err := strconv.Atoi(group)
@@ -135,6 +141,19 @@ func capsetAll(mask uint64) error {
 		return fmt.Errorf("capset %#x: %w", mask, e)
 	}
 	return nil
+}
+
+// lowerCaps lowers the effective and permitted capabilities of every
+// thread to those in keep that the process holds, and returns them.
+func lowerCaps(keep uint64) (uint64, error) {
+	st, err := readStatus("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	if st.caps == 0 {
+		return 0, nil
+	}
+	return st.caps & keep, capsetAll(st.caps & keep)
 }
 
 // lastCap is the highest capability number the kernel knows.
