@@ -276,3 +276,17 @@ func TestConfinedStillRefusesTheSandbox(t *testing.T) {
 		})
 	}
 }
+
+// TestConfinedPingSocket: the echo relay's host ping sockets work under the
+// filter: in a test-made host namespace with ping sockets allowed, a ping
+// from the sandbox to the host's address is answered by that host.
+func TestConfinedPingSocket(t *testing.T) {
+	needTun(t, 0)
+	needProg(t, "ping")
+	ns := hostNS(t, freePort(t))
+	r := tunstack(t, runOpts{netns: ns, env: []string{"TUNSTACK_CONTROL_DIR=" + controlDir(t, 0)}},
+		"run", "--", "ping", "-n", "-c", "2", "-W", "3", hostAddr)
+	if r.code != 0 || !strings.Contains(r.stdout, " 0% packet loss") {
+		t.Fatalf("ping %s from a confined instance: exit %d\n%s\n%s", hostAddr, r.code, r.stdout, r.stderr)
+	}
+}
