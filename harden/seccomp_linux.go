@@ -30,7 +30,7 @@ var Allowlist = []string{
 	// Go runtime: signals, threads (clone is checked below), memory.
 	"rt_sigaction", "rt_sigprocmask", "sigaltstack", "mprotect", "exit",
 	"exit_group", "restart_syscall", "sched_getaffinity", "set_robust_list",
-	"rseq", "brk", "uname",
+	"rseq", "brk", "uname", "getrlimit",
 
 	// Files: pcap output, /proc of the sandbox for "ss -p", the control
 	// socket's removal.
@@ -101,6 +101,13 @@ func filterPolicy(logOnly bool) (seccomp.Policy, error) {
 			Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: d}},
 		})
 	}
+	// Its own resource limits only (pid 0): reading the descriptor limit
+	// to keep a reserve is harmless, and setting it can only stay under
+	// the hard limit now that CAP_SYS_RESOURCE is gone.
+	allow.NamesWithCondtions = append(allow.NamesWithCondtions, seccomp.NameWithConditions{
+		Name:       "prlimit64",
+		Conditions: seccomp.ArgumentConditions{{Argument: 0, Operation: seccomp.Equal, Value: 0}},
+	})
 	// Unix socket pairs carry the fd handover's UDP flows.
 	allow.NamesWithCondtions = append(allow.NamesWithCondtions, seccomp.NameWithConditions{
 		Name:       "socketpair",
