@@ -58,6 +58,10 @@ var (
 		}},
 		{"fork-exec", func() error { return exec.Command("/bin/true").Run() }},
 		{"setuid", func() error { return rawErr(unix.SYS_SETUID, uintptr(os.Getuid()), 0, 0) }},
+		{"prlimit-of-another", func() error {
+			var old unix.Rlimit
+			return unix.Prlimit(os.Getppid(), unix.RLIMIT_NOFILE, nil, &old)
+		}},
 	}
 	allowed = []probe{
 		{"getpid", func() error { return rawErr(unix.SYS_GETPID, 0, 0, 0) }},
@@ -66,6 +70,7 @@ var (
 		{"socket-unix", func() error { return closeSocket(unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)) }},
 		{"tcp-loopback", tcpLoopback},
 		{"read-proc", func() error { _, err := os.ReadFile("/proc/self/status"); return err }},
+		{"prlimit-own", func() error { var old unix.Rlimit; return unix.Prlimit(0, unix.RLIMIT_NOFILE, nil, &old) }},
 		{"new-threads", newThreads},
 	}
 )
