@@ -40,8 +40,8 @@ type Options struct {
 // Apply confines the calling process: no_new_privs, then (as root) the
 // switch to o.User keeping only CAP_NET_BIND_SERVICE (and CAP_KILL with
 // o.Signals), then the seccomp filter; it checks every thread afterwards.
-// It cannot be undone. An unprivileged process keeps its user and has no
-// capabilities to drop.
+// It cannot be undone. An unprivileged process keeps its user; file
+// capabilities it may hold are lowered to CAP_NET_BIND_SERVICE.
 func Apply(o Options) error {
 	if o.Disabled {
 		return nil
@@ -53,46 +53,55 @@ func Apply(o Options) error {
 	if err := setNoNewPrivs(); err != nil {
 		return fmt.Errorf("confine: %w", err)
 	}
-	want := status{noNewPrivs: true}
+	var want status
+	var err error
 	if os.Geteuid() == 0 {
-		id, err := lookupUser(o.User)
-		if err != nil {
-			return fmt.Errorf("confine: %w", err)
-		}
-		if len(o.RemoveAtExit) > 0 {
-			if err := startCleanup(o.RemoveAtExit); err != nil {
-				return fmt.Errorf("confine: %w", err)
-			}
-		}
-		keep := []uintptr{unix.CAP_NET_BIND_SERVICE}
-		if o.Signals {
-			keep = append(keep, unix.CAP_KILL)
-		}
-		if err := switchUser(id, keep); err != nil {
-			return fmt.Errorf("confine: switch to uid %d gid %d: %w", id.uid, id.gid, err)
-		}
-		for _, c := range keep {
-			want.caps |= 1 << c
-		}
-		want.uid, want.checkUID = id.uid, true
-		log.Debug("confine: switched user", "uid", id.uid, "gid", id.gid, "caps", fmt.Sprintf("%#x", want.caps))
+		want, err = dropRoot(o)
 	} else {
-		// Unprivileged, but perhaps with file capabilities: keep at most
-		// CAP_NET_BIND_SERVICE of them.
-		caps, err := lowerCaps(1 << unix.CAP_NET_BIND_SERVICE)
-		if err != nil {
-			return fmt.Errorf("confine: %w", err)
-		}
-		want.caps = caps
+		want.caps, err = lowerCaps(1 << unix.CAP_NET_BIND_SERVICE)
 	}
+	if err != nil {
+		return fmt.Errorf("confine: %w", err)
+	}
+	log.Debug("confine: privileges dropped", "uid", os.Getuid(), "caps", fmt.Sprintf("%#x", want.caps))
+	want.noNewPrivs = true
 	if !o.NoSeccomp {
 		if err := installFilter(o.SeccompLogOnly); err != nil {
 			return fmt.Errorf("confine: %w", err)
 		}
 		want.seccomp = true
-		log.Debug("confine: seccomp filter installed", "log_only", o.SeccompLogOnly)
+		if o.SeccompLogOnly {
+			log.Warn("confine: the seccomp filter only logs the calls it would refuse (TUNSTACK_SECCOMP_LOG=1)")
+		}
 	}
 	return checkThreads(want)
+}
+
+// dropRoot starts the cleanup helper for o.RemoveAtExit and switches to
+// o.User with only the capabilities the running instance needs; it returns
+// what every thread must show.
+func dropRoot(o Options) (status, error) {
+	id, err := lookupUser(o.User)
+	if err != nil {
+		return status{}, err
+	}
+	if len(o.RemoveAtExit) > 0 {
+		if err := startCleanup(o.RemoveAtExit); err != nil {
+			return status{}, err
+		}
+	}
+	keep := []uintptr{unix.CAP_NET_BIND_SERVICE}
+	if o.Signals {
+		keep = append(keep, unix.CAP_KILL)
+	}
+	if err := switchUser(id, keep); err != nil {
+		return status{}, fmt.Errorf("switch to uid %d gid %d: %w", id.uid, id.gid, err)
+	}
+	want := status{uid: id.uid, checkUID: true}
+	for _, c := range keep {
+		want.caps |= 1 << c
+	}
+	return want, nil
 }
 
 // status is the confinement every thread must show.
