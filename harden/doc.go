@@ -9,7 +9,7 @@
 //     (CAP_NET_BIND_SERVICE for forwards added later to ports below 1024,
 //     and CAP_KILL while it must signal a command that runs as root);
 //   - a seccomp filter that allows only the system calls the running stack
-//     makes (Allowlist); every other call fails with EPERM.
+//     makes; every other call fails with EPERM.
 //
 // Apply does all three, in that order, and is irreversible. Every change
 // is made on all threads at once (credentials and capabilities belong to a

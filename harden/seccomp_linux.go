@@ -9,7 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Allowlist is the system calls the host-side process makes once it is set
+// allowlist is the system calls the host-side process makes once it is set
 // up, found by tracing the end-to-end tests (forwards over TCP, UDP and unix
 // sockets, tcpdump and --pcap, every control request including the fd
 // handover, ping, the DNS relay, attach, signals to the command) and by
@@ -18,7 +18,7 @@ import (
 //
 // Calls whose arguments are checked (clone, socket, socketpair, ioctl)
 // are not here; see filterPolicy.
-var Allowlist = []string{
+var allowlist = []string{
 	// Hot path: the TUN device, relayed sockets, the scheduler.
 	"read", "write", "readv", "writev", "pread64", "pwrite64",
 	"recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg", "sendmmsg",
@@ -63,8 +63,8 @@ var ioctls = []uint64{unix.TUNGETIFF}
 
 // filterPolicy builds the seccomp policy: the allowlist, clone only for
 // threads, socket only for socketDomains, socketpair only for AF_UNIX,
-// ioctl only for ioctls, and
-// clone3 answered ENOSYS.
+// ioctl only for ioctls, prlimit64 only on itself, and clone3 answered
+// ENOSYS.
 //
 // The default action is EPERM, not killing the process. A call the trace
 // missed then fails like any refused call, with an error the caller
@@ -84,7 +84,7 @@ func filterPolicy(logOnly bool) (seccomp.Policy, error) {
 		deny = seccomp.ActionLog
 	}
 	allow := seccomp.SyscallGroup{Action: seccomp.ActionAllow}
-	for _, name := range Allowlist {
+	for _, name := range allowlist {
 		if _, ok := info.SyscallNames[name]; ok {
 			allow.Names = append(allow.Names, name)
 		}
