@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -169,10 +170,58 @@ func TestHostProcessConfined(t *testing.T) {
 			if !strings.HasPrefix(body, "hello from") {
 				t.Fatalf("GET through the forward %s added after confinement: %q, %v", spec, body, err)
 			}
+			checkRuntimeForwards(t, o, name)
 			if r := mustRun(t, o, "ip", "--name", name, "addr"); !strings.Contains(r.stdout, "inet 10.0.2.2/24") {
 				t.Errorf("ip addr after confinement:\n%s", r.stdout)
 			}
 		})
+	}
+}
+
+// checkRuntimeForwards adds a unix-socket and a UDP forward to the
+// sandbox's port 8080 (HTTP and UDP echo) and uses both.
+func checkRuntimeForwards(t *testing.T, o runOpts, name string) {
+	t.Helper()
+	// Directly in /tmp (t.TempDir's parent is 0700): the confined
+	// instance runs as nobody.
+	dir, err := os.MkdirTemp("", "tunstack-fwd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	uds := filepath.Join(dir, "fwd.sock")
+	udpPort := freePort(t)
+	mustRun(t, o, "forward", "--name", name, "add", uds+":8080", fmt.Sprintf("127.0.0.1:%d:8080/udp", udpPort))
+	c := http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", uds)
+		}}}
+	resp, err := c.Get("http://sandbox/")
+	if err != nil {
+		t.Fatalf("GET through the unix-socket forward %s: %v", uds, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.HasPrefix(string(body), "hello from") {
+		t.Fatalf("GET through the unix-socket forward %s: %q", uds, body)
+	}
+	uc, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", udpPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	buf := make([]byte, 64)
+	for i := 0; ; i++ {
+		uc.Write([]byte("echo me"))
+		uc.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := uc.Read(buf)
+		if err == nil && string(buf[:n]) == "echo me" {
+			return
+		}
+		if i == 5 {
+			t.Fatalf("UDP through the forward 127.0.0.1:%d: %q, %v", udpPort, buf[:n], err)
+		}
 	}
 }
 
