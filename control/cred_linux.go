@@ -10,19 +10,45 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netNS identifies a network namespace by the device and inode of its
-// nsfs file (what /proc/PID/ns/net opens).
-type netNS struct{ dev, ino uint64 }
+// netNS identifies a network namespace twice over: by the device and
+// inode of its nsfs file (what /proc/PID/ns/net opens, and what a pidfd
+// names), and by those of its /proc/PID/net/dev entry (one per
+// namespace), which can be read without ptrace rights over the process:
+// a root tunstack that switched to nobody (package harden) has none over
+// its root clients. Two processes are in the same namespace when the
+// identity both sides have agrees.
+type netNS struct {
+	ns   [2]uint64 // nsfs dev, ino; zero when not known
+	proc [2]uint64 // /proc/PID/net/dev dev, ino; zero when not known
+}
 
-func (n netNS) String() string { return fmt.Sprintf("net:[%d] (dev %d)", n.ino, n.dev) }
+func (n netNS) String() string { return fmt.Sprintf("net:[%d] (net/dev inode %d)", n.ns[1], n.proc[1]) }
 
-// ownNetNS returns the network namespace this process runs in.
+// same reports whether n and o name the same namespace, comparing an
+// identity both know; with none in common it refuses.
+func (n netNS) same(o netNS) bool {
+	switch {
+	case n.ns != [2]uint64{} && o.ns != [2]uint64{}:
+		return n.ns == o.ns
+	case n.proc != [2]uint64{} && o.proc != [2]uint64{}:
+		return n.proc == o.proc
+	}
+	return false
+}
+
+// ownNetNS returns the network namespace this process runs in, by both
+// identities.
 func ownNetNS() (netNS, error) {
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
 		return netNS{}, fmt.Errorf("control: identify own network namespace via /proc/self/ns/net: %w", err)
 	}
-	return netNS{dev: st.Dev, ino: st.Ino}, nil
+	own := netNS{ns: [2]uint64{st.Dev, st.Ino}}
+	if err := unix.Stat("/proc/self/net/dev", &st); err != nil {
+		return netNS{}, fmt.Errorf("control: identify own network namespace via /proc/self/net/dev: %w", err)
+	}
+	own.proc = [2]uint64{st.Dev, st.Ino}
+	return own, nil
 }
 
 // peerListener accepts a connection only when its peer is root or this
@@ -93,7 +119,7 @@ func (l *peerListener) check(c net.Conn) error {
 	if err != nil {
 		return err
 	}
-	if ns != l.own {
+	if !ns.same(l.own) {
 		return fmt.Errorf("peer pid %d is in network namespace %v, not tunstack's %v", cred.Pid, ns, l.own)
 	}
 	return nil
@@ -116,9 +142,12 @@ func peerNetNS(pid, pidfd int) (netNS, error) {
 			if err := unix.Fstat(nsfd, &st); err != nil {
 				return netNS{}, fmt.Errorf("peer pid %d: stat its network namespace: %w", pid, err)
 			}
-			return netNS{dev: st.Dev, ino: st.Ino}, nil
+			return netNS{ns: [2]uint64{st.Dev, st.Ino}}, nil
 		}
-		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
+		// EPERM: no ptrace rights over the peer (a root client of an
+		// instance that switched to nobody); /proc/PID/net/dev still
+		// names its namespace.
+		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
 			return netNS{}, fmt.Errorf("peer pid %d: network namespace from pidfd: %w", pid, err)
 		}
 	}
@@ -135,12 +164,16 @@ func peerNetNS(pid, pidfd int) (netNS, error) {
 	return ns, nil
 }
 
-// procNetNS reads the network namespace of pid from /proc.
+// procNetNS reads the network namespace of pid from /proc: by its ns
+// link when we may follow it, else by its net/dev entry.
 func procNetNS(pid int) (netNS, error) {
-	path := fmt.Sprintf("/proc/%d/ns/net", pid)
 	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err == nil {
+		return netNS{ns: [2]uint64{st.Dev, st.Ino}}, nil
+	}
+	path := fmt.Sprintf("/proc/%d/net/dev", pid)
 	if err := unix.Stat(path, &st); err != nil {
 		return netNS{}, fmt.Errorf("peer pid %d: stat %s: %w", pid, path, err)
 	}
-	return netNS{dev: st.Dev, ino: st.Ino}, nil
+	return netNS{proc: [2]uint64{st.Dev, st.Ino}}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunstack/tunstack/harden"
 	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/netfilter/fqdn"
 	"github.com/tunstack/tunstack/sandbox"
@@ -80,6 +81,10 @@ type Config struct {
 	// ConntrackMax bounds the firewall's connection tracking (0: the
 	// default, netfilter.DefaultMaxFlows).
 	ConntrackMax int
+	// Confine, if not nil, confines this process once the instance is
+	// set up (package harden); it cannot be undone, so library users that
+	// share their process leave it nil.
+	Confine *harden.Options
 }
 
 // Instance is a running sandbox and its stack.
@@ -217,7 +222,31 @@ func (in *Instance) serve(dev *tun.Device) error {
 		in.Close()
 		return err
 	}
+	// Everything that needs privilege is open: the device, the control
+	// socket, the forwards, the pcap file.
+	if err := in.confine(); err != nil {
+		in.Close()
+		return err
+	}
 	return nil
+}
+
+// confine applies cfg.Confine.
+func (in *Instance) confine() error {
+	if in.cfg.Confine == nil {
+		return nil
+	}
+	o := *in.cfg.Confine
+	o.Logger = in.log
+	if p := in.ControlPath(); p != "" {
+		o.RemoveAtExit = append(o.RemoveAtExit, p)
+	}
+	for _, f := range in.cfg.Forwards {
+		if f.HostPath != "" {
+			o.RemoveAtExit = append(o.RemoveAtExit, f.HostPath)
+		}
+	}
+	return harden.Apply(o)
 }
 
 // Run lets the command start and waits for it; it returns the command's

@@ -289,7 +289,9 @@ func TestPs(t *testing.T) {
 	env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
 	o := runOpts{env: env, timeout: 10 * time.Second}
 	a := startBG(t, 0, env, binPath, "run", "--name", "ps-a", "--", "sleep", "60")
-	b := startBG(t, 0, env, binPath, "run", "--name", "ps-b", "--", "sleep", "60")
+	// --no-sandbox: a root instance confined to nobody has a helper
+	// remove its socket even after SIGKILL; ps-b must leave one behind.
+	b := startBG(t, 0, env, binPath, "run", "--no-sandbox", "--name", "ps-b", "--", "sleep", "60")
 	ps := waitPs(t, o, []*bgProc{a, b}, "ps-a", "ps-b")
 	for _, p := range []struct {
 		name string

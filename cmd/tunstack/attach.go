@@ -70,6 +70,8 @@ func newAttachCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			cfg.Stdin, cfg.Stdout, cfg.Stderr = nil, nil, nil
+			// No command to signal: CAP_KILL is not kept.
+			cfg.Confine = o.harden.options(false)
 			in, err := instance.Attach(cfg, target)
 			if err != nil {
 				return err

@@ -9,6 +9,7 @@ import (
 
 	gvlog "gvisor.dev/gvisor/pkg/log"
 
+	"github.com/tunstack/tunstack/harden"
 	"github.com/tunstack/tunstack/sandbox"
 )
 
@@ -20,6 +21,10 @@ func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code)
 func main() {
 	if sandbox.IsChild() {
 		sandbox.ChildMain()
+		return
+	}
+	if harden.IsCleanup() {
+		harden.CleanupMain()
 		return
 	}
 	// gVisor logs at Info to stderr by default; only its warnings matter

@@ -62,6 +62,7 @@ type runOptions struct {
 	limits              limitOptions
 	conntrackMax        int
 	hostCaps, noPIDNS   bool
+	harden              hardenFlags
 }
 
 func newRunCmd(g *globalFlags) *cobra.Command {
@@ -117,6 +118,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	o.allow.addFlags(f)
 	o.limits.addFlags(f)
 	f.IntVar(&o.conntrackMax, "conntrack-max", netfilter.DefaultMaxFlows, "most tracked connections (nf_conntrack_max); past it unreplied ones are evicted, then new ones go untracked")
+	o.harden.add(f)
 }
 
 // loadRules reads and validates --rules and --rules6: a bad file fails
@@ -151,6 +153,7 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		DisableHostLoopback: o.disableHostLoopback, Logger: log,
 		HostCaps: o.hostCaps, NoPIDNS: o.noPIDNS,
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		Confine: o.harden.options(true),
 	}
 	if o.mtu < 1280 || o.mtu > 65520 {
 		return c, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
