@@ -92,8 +92,8 @@ func TestPeerNetNSFailsClosed(t *testing.T) {
 	defer unix.Close(pidfd)
 	for _, fd := range []int{-1, pidfd} {
 		ns, err := peerNetNS(os.Getpid(), fd)
-		if err != nil || ns != own {
-			t.Errorf("peerNetNS(self, pidfd %d) = %v, %v; want %v", fd, ns, err, own)
+		if err != nil || !ns.same(own) {
+			t.Errorf("peerNetNS(self, pidfd %d) = %v, %v; want the same namespace as %v", fd, ns, err, own)
 		}
 	}
 	// A reaped child: its pid names nothing, and its pidfd says so.
@@ -118,6 +118,27 @@ func TestPeerNetNSFailsClosed(t *testing.T) {
 	} {
 		if ns, err := peerNetNS(tc.pid, tc.pidfd); err == nil {
 			t.Errorf("%s: peerNetNS = %v, want an error", tc.name, ns)
+		}
+	}
+}
+
+// TestNetNSSame: namespaces compare by an identity both sides know, and
+// refuse when they share none.
+func TestNetNSSame(t *testing.T) {
+	a := netNS{ns: [2]uint64{1, 2}, proc: [2]uint64{3, 4}}
+	tests := []struct {
+		b    netNS
+		want bool
+	}{
+		{netNS{ns: [2]uint64{1, 2}}, true},
+		{netNS{ns: [2]uint64{1, 9}}, false},
+		{netNS{proc: [2]uint64{3, 4}}, true},
+		{netNS{proc: [2]uint64{3, 5}}, false},
+		{netNS{}, false},
+	}
+	for _, tt := range tests {
+		if got := a.same(tt.b); got != tt.want {
+			t.Errorf("%v.same(%v) = %v, want %v", a, tt.b, got, tt.want)
 		}
 	}
 }

@@ -345,4 +345,3 @@ func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, int, error) {
 	}
 	return &tun.Device{File: files[0], Queues: files[1:], Name: reply.TunName, Offload: reply.Offload}, reply, pid, nil
 }
-
