@@ -21,6 +21,7 @@ import (
 	"github.com/tunstack/tunstack/stack/forward"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
+	"github.com/tunstack/tunstack/tun/ethlink"
 )
 
 // Config describes an instance.
@@ -140,6 +141,9 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
+	if dev.TAP {
+		ep.SetLink(in.ethLink(dev))
+	}
 	// A promiscuous NIC needs NoLocalDelivery (see stack.Options).
 	st, err := stack.New(stack.Options{Logger: in.log, NoLocalDelivery: true})
 	if err != nil {
@@ -204,6 +208,24 @@ func (in *Instance) Run(signals <-chan os.Signal) (int, error) {
 		in.Sandbox.Kill()
 	}
 	return in.Sandbox.Wait()
+}
+
+// ethLink answers a TAP device's link layer for the gateway's addresses.
+func (in *Instance) ethLink(dev *tun.Device) *ethlink.Link {
+	c := in.cfg
+	lc := ethlink.Config{MTU: c.MTU}
+	if c.V4.Network.IsValid() {
+		lc.Gateway4, lc.DNS4 = c.V4.Gateway, c.V4.DNS
+	}
+	if c.V6.Network.IsValid() {
+		lc.Prefix6, lc.Gateway6, lc.DNS6 = c.V6.Network, c.V6.Gateway, c.V6.DNS
+	}
+	if mac, err := dev.HardwareAddr(); err == nil {
+		lc.GuestMAC = mac
+	} else {
+		in.log.Debug("TAP: sandbox MAC unknown until it sends a frame", "err", err)
+	}
+	return ethlink.New(lc)
 }
 
 // Close stops the relays and the stack; the TUN device goes with it.

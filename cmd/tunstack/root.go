@@ -47,6 +47,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newRunCmd(g), newAttachCmd(g), newVersionCmd(), newPsCmd(), newSsCmd(), newIPCmd(), newTcpdumpCmd(), newForwardCmd())
 	root.AddCommand(newFirewallCmds()...)
 	root.AddCommand(newConnectCmd(), newListenCmd())
+	root.AddCommand(newSlirp4netnsCmd())
 	return root
 }
 
