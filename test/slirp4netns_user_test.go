@@ -55,11 +55,11 @@ func containerUser(t *testing.T) *ctUser {
 	for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
 		ensureSubIDs(t, f, ctUserName)
 	}
-	c.home, err = os.MkdirTemp("", "tunstack-ct-")
+	c.home, err = os.MkdirTemp("", "tsct-") // short: podman's API socket path must stay under 108 bytes
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.runtime = filepath.Join(c.home, "run")
+	c.runtime = filepath.Join(c.home, "r")
 	os.Mkdir(c.runtime, 0o700)
 	for _, d := range []string{c.home, c.runtime} {
 		if err := os.Chown(d, c.uid, c.gid); err != nil {
@@ -227,7 +227,7 @@ func busyboxRootfs(t *testing.T, dir string) string {
 	}
 	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))})
 	tw.Write(bin)
-	for _, a := range []string{"sh", "wget", "httpd", "sha256sum", "ip", "sleep", "grep", "cat", "echo"} {
+	for _, a := range []string{"sh", "wget", "httpd", "sha256sum", "ip", "sleep", "grep", "cat", "echo", "seq"} {
 		tw.WriteHeader(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777})
 	}
 	page := []byte("hello from the container\n")
