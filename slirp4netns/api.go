@@ -241,6 +241,13 @@ func (s *Server) handle(c net.Conn) {
 		rep = s.api.Handle(req)
 	}
 	c.Write(rep)
+	// Closing with unread input (a request too large) would reset the
+	// connection and lose the reply: end ours, then drain theirs briefly.
+	if uc, ok := c.(*net.UnixConn); ok {
+		uc.CloseWrite()
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, io.LimitReader(c, 1<<20))
+	}
 }
 
 func readRequest(c net.Conn) ([]byte, error) {

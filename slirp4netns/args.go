@@ -252,6 +252,9 @@ func (o *Options) set(opt option, val string) (done bool, err error) {
 
 // positionals reads PID|PATH TAPNAME.
 func (o *Options) positionals(pos []string) error {
+	if o.NetNSType == "tapfd" {
+		return errors.New("--netns-type=tapfd is not supported by tunstack")
+	}
 	if len(pos) < 2 {
 		return fmt.Errorf("want PID|PATH and TAPNAME, got %d argument(s) %q", len(pos), pos)
 	}
@@ -271,8 +274,6 @@ func (o *Options) positionals(pos []string) error {
 			return fmt.Errorf("existing path expected when --netns-type=path: %w", err)
 		}
 		o.NetNSPath = pos[0]
-	case "tapfd":
-		return errors.New("--netns-type=tapfd is not supported by tunstack")
 	default:
 		return fmt.Errorf("--netns-type %q: want pid or path", o.NetNSType)
 	}
