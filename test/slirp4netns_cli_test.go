@@ -140,11 +140,17 @@ func (s *slirpRun) waitExit(t *testing.T, within time.Duration) int {
 // in tunstack ps under TUNSTACK_NAME, and closing the exit fd ends it with
 // status 0.
 func TestSlirp4netnsConfigureAndExitFD(t *testing.T) {
+	for _, mtu := range []int{65520, 1500} {
+		t.Run(fmt.Sprint("mtu", mtu), func(t *testing.T) { testConfigureAndExitFD(t, mtu) })
+	}
+}
+
+func testConfigureAndExitFD(t *testing.T, mtu int) {
 	pid := slirpTarget(t)
 	port := startHTTP(t, "127.0.0.1:0")
 	_, sum := testPayload()
 	name := fmt.Sprintf("slirp-e2e-%d", pid)
-	s := startSlirp(t, []string{"TUNSTACK_NAME=" + name}, "-c", "--mtu=65520", fmt.Sprint(pid), "tap0")
+	s := startSlirp(t, []string{"TUNSTACK_NAME=" + name}, "-c", fmt.Sprintf("--mtu=%d", mtu), fmt.Sprint(pid), "tap0")
 	if got := s.readReady(t); got != "1" {
 		t.Fatalf("ready fd gave %q, want \"1\" (stderr: %s)", got, s.stderr.String())
 	}
@@ -155,7 +161,7 @@ func TestSlirp4netnsConfigureAndExitFD(t *testing.T) {
 		}
 		return string(out)
 	}
-	if out := ns("ip", "-4", "addr", "show", "tap0"); !strings.Contains(out, "inet 10.0.2.100/24") || !strings.Contains(out, "mtu 65520") {
+	if out := ns("ip", "-4", "addr", "show", "tap0"); !strings.Contains(out, "inet 10.0.2.100/24") || !strings.Contains(out, fmt.Sprintf("mtu %d", mtu)) {
 		t.Errorf("tap0 not configured: %s", out)
 	}
 	if out := ns("ip", "link", "show", "tap0"); !strings.Contains(out, "link/ether") {
