@@ -18,6 +18,7 @@ import (
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/capture"
 	"github.com/tunstack/tunstack/stack/dnsrelay"
+	"github.com/tunstack/tunstack/stack/egress"
 	"github.com/tunstack/tunstack/stack/forward"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
@@ -59,6 +60,9 @@ type Config struct {
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
+	// Dialer, if set, makes the host side of the sandbox's connections
+	// (slirp4netns's --outbound-addr); nil dials from the kernel's choice.
+	Dialer egress.Dialer
 }
 
 // Instance is a running sandbox and its stack.
@@ -167,7 +171,7 @@ func (in *Instance) serve(dev *tun.Device) error {
 	}
 	gw, err := gateway.Start(st, nic, gateway.Config{
 		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
-		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
+		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log, Dialer: in.cfg.Dialer,
 	})
 	if err != nil {
 		in.closeExtras()

@@ -2,6 +2,8 @@ package slirp4netns
 
 import (
 	"bytes"
+	"io"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -136,5 +138,43 @@ func TestUsageFeatureStrings(t *testing.T) {
 	WriteVersion(&b, "tunstack v1")
 	if lines := strings.Split(b.String(), "\n"); lines[0] != "slirp4netns version 1.2.0" || !strings.Contains(lines[1], "tunstack") {
 		t.Errorf("--version = %q", b.String())
+	}
+}
+
+func TestOutboundDialer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte(c.RemoteAddr().String()))
+			c.Close()
+		}
+	}()
+	for _, tc := range []struct{ addr, want string }{{"127.0.0.2", "127.0.0.2:"}, {"lo", "127.0.0.1:"}, {"", "127.0.0.1:"}} {
+		d, err := NewOutboundDialer(tc.addr, "")
+		if err != nil {
+			t.Fatalf("NewOutboundDialer(%q): %v", tc.addr, err)
+		}
+		c, err := d.DialContext(t.Context(), "tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatalf("dial from %q: %v", tc.addr, err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		if !strings.HasPrefix(string(b), tc.want) {
+			t.Errorf("from %q the server saw %s, want %s*", tc.addr, b, tc.want)
+		}
+	}
+	for _, bad := range [][2]string{{"::1", ""}, {"", "127.0.0.1"}, {"no-such-if0", ""}} {
+		if _, err := NewOutboundDialer(bad[0], bad[1]); err == nil {
+			t.Errorf("NewOutboundDialer(%q, %q) accepted", bad[0], bad[1])
+		}
 	}
 }

@@ -27,8 +27,8 @@ User-mode networking for unprivileged network namespaces
 --userns-path=PATH       specify user namespace path
 --enable-sandbox         accepted; tunstack keeps its own confinement
 --enable-seccomp         accepted; tunstack keeps its own confinement
---outbound-addr=IPv4     sets outbound ipv4 address to bound to (accepted, not applied)
---outbound-addr6=IPv6    sets outbound ipv6 address to bound to (accepted, not applied)
+--outbound-addr=IPv4     sets outbound ipv4 address (or interface) to bind to
+--outbound-addr6=IPv6    sets outbound ipv6 address (or interface) to bind to
 --disable-dns            disables 10.0.2.3 (or configured internal ip) to host dns redirect
 --macaddress=MAC         specify the MAC address of the TAP (only valid with -c)
 --target-type=TYPE       specify the target type ([netns], default=netns)

@@ -232,3 +232,18 @@ func TestSlirp4netnsSIGTERM(t *testing.T) {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	s.waitExit(t, 10*time.Second)
 }
+
+// TestSlirp4netnsOutboundAddr: --outbound-addr binds the host side of the
+// sandbox's connections: the host server sees them come from 127.0.0.2.
+func TestSlirp4netnsOutboundAddr(t *testing.T) {
+	pid := slirpTarget(t)
+	port := startHTTP(t, "127.0.0.1:0")
+	s := startSlirp(t, nil, "-c", "--outbound-addr=127.0.0.2", fmt.Sprint(pid), "tap0")
+	if got := s.readReady(t); got != "1" {
+		t.Fatalf("ready fd gave %q (stderr: %s)", got, s.stderr.String())
+	}
+	out, err := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", "curl", "-sS", fmt.Sprintf("http://10.0.2.2:%d/", port)).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " to 127.0.0.2:") {
+		t.Fatalf("host server saw %q (%v), want the client at 127.0.0.2", out, err)
+	}
+}

@@ -98,9 +98,6 @@ func serveSlirp(opts *slirp4netns.Options, log *slog.Logger) error {
 	if opts.EnableSandbox || opts.EnableSeccomp {
 		log.Info("--enable-sandbox/--enable-seccomp: accepted; tunstack applies its own confinement")
 	}
-	if opts.OutboundAddr != "" || opts.OutboundAddr6 != "" {
-		log.Warn("--outbound-addr/--outbound-addr6 are accepted but not applied: connections leave from the host's default addresses")
-	}
 	target := instance.AttachTarget{PID: opts.PID, NetNS: opts.NetNSPath, UserNS: opts.UserNSPath,
 		TAP: opts.TapName, Unconfigured: !opts.Configure}
 	if opts.MACAddress != nil {
@@ -191,6 +188,13 @@ func slirpConfig(opts *slirp4netns.Options, log *slog.Logger) (instance.Config, 
 		// slirp4netns then answers nothing at the DNS address.
 		c.Rules = map[netfilter.Family]string{netfilter.IPv4: fmt.Sprintf(
 			"*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A INPUT -d %s/32 -j DROP\nCOMMIT\n", c.V4.DNS)}
+	}
+	if opts.OutboundAddr != "" || opts.OutboundAddr6 != "" {
+		d, err := slirp4netns.NewOutboundDialer(opts.OutboundAddr, opts.OutboundAddr6)
+		if err != nil {
+			return c, err
+		}
+		c.Dialer = d
 	}
 	c.Name = slirpName(opts)
 	c.ControlDir = slirpControlDir()
