@@ -247,3 +247,27 @@ func TestSlirp4netnsOutboundAddr(t *testing.T) {
 		t.Fatalf("host server saw %q (%v), want the client at 127.0.0.2", out, err)
 	}
 }
+
+// TestSlirp4netnsDisableDNS: with --disable-dns nothing answers at the DNS
+// address (a TCP connection to port 53 times out); without it the relay
+// accepts one (no query is sent, so no upstream is contacted).
+func TestSlirp4netnsDisableDNS(t *testing.T) {
+	for _, tc := range []struct {
+		flags []string
+		want  bool
+	}{{nil, true}, {[]string{"--disable-dns"}, false}} {
+		t.Run(fmt.Sprint(tc.flags), func(t *testing.T) {
+			pid := slirpTarget(t)
+			s := startSlirp(t, nil, append(tc.flags, "-c", fmt.Sprint(pid), "tap0")...)
+			if got := s.readReady(t); got != "1" {
+				t.Fatalf("ready fd gave %q (stderr: %s)", got, s.stderr.String())
+			}
+			cmd := exec.Command("nsenter", "-t", fmt.Sprint(pid), "-n", helperPath, "10.0.2.3:53")
+			cmd.Env = append(os.Environ(), helperEnv+"=dial", "DIAL_TIMEOUT=2s")
+			out, _ := cmd.CombinedOutput()
+			if got := strings.TrimSpace(string(out)) == "ok"; got != tc.want {
+				t.Fatalf("TCP to 10.0.2.3:53: %q, want connected %v", out, tc.want)
+			}
+		})
+	}
+}
