@@ -85,7 +85,7 @@ RR_N=${RR_N:-2000}
 CRR_N=${CRR_N:-300}
 VETH_MTU=${VETH_MTU:-1500}
 TUNSTACK_ARGS=${TUNSTACK_ARGS:-}
-STACKS=${STACKS:-"veth slirp65520 slirp1500 pasta65520 pasta1500 tunstack65520 tunstack1500 tunstack1500off"}
+STACKS=${STACKS:-"veth slirp65520 slirp1500 pasta65520 pasta1500 tunstack65520 tunstack1500 tunstack1500off tsslirp65520"}
 BIN=${BIN:-$REPO/bin/tunstack}
 
 HOST_ADDR=198.18.0.1
