@@ -56,8 +56,10 @@ type Endpoint struct {
 
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
+	// stopLink ends the Link's periodic work; guarded by mu.
+	stopLink  chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 
 	// Stats are the endpoint's counters.
 	Stats EndpointStats
@@ -98,6 +100,12 @@ type Link interface {
 	// Header returns the Ethernet header for an outbound packet of
 	// network protocol proto.
 	Header(proto tcpip.NetworkProtocolNumber) [header.EthernetMinimumSize]byte
+}
+
+// linkRunner is a Link with periodic work (router advertisements), run
+// while the endpoint is attached.
+type linkRunner interface {
+	Run(stop <-chan struct{}, write func(frame []byte))
 }
 
 // SetLink sets the Ethernet side of a TAP device; call it before the
@@ -179,6 +187,26 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 		if d == nil {
 			f.SetReadDeadline(time.Unix(1, 0))
 		}
+	}
+	e.runLink(start, d == nil)
+}
+
+// runLink starts the Link's periodic work when the reader starts and stops
+// it on detach; Wait waits for it too. Called with mu held.
+func (e *Endpoint) runLink(start, stop bool) {
+	r, ok := e.link.(linkRunner)
+	switch {
+	case !ok:
+	case start && e.stopLink == nil:
+		e.stopLink = make(chan struct{})
+		e.wg.Add(1)
+		go func(stop <-chan struct{}) {
+			defer e.wg.Done()
+			r.Run(stop, e.writeFrame)
+		}(e.stopLink)
+	case stop && e.stopLink != nil:
+		close(e.stopLink)
+		e.stopLink = nil
 	}
 }
 

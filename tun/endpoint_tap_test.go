@@ -23,7 +23,7 @@ var (
 
 // newTapGateway serves a fake TAP device (Ethernet frames) with the gateway
 // and the slirp4netns link layer.
-func newTapGateway(t testing.TB, offload bool) *fakeTun {
+func newTapGateway(t testing.TB, offload bool, v6 ...bool) *fakeTun {
 	ft := newFakeTun(t, offload)
 	ft.dev.TAP = true
 	ep, err := tun.NewEndpoint(ft.dev, 1500, nil)
@@ -31,7 +31,12 @@ func newTapGateway(t testing.TB, offload bool) *fakeTun {
 		t.Fatal(err)
 	}
 	v4, _ := gateway.AddressesFor(gateway.DefaultCIDR)
-	ep.SetLink(ethlink.New(ethlink.Config{Gateway4: v4.Gateway, DNS4: v4.DNS}))
+	lc := ethlink.Config{Gateway4: v4.Gateway, DNS4: v4.DNS}
+	if len(v6) > 0 && v6[0] {
+		a6, _ := gateway.AddressesFor(gateway.DefaultCIDR6)
+		lc.Prefix6, lc.Gateway6, lc.DNS6 = a6.Network, a6.Gateway, a6.DNS
+	}
+	ep.SetLink(ethlink.New(lc))
 	st, err := stack.New(stack.Options{NoLocalDelivery: true})
 	if err != nil {
 		t.Fatal(err)
@@ -106,5 +111,16 @@ func TestTAPEndpoint(t *testing.T) {
 				t.Fatalf("ICMP type %d seq %d, want an echo reply to seq 5", ic.Type(), ic.Sequence())
 			}
 		})
+	}
+}
+
+// TestTAPEndpointAdvertises: with IPv6 the link sends a router
+// advertisement as soon as the device is served (the sandbox may have
+// solicited before), and its timer stops with the stack (goleak checks).
+func TestTAPEndpointAdvertises(t *testing.T) {
+	ft := newTapGateway(t, false, true)
+	r := readFrame(t, ft.peer)
+	if binary.BigEndian.Uint16(r[12:]) != 0x86dd || r[14+40] != byte(header.ICMPv6RouterAdvert) {
+		t.Fatalf("first frame is not a router advertisement: % x", r)
 	}
 }

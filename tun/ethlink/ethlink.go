@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -36,6 +37,10 @@ type Config struct {
 	// the sandbox go to the last source address seen, this until then,
 	// and the broadcast address before either.
 	GuestMAC net.HardwareAddr
+	// AdvertInterval is the period of unsolicited router advertisements
+	// (default 5 minutes). The sandbox solicits one only when its link
+	// comes up, and its default route lapses after the router lifetime.
+	AdvertInterval time.Duration
 }
 
 // RouterLinkLocal is the router's link-local address in advertisements:
@@ -64,6 +69,29 @@ func New(cfg Config) *Link {
 		l.guest.Store(&m)
 	}
 	return l
+}
+
+// Run sends router advertisements (IPv6 only): one at once, then every
+// AdvertInterval, until stop is closed. tun.Endpoint runs it while the
+// endpoint is attached.
+func (l *Link) Run(stop <-chan struct{}, write func([]byte)) {
+	if !l.cfg.Prefix6.IsValid() {
+		return
+	}
+	every := l.cfg.AdvertInterval
+	if every <= 0 {
+		every = 5 * time.Minute
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		write(l.RouterAdvert())
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // MACFor is the MAC address slirp4netns (libslirp) answers for a in

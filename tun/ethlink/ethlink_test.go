@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -237,4 +238,37 @@ func TestHeaderLearnsGuest(t *testing.T) {
 	if h := l.Header(header.IPv4ProtocolNumber); !bytes.Equal(h[0:6], guestMAC) {
 		t.Fatalf("configured guest MAC not used: %x", h)
 	}
+}
+
+// TestRunAdvertises: unsolicited advertisements go out at once and then
+// periodically (the sandbox's default route would lapse otherwise), and
+// Run returns when stopped; without IPv6 it sends nothing.
+func TestRunAdvertises(t *testing.T) {
+	l := testLink()
+	l.cfg.AdvertInterval = 10 * time.Millisecond
+	frames := make(chan []byte, 100)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		l.Run(stop, func(b []byte) { frames <- b })
+		close(done)
+	}()
+	for i := 0; i < 3; i++ {
+		select {
+		case f := <-frames:
+			if _, icmp := checkICMPv6(t, f); icmp.Type() != header.ICMPv6RouterAdvert {
+				t.Fatalf("frame %d is ICMPv6 type %d", i, icmp.Type())
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d advertisements", i)
+		}
+	}
+	close(stop)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return when stopped")
+	}
+	l4 := New(Config{Gateway4: netip.MustParseAddr("10.0.2.2")})
+	l4.Run(make(chan struct{}), func([]byte) { t.Error("IPv4-only link advertised") })
 }
