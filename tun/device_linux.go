@@ -3,7 +3,6 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"unsafe"
@@ -64,8 +63,9 @@ type Config struct {
 	// Queues is the number of queues (IFF_MULTI_QUEUE when above 1);
 	// each gets its own reader. 0 means 1.
 	Queues int
-	// TAP opens an Ethernet (IFF_TAP) device instead of an IP one. An
-	// existing persistent device of that name is attached to.
+	// TAP opens an Ethernet (IFF_TAP) device instead of an IP one (see
+	// tap_linux.go). An existing persistent device of that name is
+	// attached to.
 	TAP bool
 }
 
@@ -102,13 +102,16 @@ func (d *Device) Files() []*os.File { return append([]*os.File{d.File}, d.Queues
 // Open creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling process's
 // network namespace, with cfg.Queues queues.
 func Open(cfg Config) (*Device, error) {
+	if cfg.TAP {
+		return openTAP(cfg)
+	}
 	n := max(cfg.Queues, 1)
 	d, err := openFirst(cfg, n > 1)
 	if err != nil {
 		return nil, err
 	}
 	for i := 1; i < n; i++ {
-		q, err := openQueue(d.Name, d.Offload, true, cfg.TAP)
+		q, err := openQueue(d.Name, d.Offload, true)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tun: queue %d of %s: %w", i, d.Name, err)
@@ -121,7 +124,7 @@ func Open(cfg Config) (*Device, error) {
 // openFirst opens the first queue, choosing the path as cfg.Offload says.
 func openFirst(cfg Config, multi bool) (*Device, error) {
 	if cfg.Offload != OffloadOff {
-		d, err := openOffload(cfg.Name, multi, cfg.TAP)
+		d, err := openOffload(cfg.Name, multi)
 		if err == nil {
 			return d, nil
 		}
@@ -129,7 +132,7 @@ func openFirst(cfg Config, multi bool) (*Device, error) {
 			return nil, explain(err)
 		}
 	}
-	d, err := openPlain(cfg.Name, multi, cfg.TAP)
+	d, err := openPlain(cfg.Name, multi)
 	if err != nil {
 		return nil, explain(err)
 	}
@@ -137,20 +140,16 @@ func openFirst(cfg Config, multi bool) (*Device, error) {
 }
 
 // openQueue opens one more queue of an existing multiqueue device.
-func openQueue(name string, offload, multi, tap bool) (*Device, error) {
+func openQueue(name string, offload, multi bool) (*Device, error) {
 	if offload {
-		return openOffload(name, multi, tap)
+		return openOffload(name, multi)
 	}
-	return openPlain(name, multi, tap)
+	return openPlain(name, multi)
 }
 
-func openPlain(name string, multi, tap bool) (*Device, error) {
-	kind := water.DeviceType(water.TUN)
-	if tap {
-		kind = water.TAP
-	}
+func openPlain(name string, multi bool) (*Device, error) {
 	ifc, err := water.New(water.Config{
-		DeviceType:             kind,
+		DeviceType:             water.TUN,
 		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: multi},
 	})
 	if err != nil {
@@ -161,7 +160,7 @@ func openPlain(name string, multi, tap bool) (*Device, error) {
 		ifc.Close()
 		return nil, errors.New("tun: water returned a device that is not a file")
 	}
-	return &Device{File: f, Name: ifc.Name(), Offload: false, TAP: tap}, nil
+	return &Device{File: f, Name: ifc.Name(), Offload: false}, nil
 }
 
 // explain turns the common failures of opening /dev/net/tun into errors that
@@ -183,7 +182,7 @@ type ifreq struct {
 	_     [22]byte
 }
 
-func openOffload(name string, multi, tap bool) (*Device, error) {
+func openOffload(name string, multi bool) (*Device, error) {
 	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
@@ -191,9 +190,6 @@ func openOffload(name string, multi, tap bool) (*Device, error) {
 	var req ifreq
 	copy(req.name[:], name)
 	req.flags = unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR
-	if tap {
-		req.flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
-	}
 	if multi {
 		req.flags |= unix.IFF_MULTI_QUEUE
 	}
@@ -216,7 +212,7 @@ func openOffload(name string, multi, tap bool) (*Device, error) {
 		return nil, fmt.Errorf("set non-blocking: %w", err)
 	}
 	ifname := unix.ByteSliceToString(req.name[:])
-	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true, TAP: tap}, nil
+	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true}, nil
 }
 
 func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
@@ -225,27 +221,4 @@ func ioctlPtr(fd int, req uint, arg unsafe.Pointer) error {
 		return errno
 	}
 	return nil
-}
-
-// HardwareAddr asks a TAP device for its interface's MAC address
-// (SIOCGIFHWADDR on the device's own descriptor, which answers from the
-// namespace the device lives in).
-func (d *Device) HardwareAddr() (net.HardwareAddr, error) {
-	raw, err := d.File.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	// struct ifreq: the name, then a struct sockaddr whose sa_data holds
-	// the address.
-	var req [unix.IFNAMSIZ + 24]byte
-	var errno unix.Errno
-	if err := raw.Control(func(fd uintptr) {
-		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, uintptr(unix.SIOCGIFHWADDR), uintptr(unsafe.Pointer(&req[0])))
-	}); err != nil {
-		return nil, err
-	}
-	if errno != 0 {
-		return nil, fmt.Errorf("tun: SIOCGIFHWADDR on %s: %w", d.Name, errno)
-	}
-	return net.HardwareAddr(append([]byte(nil), req[unix.IFNAMSIZ+2:unix.IFNAMSIZ+8]...)), nil
 }

@@ -493,7 +493,7 @@ func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Erro
 	wb.iov = wb.iov[:0]
 	if e.dev.Offload {
 		var h virtioHdr
-		h.forPacket(pkt, e.l2Len())
+		h.forPacket(pkt)
 		if h.gsoType != virtioGSONone {
 			e.Stats.TxGSO.Add(1)
 		}
@@ -506,6 +506,9 @@ func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Erro
 		}
 		wb.eth = e.link.Header(pkt.NetworkProtocolNumber)
 		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.eth[0], Len: header.EthernetMinimumSize})
+		if e.dev.Offload {
+			shiftVirtioOffsets(wb.vh[:], header.EthernetMinimumSize)
+		}
 	}
 	vl, off := pkt.AsViewList()
 	size := 0

@@ -47,18 +47,17 @@ func (h *virtioHdr) encode(b []byte) {
 	binary.LittleEndian.PutUint16(b[8:], h.csumOffset)
 }
 
-// forPacket fills h for an outbound packet, behind a link header of l2
-// bytes (an Ethernet header on a TAP; offsets count from the frame's start). gVisor marks every TCP packet of
+// forPacket fills h for an outbound packet. gVisor marks every TCP packet of
 // a GSO-capable endpoint (pure ACKs too) as carrying only the pseudo-header
 // checksum, so all of them need NEEDS_CSUM; only those longer than one MSS
 // are segmented by the kernel.
-func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer, l2 int) {
+func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer) {
 	*h = virtioHdr{}
 	gso := pkt.GSOOptions
 	if gso.Type == stack.GSONone || !gso.NeedsCsum {
 		return
 	}
-	l3 := l2 + len(pkt.NetworkHeader().Slice())
+	l3 := len(pkt.NetworkHeader().Slice())
 	h.flags = virtioFlagNeedsCsum
 	h.csumStart = uint16(l3)
 	h.csumOffset = gso.CsumOffset
@@ -74,5 +73,5 @@ func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer, l2 int) {
 		return
 	}
 	h.gsoSize = gso.MSS
-	h.hdrLen = uint16(l2 + pkt.HeaderSize())
+	h.hdrLen = uint16(pkt.HeaderSize())
 }
