@@ -45,6 +45,9 @@ type Config struct {
 	DisableHostLoopback bool
 	// DNSUpstreams; empty means the host's /etc/resolv.conf.
 	DNSUpstreams []netip.AddrPort
+	// Dialer, if set, makes the host side of the sandbox's connections
+	// (slirp4netns's --outbound-addr); nil dials from the kernel's choice.
+	Dialer egress.Dialer
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 	// Stdin, Stdout, Stderr are the command's.
@@ -60,9 +63,6 @@ type Config struct {
 	// Rules are iptables-save texts (IPv4, IPv6) loaded into the
 	// firewall, in one atomic commit, before the command starts.
 	Rules map[netfilter.Family]string
-	// Dialer, if set, makes the host side of the sandbox's connections
-	// (slirp4netns's --outbound-addr); nil dials from the kernel's choice.
-	Dialer egress.Dialer
 }
 
 // Instance is a running sandbox and its stack.
@@ -170,8 +170,11 @@ func (in *Instance) serve(dev *tun.Device) error {
 		return err
 	}
 	gw, err := gateway.Start(st, nic, gateway.Config{
+		// The host side's source (slirp4netns's --outbound-addr).
+		Dialer: in.cfg.Dialer,
+
 		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
-		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log, Dialer: in.cfg.Dialer,
+		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log,
 	})
 	if err != nil {
 		in.closeExtras()
