@@ -176,6 +176,16 @@ func testConfigureAndExitFD(t *testing.T, mtu int) {
 	if out := ns("sh", "-c", fmt.Sprintf("curl -sS http://10.0.2.2:%d/file | sha256sum", port)); !strings.Contains(out, sum) {
 		t.Errorf("fetch through tap0: %s", out)
 	}
+	// The other direction: the sandbox's (segmentation-offloaded) frames
+	// arrive intact.
+	payload, _ := testPayload()
+	upload := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(upload, payload, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := ns("curl", "-sS", "--data-binary", "@"+upload, fmt.Sprintf("http://10.0.2.2:%d/upload", port)); out != fmt.Sprintf("%s %d\n", sum, len(payload)) {
+		t.Errorf("upload through tap0: server got %q, want %s %d", out, sum, len(payload))
+	}
 	if out := ns("ip", "neigh", "show", "10.0.2.2"); !strings.Contains(out, "52:55:0a:00:02:02") {
 		t.Errorf("gateway's MAC is not slirp4netns's: %s", out)
 	}
