@@ -49,6 +49,13 @@ func (p *podmanEnv) write(t *testing.T, name, content string) string {
 // podman runs podman as the user with impl as its slirp4netns.
 func (p *podmanEnv) podman(t *testing.T, impl slirpImpl, timeout time.Duration, args ...string) ctResult {
 	t.Helper()
+	return p.tool(t, impl, timeout, append([]string{"podman"}, args...)...)
+}
+
+// tool runs podman or buildah (argv) as the user with impl as their
+// slirp4netns.
+func (p *podmanEnv) tool(t *testing.T, impl slirpImpl, timeout time.Duration, argv ...string) ctResult {
+	t.Helper()
 	conf := p.write(t, "containers-"+filepath.Base(impl.path)+".conf", fmt.Sprintf(`[engine]
 network_cmd_path = %q
 runtime = "runc"
@@ -57,7 +64,7 @@ events_logger = "file"
 events_logfile_path = %q
 `, impl.path, filepath.Join(p.dir, "events.log")))
 	env := []string{"CONTAINERS_CONF=" + conf, "CONTAINERS_STORAGE_CONF=" + filepath.Join(p.dir, "storage.conf")}
-	return p.u.run(t, timeout, env, nil, append([]string{"podman"}, args...)...)
+	return p.u.run(t, timeout, env, nil, argv...)
 }
 
 // TestSlirp4netnsPodmanFetch: podman run --network
@@ -153,4 +160,36 @@ wget -q -O - 'http://[fd00::2]:%d/file' | sha256sum`, port)
 // through the symlink is named so too) and tunstack helpers.
 func slirpProcesses(uid int) []string {
 	return append(processesOf(uid, "slirp4netns"), processesOf(uid, "tunstack")...)
+}
+
+// TestSlirp4netnsBuildahRun: buildah run (rootless, private network: its
+// slirp4netns) in a working container fetches a host file intact. Buildah
+// 1.28 ignores network_cmd_path and runs the slirp4netns on PATH, so each
+// implementation is put first on PATH under that name.
+func TestSlirp4netnsBuildahRun(t *testing.T) {
+	needProg(t, "buildah")
+	p := newPodman(t)
+	port := startHTTP(t, "127.0.0.1:0")
+	_, sum := testPayload()
+	for _, impl := range slirpImpls(t) {
+		t.Run(impl.name, func(t *testing.T) {
+			r := p.tool(t, impl, 60*time.Second, "buildah", "from", "--pull=never", podmanImage)
+			ctr := strings.TrimSpace(r.stdout)
+			if r.code != 0 || ctr == "" {
+				t.Fatalf("buildah from: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			t.Cleanup(func() { p.tool(t, impl, 60*time.Second, "buildah", "rm", ctr) })
+			dir := filepath.Join(p.dir, "path-"+impl.name)
+			os.Mkdir(dir, 0o755)
+			if err := os.Symlink(impl.path, filepath.Join(dir, "slirp4netns")); err != nil {
+				t.Fatal(err)
+			}
+			r = p.tool(t, impl, 120*time.Second, "env", "PATH="+dir+":/usr/sbin:/usr/bin:/sbin:/bin", "buildah", "run", "--network", "private", ctr,
+				"sh", "-c", fmt.Sprintf("wget -q -O - http://10.0.2.2:%d/file | sha256sum", port))
+			ok := r.code == 0 && strings.Contains(r.stdout, sum)
+			if ok != impl.works {
+				t.Fatalf("buildah run with %s: exit %d, want success %v\nstdout: %s\nstderr: %s", impl.path, r.code, impl.works, r.stdout, r.stderr)
+			}
+		})
+	}
 }
