@@ -6,6 +6,9 @@
 #   veth             kernel veth pair (the ceiling; no userspace stack)
 #   slirp65520       slirp4netns --configure --mtu=65520   target 10.0.2.2
 #   slirp1500        slirp4netns --configure (MTU 1500)    target 10.0.2.2
+#   tsslirp65520     $BIN slirp4netns --configure --mtu=65520: tunstack as
+#                    slirp4netns (TAP device), with the command line
+#                    rootlesskit/podman use; tsslirp1500 likewise
 #   pasta65520       pasta --config-net (default MTU 65520) target: its gateway,
 #                    which pasta maps to host 127.0.0.1
 #   pasta1500        pasta --config-net -m 1500
@@ -82,7 +85,7 @@ RR_N=${RR_N:-2000}
 CRR_N=${CRR_N:-300}
 VETH_MTU=${VETH_MTU:-1500}
 TUNSTACK_ARGS=${TUNSTACK_ARGS:-}
-STACKS=${STACKS:-"veth slirp65520 slirp1500 pasta65520 pasta1500 tunstack65520 tunstack1500 tunstack1500off"}
+STACKS=${STACKS:-"veth slirp65520 slirp1500 pasta65520 pasta1500 tunstack65520 tunstack1500 tunstack1500off tsslirp65520"}
 BIN=${BIN:-$REPO/bin/tunstack}
 
 HOST_ADDR=198.18.0.1
@@ -370,6 +373,14 @@ if [ "${1:-}" = __stack ]; then
 		track "$d"
 		echo "$d" >"$pidfile"
 		;;
+	tsslirp*)
+		api=()
+		[ "$TSB_FORWARD" = 1 ] && api=(--api-socket "$TSB_RUN/slirp.$stack.$TSB_ROUND.sock")
+		"$TSB_BIN" slirp4netns --configure --mtu="${stack#tsslirp}" "${api[@]}" "$t" tap0 >>"$TSB_RUN/tsslirp.log" 2>&1 &
+		d=$!
+		track "$d"
+		echo "$d" >"$pidfile"
+		;;
 	pasta*)
 		# Root outside: --runas 0:0, or pasta drops to nobody and cannot
 		# open the target's namespaces.
@@ -398,7 +409,7 @@ if [ "${1:-}" = __stack ]; then
 	if [ "$TSB_FORWARD" = 1 ]; then
 		case $stack in
 		veth) fwdclient "$stack" "$VETH_NS" "" & track $! ;;
-		slirp*)
+		slirp* | tsslirp*)
 			command -v socat >/dev/null || { log "[$stack] forward: no socat for the API socket"; touch "$TSB_RUN/pfdone.$stack.$TSB_ROUND"; }
 			sock=$TSB_RUN/slirp.$stack.$TSB_ROUND.sock
 			for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.05; done
@@ -478,6 +489,8 @@ for s in $STACKS; do
 	pasta[0-9]*) TGT[$s]=$HOST_GW
 		command -v pasta >/dev/null || SKIP[$s]="pasta not installed (apt-get install passt)" ;;
 	tunstack[0-9]*) TGT[$s]=10.0.2.2
+		[ -n "$BIN" ] || SKIP[$s]="no tunstack binary (set BIN, or go build failed: see build.log)" ;;
+	tsslirp[0-9]*) TGT[$s]=10.0.2.2
 		[ -n "$BIN" ] || SKIP[$s]="no tunstack binary (set BIN, or go build failed: see build.log)" ;;
 	*) log "unknown stack $s"; exit 2 ;;
 	esac
@@ -643,8 +656,8 @@ END {
 		print "| tunstack row | vs | up | down | rr p50 | crr p50 | CPU/GiB up | CPU/GiB down |"
 		print "|---|---|--:|--:|--:|--:|--:|--:|"
 		for (i = 1; i <= ns; i++) { s = st[i]
-			if (s !~ /^tunstack/) continue
-			mtu = s; sub(/^tunstack/, "", mtu); sub(/[^0-9].*$/, "", mtu)
+			if (s !~ /^(tunstack|tsslirp)/) continue
+			mtu = s; sub(/^(tunstack|tsslirp)/, "", mtu); sub(/[^0-9].*$/, "", mtu)
 			np = split("pasta" mtu " slirp" mtu, peers, " ")
 			for (k = 1; k <= np; k++) { q = peers[k]
 				if (cnt[q, "pfup_mbps"] == 0 && cnt[q, "pf_rr_p50_us"] == 0) continue
@@ -660,7 +673,7 @@ END {
 	print "| tunstack row | vs | fwd | rev | fwd -P" P " | rev -P" P " | rr p50 | crr p50 | CPU/GiB fwd | CPU/GiB rev |"
 	print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
 	for (i = 1; i <= ns; i++) { s = st[i]
-		if (s !~ /^tunstack/) continue
+		if (s !~ /^(tunstack|tsslirp)/) continue
 		mtu = s; gsub(/[^0-9]/, "", mtu)
 		np = split("pasta" mtu " slirp" mtu, peers, " ")
 		for (k = 1; k <= np; k++) { q = peers[k]

@@ -17,6 +17,15 @@ type AttachTarget struct {
 	PID int
 	// NetNS and UserNS are namespace paths, used when PID is 0.
 	NetNS, UserNS string
+	// TAP, if set, serves an Ethernet TAP device of this name (opened,
+	// or created when missing) instead of creating tun0: slirp4netns's
+	// model. IPv6 is then configured by router advertisements (SLAAC).
+	TAP string
+	// Unconfigured leaves the TAP device's addresses, routes and MTU to
+	// its creator (rootlesskit configures tap0 itself).
+	Unconfigured bool
+	// MAC, if set, is given to the TAP device.
+	MAC string
 }
 
 // Attach serves an existing network namespace: it creates and configures
@@ -37,9 +46,13 @@ func Attach(cfg Config, target AttachTarget) (*Instance, error) {
 		Offload: cfg.Offload, MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: netip.PrefixFrom(cfg.V4.Sandbox, cfg.V4.Network.Bits()), Gateway4: cfg.V4.Gateway,
 	}
-	if cfg.V6.Network.IsValid() {
+	if cfg.V6.Network.IsValid() && target.TAP == "" {
 		ac.Addr6 = netip.PrefixFrom(cfg.V6.Sandbox, cfg.V6.Network.Bits())
 		ac.Gateway6 = cfg.V6.Gateway
+	}
+	if target.TAP != "" {
+		in.kind = "slirp4netns"
+		ac.TAP, ac.TunName, ac.Unconfigured, ac.MAC = true, target.TAP, target.Unconfigured, target.MAC
 	}
 	sb, err := sandbox.Attach(ac)
 	if err != nil {

@@ -50,7 +50,13 @@ func (b backend) Info() control.Info {
 		if !a.net.IsValid() {
 			continue
 		}
-		info.Addresses = append(info.Addresses, netip.PrefixFrom(a.sb, a.net.Bits()))
+		if in.kind == "slirp4netns" && a.sb.Is6() {
+			// A TAP sandbox takes its IPv6 address by SLAAC: only the
+			// prefix is known.
+			info.Addresses = append(info.Addresses, a.net)
+		} else {
+			info.Addresses = append(info.Addresses, netip.PrefixFrom(a.sb, a.net.Bits()))
+		}
 		info.Gateways = append(info.Gateways, a.gw)
 		info.DNS = append(info.DNS, a.dns)
 	}

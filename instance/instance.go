@@ -20,9 +20,11 @@ import (
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/capture"
 	"github.com/tunstack/tunstack/stack/dnsrelay"
+	"github.com/tunstack/tunstack/stack/egress"
 	"github.com/tunstack/tunstack/stack/forward"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
+	"github.com/tunstack/tunstack/tun/ethlink"
 )
 
 // Config describes an instance.
@@ -45,6 +47,9 @@ type Config struct {
 	DisableHostLoopback bool
 	// DNSUpstreams; empty means the host's /etc/resolv.conf.
 	DNSUpstreams []netip.AddrPort
+	// Dialer, if set, makes the host side of the sandbox's connections
+	// (slirp4netns's --outbound-addr); nil dials from the kernel's choice.
+	Dialer egress.Dialer
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
 	// Stdin, Stdout, Stderr are the command's.
@@ -170,6 +175,9 @@ func (in *Instance) serve(dev *tun.Device) error {
 		dev.Close()
 		return err
 	}
+	if dev.TAP {
+		ep.SetLink(in.ethLink(dev))
+	}
 	// A promiscuous NIC needs NoLocalDelivery (see stack.Options).
 	st, err := stack.New(stack.Options{Logger: in.log, NoLocalDelivery: true})
 	if err != nil {
@@ -201,6 +209,9 @@ func (in *Instance) serve(dev *tun.Device) error {
 		limits.HostFDs = hostFDBudget(in.log)
 	}
 	gw, err := gateway.Start(st, nic, gateway.Config{
+		// The host side's source (slirp4netns's --outbound-addr).
+		Dialer: in.cfg.Dialer,
+
 		V4: in.cfg.V4, V6: in.cfg.V6, DisableHostLoopback: in.cfg.DisableHostLoopback,
 		DNSUpstreams: in.cfg.DNSUpstreams, Logger: in.log, Limits: limits,
 	})
@@ -271,6 +282,24 @@ func (in *Instance) Run(signals <-chan os.Signal) (int, error) {
 		in.Sandbox.Kill()
 	}
 	return in.Sandbox.Wait()
+}
+
+// ethLink answers a TAP device's link layer for the gateway's addresses.
+func (in *Instance) ethLink(dev *tun.Device) *ethlink.Link {
+	c := in.cfg
+	lc := ethlink.Config{MTU: c.MTU}
+	if c.V4.Network.IsValid() {
+		lc.Gateway4, lc.DNS4 = c.V4.Gateway, c.V4.DNS
+	}
+	if c.V6.Network.IsValid() {
+		lc.Prefix6, lc.Gateway6, lc.DNS6 = c.V6.Network, c.V6.Gateway, c.V6.DNS
+	}
+	if mac, err := dev.HardwareAddr(); err == nil {
+		lc.GuestMAC = mac
+	} else {
+		in.log.Debug("TAP: sandbox MAC unknown until it sends a frame", "err", err)
+	}
+	return ethlink.New(lc)
 }
 
 // Close stops the relays and the stack; the TUN device goes with it.

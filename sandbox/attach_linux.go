@@ -38,6 +38,14 @@ type AttachConfig struct {
 	Gateway4   netip.Addr
 	Addr6      netip.Prefix
 	Gateway6   netip.Addr
+	// TAP opens (or creates) an Ethernet TAP device named TunName
+	// instead of a TUN device, as slirp4netns does.
+	TAP bool
+	// Unconfigured leaves lo, the device's addresses, routes and MTU
+	// alone: its creator configures it (rootlesskit does).
+	Unconfigured bool
+	// MAC, if set, is the device's hardware address (TAP only).
+	MAC string
 }
 
 // Attach creates and configures a TUN device in an existing namespace and
@@ -156,8 +164,13 @@ func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {
 	cc := childConfig{
 		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
 		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
+		TAP: cfg.TAP, Unconfigured: cfg.Unconfigured, MAC: cfg.MAC,
 	}
-	return sb.exchange(cc)
+	if err := sb.exchange(cc); err != nil {
+		return err
+	}
+	sb.Device.TAP = cfg.TAP
+	return nil
 }
 
 // attachSetup is the child side of Attach: it runs inside the namespace,

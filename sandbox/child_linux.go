@@ -149,6 +149,9 @@ func execSetup(conn *net.UnixConn, cfg *childConfig) (string, error) {
 
 // configureNetwork brings lo up and creates and configures the TUN device.
 func configureNetwork(cfg *childConfig) (*tun.Device, error) {
+	if cfg.Unconfigured {
+		return openUnconfigured(cfg)
+	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		return nil, fmt.Errorf("find lo: %w", err)
@@ -160,7 +163,7 @@ func configureNetwork(cfg *childConfig) (*tun.Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues})
+	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues, TAP: cfg.TAP})
 	if err != nil {
 		return nil, err
 	}
@@ -182,6 +185,15 @@ func configureLink(name string, cfg *childConfig) error {
 	// Via netlink: the SIOCSIFTXQLEN ioctl is refused in a user namespace.
 	if err := netlink.LinkSetTxQLen(link, cfg.TxQueueLen); err != nil {
 		return fmt.Errorf("set %s txqueuelen %d: %w", name, cfg.TxQueueLen, err)
+	}
+	if cfg.MAC != "" {
+		mac, err := net.ParseMAC(cfg.MAC)
+		if err != nil {
+			return fmt.Errorf("MAC address %q: %w", cfg.MAC, err)
+		}
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return fmt.Errorf("set %s address %s: %w", name, cfg.MAC, err)
+		}
 	}
 	for _, p := range []struct {
 		addr  netip.Prefix
@@ -209,3 +221,21 @@ func configureLink(name string, cfg *childConfig) error {
 	}
 	return nil
 }
+
+// openUnconfigured opens a device its creator configures (rootlesskit's
+// persistent tap0): only the transmit queue is lengthened, best effort.
+func openUnconfigured(cfg *childConfig) (*tun.Device, error) {
+	mode, err := tun.ParseOffloadMode(cfg.Offload)
+	if err != nil {
+		return nil, err
+	}
+	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues, TAP: cfg.TAP})
+	if err != nil {
+		return nil, err
+	}
+	if link, err := netlink.LinkByName(dev.Name); err == nil && link.Attrs().TxQLen < cfg.TxQueueLen {
+		netlink.LinkSetTxQLen(link, cfg.TxQueueLen)
+	}
+	return dev, nil
+}
+

@@ -56,6 +56,10 @@ type childConfig struct {
 	// Attach configures an existing namespace (the child was started in
 	// it by nsenter) and exits instead of running a command.
 	Attach bool `json:"attach,omitempty"`
+	// TAP, Unconfigured and MAC are AttachConfig's.
+	TAP          bool   `json:"tap,omitempty"`
+	Unconfigured bool   `json:"unconfigured,omitempty"`
+	MAC          string `json:"mac,omitempty"`
 }
 
 // childReply is the child's answer.

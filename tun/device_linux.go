@@ -55,6 +55,10 @@ type Config struct {
 	// Queues is the number of queues (IFF_MULTI_QUEUE when above 1);
 	// each gets its own reader. 0 means 1.
 	Queues int
+	// TAP opens an Ethernet (IFF_TAP) device instead of an IP one (see
+	// tap_linux.go). An existing persistent device of that name is
+	// attached to.
+	TAP bool
 }
 
 // Device is an open TUN device.
@@ -69,6 +73,9 @@ type Device struct {
 	// Queues are the further queues of a multiqueue device
 	// (IFF_MULTI_QUEUE); File is the first.
 	Queues []*os.File
+	// TAP reports an Ethernet (IFF_TAP) device: frames carry an Ethernet
+	// header, which the endpoint's Link answers and builds.
+	TAP bool
 }
 
 // Close closes the device's file descriptors. The interface disappears
@@ -87,6 +94,9 @@ func (d *Device) Files() []*os.File { return append([]*os.File{d.File}, d.Queues
 // Open creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling process's
 // network namespace, with cfg.Queues queues.
 func Open(cfg Config) (*Device, error) {
+	if cfg.TAP {
+		return openTAP(cfg)
+	}
 	n := max(cfg.Queues, 1)
 	d, err := openFirst(cfg, n > 1)
 	if err != nil {

@@ -50,10 +50,16 @@ type Endpoint struct {
 	mtu     atomic.Uint32
 	onClose func()
 
+	// link answers and builds the Ethernet layer of a TAP device; nil
+	// for a TUN. Set once, before Attach.
+	link Link
+
 	mu         sync.Mutex
 	dispatcher stack.NetworkDispatcher
-	wg         sync.WaitGroup
-	closeOnce  sync.Once
+	// stopLink ends the Link's periodic work; guarded by mu.
+	stopLink  chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 
 	// Stats are the endpoint's counters.
 	Stats EndpointStats
@@ -80,6 +86,32 @@ func NewEndpoint(dev *Device, mtu uint32, log *slog.Logger) (*Endpoint, error) {
 	e.mtu.Store(mtu)
 	return e, nil
 }
+
+// Link is the Ethernet side of a TAP device, seen from the stack's end:
+// the stack itself sees IP packets only (no link address, no resolution),
+// and Link answers the sandbox's address resolution and frames what the
+// stack sends. See tun/ethlink.
+type Link interface {
+	// Input sees every inbound frame (at most its first bytes, in
+	// frame; size is its full length). It reports whether the frame was
+	// link-layer traffic it consumed; reply writes answer frames to the
+	// device.
+	Input(frame []byte, size int, reply func(frame []byte)) (consumed bool)
+	// Header returns the Ethernet header for an outbound packet of
+	// network protocol proto.
+	Header(proto tcpip.NetworkProtocolNumber) [header.EthernetMinimumSize]byte
+}
+
+// linkRunner is a Link with periodic work (router advertisements), run
+// while the endpoint is attached.
+type linkRunner interface {
+	Run(stop <-chan struct{}, write func(frame []byte))
+}
+
+// SetLink sets the Ethernet side of a TAP device; call it before the
+// endpoint is attached to a NIC. A TAP endpoint without one drops every
+// frame.
+func (e *Endpoint) SetLink(l Link) { e.link = l }
 
 // Device returns the wrapped device.
 func (e *Endpoint) Device() *Device { return e.dev }
@@ -156,6 +188,26 @@ func (e *Endpoint) Attach(d stack.NetworkDispatcher) {
 			f.SetReadDeadline(time.Unix(1, 0))
 		}
 	}
+	e.runLink(start, d == nil)
+}
+
+// runLink starts the Link's periodic work when the reader starts and stops
+// it on detach; Wait waits for it too. Called with mu held.
+func (e *Endpoint) runLink(start, stop bool) {
+	r, ok := e.link.(linkRunner)
+	switch {
+	case !ok:
+	case start && e.stopLink == nil:
+		e.stopLink = make(chan struct{})
+		e.wg.Add(1)
+		go func(stop <-chan struct{}) {
+			defer e.wg.Done()
+			r.Run(stop, e.writeFrame)
+		}(e.stopLink)
+	case stop && e.stopLink != nil:
+		close(e.stopLink)
+		e.stopLink = nil
+	}
 }
 
 // IsAttached implements stack.LinkEndpoint.
@@ -227,7 +279,15 @@ func (e *Endpoint) tailSize() int {
 	if e.dev.Offload {
 		return tailView
 	}
-	return max(int(e.mtu.Load())-headView, 1)
+	return max(int(e.mtu.Load())+e.l2Len()-headView, 1)
+}
+
+// l2Len is the link header's length: Ethernet on a TAP, none on a TUN.
+func (e *Endpoint) l2Len() int {
+	if e.dev.TAP {
+		return header.EthernetMinimumSize
+	}
+	return 0
 }
 
 // readFailed accounts for a read error and reports whether the reader
@@ -306,12 +366,18 @@ var errShortFrame = errors.New("frame with no packet after its virtio-net header
 // reports whether it also consumed tail (the packet was longer than head).
 func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) (tailUsed bool) {
 	var proto tcpip.NetworkProtocolNumber
-	switch head.AsSlice()[0] >> 4 {
-	case header.IPv4Version:
-		proto = header.IPv4ProtocolNumber
-	case header.IPv6Version:
-		proto = header.IPv6ProtocolNumber
-	default:
+	if e.dev.TAP {
+		proto = e.frameProto(head, n)
+		n -= header.EthernetMinimumSize
+	} else {
+		switch head.AsSlice()[0] >> 4 {
+		case header.IPv4Version:
+			proto = header.IPv4ProtocolNumber
+		case header.IPv6Version:
+			proto = header.IPv6ProtocolNumber
+		}
+	}
+	if proto == 0 {
 		e.Stats.RxDropped.Add(1)
 		head.Release()
 		return false
@@ -325,11 +391,11 @@ func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) (tailUsed 
 	}
 	// Cap the views before building the buffer: it records their sizes.
 	var payload buffer.Buffer
-	if n <= headView {
+	if hl := head.Size(); n <= hl {
 		head.CapLength(n)
 		payload = buffer.MakeWithView(head)
 	} else {
-		tail.CapLength(n - headView)
+		tail.CapLength(n - hl)
 		payload = buffer.MakeWithView(head)
 		payload.Append(tail)
 		tailUsed = true
@@ -344,9 +410,47 @@ func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) (tailUsed 
 	return tailUsed
 }
 
+// frameProto handles a TAP frame's Ethernet header: link-layer traffic goes
+// to the Link (0 is returned), an IP packet's header is trimmed from head
+// and its protocol returned.
+func (e *Endpoint) frameProto(head *buffer.View, n int) tcpip.NetworkProtocolNumber {
+	if n < header.EthernetMinimumSize || e.link == nil {
+		return 0
+	}
+	frame := head.AsSlice()[:min(n, headView)]
+	if e.link.Input(frame, n, e.writeFrame) {
+		return 0
+	}
+	proto := header.Ethernet(frame).Type()
+	if proto != header.IPv4ProtocolNumber && proto != header.IPv6ProtocolNumber {
+		return 0
+	}
+	head.TrimFront(header.EthernetMinimumSize)
+	return proto
+}
+
+// writeFrame writes one link-layer frame (a Link's reply) to the device.
+func (e *Endpoint) writeFrame(frame []byte) {
+	if len(frame) == 0 {
+		return
+	}
+	wb := writeBufs.Get().(*writeBuf)
+	defer writeBufs.Put(wb)
+	wb.iov = wb.iov[:0]
+	if e.dev.Offload {
+		clear(wb.vh[:])
+		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.vh[0], Len: virtioNetHdrLen})
+	}
+	wb.iov = append(wb.iov, unix.Iovec{Base: &frame[0], Len: uint64(len(frame))})
+	if err := e.raws[0].Write(wb.write); err != nil || wb.errno != 0 {
+		e.Stats.TxErrors.Add(1)
+	}
+}
+
 // writeBuf is per-write scratch space, pooled so writes do not allocate.
 type writeBuf struct {
 	vh    [virtioNetHdrLen]byte
+	eth   [header.EthernetMinimumSize]byte
 	iov   []unix.Iovec
 	errno unix.Errno
 	// write is wb.writev bound once, so RawConn.Write gets no fresh closure.
@@ -395,6 +499,16 @@ func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Erro
 		}
 		h.encode(wb.vh[:])
 		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.vh[0], Len: virtioNetHdrLen})
+	}
+	if e.dev.TAP {
+		if e.link == nil {
+			return &tcpip.ErrClosedForSend{}
+		}
+		wb.eth = e.link.Header(pkt.NetworkProtocolNumber)
+		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.eth[0], Len: header.EthernetMinimumSize})
+		if e.dev.Offload {
+			shiftVirtioOffsets(wb.vh[:], header.EthernetMinimumSize)
+		}
 	}
 	vl, off := pkt.AsViewList()
 	size := 0

@@ -137,7 +137,7 @@ func readFrame(t testing.TB, fd int) []byte {
 }
 
 // FuzzInboundFrame feeds arbitrary frames to a gateway stack through both
-// endpoint modes: nothing may crash it, and it must still answer afterwards.
+// endpoint modes, on TUN and TAP devices: nothing may crash it, and it must still answer afterwards.
 func FuzzInboundFrame(f *testing.F) {
 	f.Add(echoRequest(netip.MustParseAddr("10.0.2.2"), 1))
 	f.Add(echoRequest(netip.MustParseAddr("198.18.0.9"), 2))
@@ -147,6 +147,8 @@ func FuzzInboundFrame(f *testing.F) {
 	plain, vnet := newFakeTun(f, false), newFakeTun(f, true)
 	newGateway(f, plain)
 	newGateway(f, vnet)
+	// TAP devices: the same bytes read as Ethernet frames.
+	tapPlain, tapVnet := newTapGateway(f, false), newTapGateway(f, true)
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		if len(frame) == 0 || len(frame) > 65000 {
 			return
@@ -154,5 +156,7 @@ func FuzzInboundFrame(f *testing.F) {
 		// Never block: a full socket buffer just drops the input.
 		unix.Send(plain.peer, frame, unix.MSG_DONTWAIT)
 		unix.Send(vnet.peer, frame, unix.MSG_DONTWAIT)
+		unix.Send(tapPlain.peer, frame, unix.MSG_DONTWAIT)
+		unix.Send(tapVnet.peer, frame, unix.MSG_DONTWAIT)
 	})
 }

@@ -32,7 +32,9 @@ is, with tunstack,
 
 (tunstack creates a TUN device named tun0 rather than a TAP device; the
 addresses are the same). The sandbox's /etc/resolv.conf is left alone: point
-it at 10.0.2.3.`
+it at 10.0.2.3. For slirp4netns's own command line, TAP device and API
+socket (what podman and rootlesskit drive), use "tunstack slirp4netns" or a
+symlink named slirp4netns.`
 
 func newAttachCmd(g *globalFlags) *cobra.Command {
 	o := &runOptions{}

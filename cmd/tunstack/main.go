@@ -30,6 +30,9 @@ func main() {
 	// gVisor logs at Info to stderr by default; only its warnings matter
 	// to a user.
 	gvlog.SetLevel(gvlog.Warning)
+	if isSlirp4netns(os.Args[0]) {
+		os.Exit(runSlirp4netns(os.Args[0], os.Args[1:]))
+	}
 	os.Exit(run(os.Args[1:]))
 }
 

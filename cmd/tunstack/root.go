@@ -48,6 +48,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(newFirewallCmds()...)
 	root.AddCommand(newAllowCmds()...)
 	root.AddCommand(newConnectCmd(), newListenCmd())
+	root.AddCommand(newSlirp4netnsCmd())
 	return root
 }
 
