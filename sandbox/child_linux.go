@@ -238,4 +238,3 @@ func openUnconfigured(cfg *childConfig) (*tun.Device, error) {
 	}
 	return dev, nil
 }
-

@@ -190,17 +190,6 @@ func slirpImpls(t *testing.T) []slirpImpl {
 	return append(impls, slirpImpl{"slirp4netns", real, true}, slirpImpl{"false", "/bin/false", false})
 }
 
-// freePort returns a loopback TCP port nobody listens on now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // busyboxRootfs writes a tarball of a root filesystem holding the static
 // busybox and its applets, for podman import.
 func busyboxRootfs(t *testing.T, dir string) string {
