@@ -1,6 +1,7 @@
 # tunstack — see README.md.
 GO      ?= go
 BIN     := $(CURDIR)/bin/tunstack
+PREFIX  ?= /usr/local
 FUZZTIME ?= 15s
 # Pinned so lint results do not change under us; 2026.2.2 supports Go 1.26.
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
@@ -10,12 +11,16 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 DEPS := curl iperf3 iproute2 iputils-ping dnsutils tcpdump iptables slirp4netns passt \
 	util-linux ca-certificates gcc python3 conntrack podman rootlesskit runc uidmap busybox-static
 
-.PHONY: all build test testdeps unit e2e fuzz bench demo lint clean deps
+.PHONY: all build install test testdeps unit e2e fuzz bench demo lint clean deps
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/tunstack
+
+# Copies the binary to $(DESTDIR)$(PREFIX)/bin.
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/tunstack
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -46,10 +46,13 @@ type flowKey struct {
 }
 
 type flow struct {
-	key      flowKey
-	mu       sync.Mutex // guards reply, state
-	reply    Tuple
-	state    gstack.ConnTrackState
+	key flowKey
+	mu  sync.Mutex // guards reply, state, repSeen
+	// +checklocks:mu
+	reply Tuple
+	// +checklocks:mu
+	state gstack.ConnTrackState
+	// +checklocks:mu
 	repSeen  bool
 	last     atomic.Int64 // unix nanoseconds
 	oPk, oBy atomic.Uint64
@@ -65,8 +68,9 @@ const flowShards = 64
 type flowTable struct {
 	seed   maphash.Seed
 	shards [flowShards]struct {
-		mu sync.RWMutex
-		m  map[flowKey]*flow
+		mu sync.RWMutex // guards m (the flows themselves have their own mu)
+		// +checklocks:mu
+		m map[flowKey]*flow
 	}
 	count atomic.Int64
 	max   int64

@@ -50,7 +50,8 @@ type Endpoint struct {
 	mtu     atomic.Uint32
 	onClose func()
 
-	mu         sync.Mutex
+	mu sync.Mutex // guards dispatcher
+	// +checklocks:mu
 	dispatcher stack.NetworkDispatcher
 	wg         sync.WaitGroup
 	closeOnce  sync.Once

@@ -79,14 +79,18 @@ type Set struct {
 	typ  Type
 	opts Options
 
-	mu sync.RWMutex
+	mu sync.RWMutex // guards v4, v6, lens, n
 	// v4 maps a masked address to presence, one map per prefix length
 	// present; lens lists those lengths longest first so that lookups
 	// stop at the first, most specific hit.
-	v4   [33]map[uint32]struct{}
-	v6   [129]map[netip.Addr]struct{}
+	// +checklocks:mu
+	v4 [33]map[uint32]struct{}
+	// +checklocks:mu
+	v6 [129]map[netip.Addr]struct{}
+	// +checklocks:mu
 	lens []int
-	n    int
+	// +checklocks:mu
+	n int
 }
 
 // New returns an empty set.

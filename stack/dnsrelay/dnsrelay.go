@@ -55,15 +55,16 @@ const maxInflight = 256
 
 // Relay serves DNS. Close stops it.
 type Relay struct {
-	cfg   Config
-	log   *slog.Logger
-	ctx   context.Context
-	stop  context.CancelFunc
-	wg    sync.WaitGroup
-	sem   chan struct{}
-	udp   []*gonet.UDPConn
-	tcp   []*gonet.TCPListener
-	mu    sync.Mutex
+	cfg  Config
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	wg   sync.WaitGroup
+	sem  chan struct{}
+	udp  []*gonet.UDPConn
+	tcp  []*gonet.TCPListener
+	mu   sync.Mutex // guards conns
+	// +checklocks:mu
 	conns map[net.Conn]struct{}
 }
 

@@ -75,7 +75,8 @@ type Egress struct {
 	tcp *tcpRelay
 	udp *udpRelay
 
-	mu    sync.Mutex
+	mu sync.Mutex // guards conns
+	// +checklocks:mu
 	conns map[closer]struct{}
 }
 

@@ -58,8 +58,10 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	closed   bool
+	mu sync.Mutex // guards closed, forwards
+	// +checklocks:mu
+	closed bool
+	// +checklocks:mu
 	forwards map[string]*fwd
 }
 
@@ -77,7 +79,8 @@ type fwd struct {
 	active atomic.Int64
 	total  atomic.Int64
 
-	mu    sync.Mutex
+	mu sync.Mutex // guards conns
+	// +checklocks:mu
 	conns map[closer]struct{}
 }
 
