@@ -38,7 +38,8 @@ type hostCapture struct {
 	fw  *netfilter.Firewall
 	tap *capture.Endpoint
 
-	mu     sync.Mutex
+	mu sync.Mutex // guards remove
+	// +checklocks:mu
 	remove []func() // the registered hooks; nil when none
 }
 

@@ -57,10 +57,14 @@ type Firewall struct {
 	linked atomic.Bool // a LinkEndpoint tracks flows
 	rh     rejectHandlers
 
-	mu        sync.Mutex // serialises commits
-	rs        *Ruleset
-	hooks     [numHooks][]*goHook
-	nextHook  uint64
+	mu sync.Mutex // serialises commits; guards rs, hooks, nextHook, installed
+	// +checklocks:mu
+	rs *Ruleset
+	// +checklocks:mu
+	hooks [numHooks][]*goHook
+	// +checklocks:mu
+	nextHook uint64
+	// +checklocks:mu
 	installed bool
 
 	cur atomic.Pointer[compiled]

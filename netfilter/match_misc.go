@@ -192,9 +192,12 @@ type Limit struct {
 	Avg   uint32
 	Burst uint32
 
-	mu     sync.Mutex
+	mu sync.Mutex // guards tokens, last, primed (the bucket)
+	// +checklocks:mu
 	tokens int64 // in ns of credit
-	last   int64 // ns since limitEpoch
+	// +checklocks:mu
+	last int64 // ns since limitEpoch
+	// +checklocks:mu
 	primed bool
 }
 

@@ -26,13 +26,6 @@ func (f Family) String() string {
 	return "iptables"
 }
 
-func (f Family) bits() int {
-	if f == IPv6 {
-		return 128
-	}
-	return 32
-}
-
 // TableID names one of the four iptables tables.
 type TableID uint8
 

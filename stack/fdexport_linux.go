@@ -139,9 +139,11 @@ type streamBridge struct {
 	uc   *net.UnixConn
 	done chan struct{} // closed when the stack-to-fd direction ends
 
-	mu       sync.Mutex
+	mu sync.Mutex // guards finished, closed
+	// +checklocks:mu
 	finished int
-	closed   bool
+	// +checklocks:mu
+	closed bool
 }
 
 func (so *Socket) exportStream() (*os.File, error) {

@@ -563,11 +563,15 @@ func (r *sliceReader) Len() int { return len(r.b) }
 // deadline is a resettable timer whose expiry closes a channel, so blocked
 // calls can select on it.
 type deadline struct {
-	mu    *sync.Mutex
+	mu *sync.Mutex // guards timer, ch, fired, gen; a pointer so copies of deadline share it
+	// +checklocks:mu
 	timer *time.Timer
-	ch    chan struct{}
+	// +checklocks:mu
+	ch chan struct{}
+	// +checklocks:mu
 	fired bool
-	gen   uint64 // bumped by set, so a stale timer cannot fire a new deadline
+	// +checklocks:mu
+	gen uint64 // bumped by set, so a stale timer cannot fire a new deadline
 }
 
 func newDeadline() deadline {

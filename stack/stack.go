@@ -131,8 +131,10 @@ func (s *Stack) tune(opts Options) error {
 	return nil
 }
 
-// GVisor returns the underlying gVisor stack, for packages (netfilter,
-// views) that program it directly.
+// GVisor returns the underlying gVisor stack, for the packages that
+// program it directly: netfilter (its iptables hooks), views (snapshots of
+// endpoints, NICs and routes), egress and echo (transport forwarders and
+// protocol handlers), and dnsrelay and forward (gonet endpoints on it).
 func (s *Stack) GVisor() *gstack.Stack { return s.gs }
 
 // Logger returns the stack's logger.

@@ -54,9 +54,11 @@ type Endpoint struct {
 	// for a TUN. Set once, before Attach.
 	link Link
 
-	mu         sync.Mutex
+	mu sync.Mutex // guards dispatcher, stopLink
+	// +checklocks:mu
 	dispatcher stack.NetworkDispatcher
-	// stopLink ends the Link's periodic work; guarded by mu.
+	// stopLink ends the Link's periodic work.
+	// +checklocks:mu
 	stopLink  chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once

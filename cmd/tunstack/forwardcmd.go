@@ -20,7 +20,7 @@ as the gateway address (10.0.2.2 / fd00::2).
 
 SPEC is [HOSTIP:]HOSTPORT:SANDBOXPORT[/tcp|/udp], a range
 [HOSTIP:]LO-HI:LO-HI, or /PATH.sock:SANDBOXPORT. Without HOSTIP the forward
-listens on all IPv4 and IPv6 addresses.`,
+listens on all IPv4 and IPv6 addresses, as docker -p does.`,
 		Example: `  tunstack forward add 8080:80
   tunstack forward add 127.0.0.1:5353:53/udp '[::1]:8443:443'
   tunstack forward add /run/user/1000/app.sock:8080

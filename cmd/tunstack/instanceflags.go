@@ -14,7 +14,7 @@ import (
 // plane, port forwards and recording.
 func addInstanceFlags(f *pflag.FlagSet, name *string, publish *[]string, pcap *string) {
 	f.StringVar(name, "name", "", "instance name for the control socket and the views (default ts-PID)")
-	f.StringArrayVarP(publish, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:SANDBOXPORT[/tcp|/udp], a range LO-HI:LO-HI, or /PATH.sock:SANDBOXPORT (repeatable)")
+	f.StringArrayVarP(publish, "publish", "p", nil, "forward [HOSTIP:]HOSTPORT:SANDBOXPORT[/tcp|/udp], a range LO-HI:LO-HI, or /PATH.sock:SANDBOXPORT (repeatable); without HOSTIP it listens on every host address, as docker -p does (127.0.0.1:HOSTPORT:... keeps it local)")
 	f.StringVar(pcap, "pcap", "", "record every packet on tun0 to a pcap FILE from the start (- for stdout)")
 }
 

@@ -13,7 +13,8 @@ import (
 
 // Registry holds the named sets of one firewall.
 type Registry struct {
-	mu   sync.Mutex
+	mu sync.Mutex // guards sets
+	// +checklocks:mu
 	sets map[string]*Set
 	// inUse reports whether rules reference a set, which then cannot be
 	// destroyed (as with the kernel's "in use by a kernel component").

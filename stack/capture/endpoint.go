@@ -38,7 +38,8 @@ type Packet struct {
 type Endpoint struct {
 	gstack.LinkEndpoint
 
-	mu         sync.Mutex
+	mu sync.Mutex // guards dispatcher and the replacement of subs
+	// +checklocks:mu
 	dispatcher gstack.NetworkDispatcher
 	// subs is replaced (copy on write) under mu and read without it on
 	// the packet path; nil or empty means nobody listens.
@@ -254,7 +255,8 @@ type Subscription struct {
 	once    sync.Once
 	// sendMu orders offers against Close, so nothing is sent on a
 	// closed channel.
-	sendMu  sync.RWMutex
+	sendMu sync.RWMutex // guards closed
+	// +checklocks:sendMu
 	closed  bool
 	dropped atomic.Uint64
 	matched atomic.Uint64

@@ -64,8 +64,10 @@ type Relay struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	flows    map[flowKey]*flow
+	mu sync.Mutex // guards flows, disabled
+	// +checklocks:mu
+	flows map[flowKey]*flow
+	// +checklocks:mu
 	disabled bool
 }
 
@@ -217,7 +219,8 @@ type flow struct {
 	nic  tcpip.NICID
 	v6   bool
 
-	mu   sync.Mutex
+	mu sync.Mutex // guards last
+	// +checklocks:mu
 	last time.Time
 }
 

@@ -26,7 +26,8 @@ type tcpRelay struct {
 	e   *Egress
 	fwd *tcp.Forwarder
 
-	mu      sync.Mutex
+	mu sync.Mutex // guards pending
+	// +checklocks:mu
 	pending map[gstack.TransportEndpointID]*pendingConn
 }
 

@@ -151,7 +151,7 @@ func (s *Server) ServeTCP(ctx context.Context, ln *net.UnixConn) (int, error) {
 
 // udpFlows is the set of UDP peers with a running command.
 type udpFlows struct {
-	mu sync.Mutex
+	mu sync.Mutex // guards m
 	// +checklocks:mu
 	m map[netip.AddrPort]*net.UnixConn // our end of each command's socket
 }

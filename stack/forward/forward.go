@@ -59,8 +59,10 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu       sync.Mutex
-	closed   bool
+	mu sync.Mutex // guards closed, forwards
+	// +checklocks:mu
+	closed bool
+	// +checklocks:mu
 	forwards map[string]*fwd
 }
 

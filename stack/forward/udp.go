@@ -41,7 +41,7 @@ func (u *udpFlow) Close() error {
 
 func (f *fwd) udpLoop(pc *net.UDPConn) {
 	flows := map[netip.AddrPort]*udpFlow{}
-	var mu sync.Mutex
+	var mu sync.Mutex // guards flows
 	buf := make([]byte, 65535)
 	for {
 		n, client, err := pc.ReadFromUDPAddrPort(buf)

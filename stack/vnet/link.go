@@ -61,14 +61,22 @@ type deliverFunc func(proto tcpip.NetworkProtocolNumber, buf buffer.Buffer)
 type direction struct {
 	out deliverFunc
 
-	mu       sync.Mutex
-	imp      Impairment
-	down     bool // partitioned
-	closed   bool
-	rng      *rand.Rand
-	q        pktHeap  // impaired packets, by delivery time
-	fifo     []queued // unimpaired packets, in order
-	seq      uint64
+	mu sync.Mutex // guards imp through nextFree
+	// +checklocks:mu
+	imp Impairment
+	// +checklocks:mu
+	down bool // partitioned
+	// +checklocks:mu
+	closed bool
+	// +checklocks:mu
+	rng *rand.Rand
+	// +checklocks:mu
+	q pktHeap // impaired packets, by delivery time
+	// +checklocks:mu
+	fifo []queued // unimpaired packets, in order
+	// +checklocks:mu
+	seq uint64
+	// +checklocks:mu
 	nextFree time.Time // when the bandwidth limiter is next idle
 
 	wake chan struct{}
@@ -94,12 +102,6 @@ func (d *direction) setImpairment(im Impairment) {
 	d.mu.Lock()
 	d.imp = im
 	d.mu.Unlock()
-}
-
-func (d *direction) impairment() Impairment {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.imp
 }
 
 // setDown partitions (true) or heals (false) the direction. Packets in
@@ -302,7 +304,8 @@ type endpoint struct {
 	mtu uint32
 	out *direction // what WritePackets feeds
 
-	mu         sync.RWMutex
+	mu sync.RWMutex // guards dispatcher
+	// +checklocks:mu
 	dispatcher gstack.NetworkDispatcher
 }
 

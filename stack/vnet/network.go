@@ -47,11 +47,15 @@ type Options struct {
 type Network struct {
 	opts Options
 
-	mu      sync.Mutex
-	hosts   []*Host
-	dirs    []*direction
+	mu sync.Mutex // guards hosts, dirs, streams, closed
+	// +checklocks:mu
+	hosts []*Host
+	// +checklocks:mu
+	dirs []*direction
+	// +checklocks:mu
 	streams uint64
-	closed  bool
+	// +checklocks:mu
+	closed bool
 }
 
 // NewNetwork returns an empty network.
@@ -71,9 +75,11 @@ type Host struct {
 	// sockets or add routes.
 	Stack *stack.Stack
 
-	net  *Network
-	mu   sync.Mutex
+	net *Network
+	mu  sync.Mutex // guards nics, addr
+	// +checklocks:mu
 	nics int
+	// +checklocks:mu
 	addr []netip.Addr
 }
 
@@ -221,8 +227,9 @@ func (l *Link) Stats(from *Host) Stats { return l.from(from).stats() }
 // destinations (broadcast, multicast, or addresses behind a router host) to
 // every other port.
 type Switch struct {
-	net   *Network
-	mu    sync.RWMutex
+	net *Network
+	mu  sync.RWMutex // guards ports
+	// +checklocks:mu
 	ports []*Port
 }
 
