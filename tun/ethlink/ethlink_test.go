@@ -110,7 +110,7 @@ func checkICMPv6(t *testing.T, r []byte) (header.IPv6, header.ICMPv6) {
 		t.Fatalf("not IPv6: %x", r[:14])
 	}
 	ip := header.IPv6(r[14:])
-	if ip.HopLimit() != 255 || ip.TransportProtocol() != header.ICMPv6ProtocolNumber || int(ip.PayloadLength()) != len(ip)-header.IPv6MinimumSize {
+	if ip.HopLimit() != 255 || tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber || int(ip.PayloadLength()) != len(ip)-header.IPv6MinimumSize {
 		t.Fatalf("bad IPv6 header %x", r[14:54])
 	}
 	icmp := header.ICMPv6(ip.Payload())

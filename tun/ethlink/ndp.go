@@ -23,7 +23,7 @@ var allNodes = netip.MustParseAddr("ff02::1")
 // solicitations and swallows the rest of NDP; other IPv6 goes to the stack.
 func (l *Link) ndp(frame []byte, reply func([]byte)) bool {
 	ip := header.IPv6(frame[header.EthernetMinimumSize:])
-	if len(ip) < header.IPv6MinimumSize+header.ICMPv6MinimumSize || ip.TransportProtocol() != header.ICMPv6ProtocolNumber {
+	if len(ip) < header.IPv6MinimumSize+header.ICMPv6MinimumSize || tcpip.TransportProtocolNumber(ip.NextHeader()) != header.ICMPv6ProtocolNumber {
 		return false
 	}
 	icmp := header.ICMPv6(ip[header.IPv6MinimumSize:])
