@@ -174,18 +174,20 @@ func (t *flowTable) observe(o obs, now time.Time) *flow {
 			s.mu.Unlock()
 			return nil
 		}
-		if t.count.Load() >= t.max {
+		if !t.reserve() {
 			// Make room without holding this shard: makeRoom locks
 			// shards one at a time.
 			s.mu.Unlock()
-			ok := t.makeRoom(si, now)
+			ok := t.makeRoom(si, now) && t.reserve()
 			s.mu.Lock()
 			if !ok {
 				s.mu.Unlock()
 				t.drops.Add(1)
 				return nil
 			}
-			f, dir = t.findLocked(s.m, o.key, now)
+			if f, dir = t.findLocked(s.m, o.key, now); f != nil {
+				t.count.Add(-1) // another packet made it meanwhile
+			}
 		}
 		if f == nil {
 			f = &flow{key: o.key, created: now, deadline: now.Add(genericTimeout)}
@@ -193,7 +195,6 @@ func (t *flowTable) observe(o obs, now time.Time) *flow {
 			// packet.
 			s.m[o.key] = f
 			s.m[o.key.reverse()] = f
-			t.count.Add(1)
 			if n := t.creates.Add(1); n%256 == 0 {
 				reap = int(n/256) % flowShards
 			}
@@ -223,6 +224,16 @@ func (f *flow) deadlineOf() time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.deadline
+}
+
+// reserve takes one of the max entries, so concurrent new flows never
+// overshoot the bound.
+func (t *flowTable) reserve() bool {
+	if t.count.Add(1) <= t.max {
+		return true
+	}
+	t.count.Add(-1)
+	return false
 }
 
 // findLocked finds k's flow in a shard, in either direction (dir 1:

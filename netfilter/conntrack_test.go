@@ -3,6 +3,7 @@ package netfilter
 import (
 	"encoding/binary"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -145,5 +146,41 @@ func TestConntrackExpiresWithoutScans(t *testing.T) {
 	flood(256*flowShards, 0x0b000000)
 	if st := ft.stats(); st.Entries != 256*flowShards {
 		t.Fatalf("after the UDP timeout and %d new flows: %+v (the 300 expired ones should be gone)", 256*flowShards, st)
+	}
+}
+
+// TestConntrackConcurrent: packet goroutines at the bound, with replies
+// and listings alongside, keep the count exact (run with -race).
+func TestConntrackConcurrent(t *testing.T) {
+	ft := newFlowTable(256)
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			now := time.Now()
+			for i := 0; i < 3000; i++ {
+				b := ctPkt(17, false, 0, 0)
+				binary.BigEndian.PutUint32(b[12:], uint32(g)<<24|uint32(i))
+				ft.observeBytes(b, now)
+				if i%3 == 0 {
+					r := ctPkt(17, true, 0, 0)
+					binary.BigEndian.PutUint32(r[16:], uint32(g)<<24|uint32(i))
+					ft.observeBytes(r, now.Add(3*time.Second))
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 20; i++ {
+			ft.list()
+		}
+	}()
+	wg.Wait()
+	flows := ft.list()
+	if st := ft.stats(); st.Entries != len(flows) || st.Entries > 256 {
+		t.Fatalf("count %d, listed %d, max 256 (%+v)", st.Entries, len(flows), st)
 	}
 }

@@ -103,6 +103,7 @@ type Reassembler struct {
 	// which is deadline order since a family's timeout is fixed.
 	first, last [2]*fragQueue
 	mem         int
+	held        atomic.Int64 // len(queues), read without mu
 
 	fragments, reassembled, failed, timeouts, overlaps, oversize, memDrops atomic.Uint64
 }
@@ -296,6 +297,7 @@ func (r *Reassembler) insert(k fragKey, off, end int, more bool, data, head []by
 		}
 		q = &fragQueue{key: k, deadline: now.Add(t)}
 		r.queues[k] = q
+		r.held.Add(1)
 		r.pushLocked(q)
 	}
 	if end == off {
@@ -426,6 +428,7 @@ func (r *Reassembler) killLocked(q *fragQueue) {
 		return
 	}
 	delete(r.queues, q.key)
+	r.held.Add(-1)
 	f := q.key.fam()
 	if q.prev != nil {
 		q.prev.next = q.next
@@ -455,6 +458,9 @@ func (r *Reassembler) expireLocked(now time.Time) {
 
 // Expire drops datagrams past their deadline now (Add does it too).
 func (r *Reassembler) Expire() {
+	if r.held.Load() == 0 {
+		return
+	}
 	now := r.now()
 	r.mu.Lock()
 	r.expireLocked(now)

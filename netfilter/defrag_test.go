@@ -263,3 +263,20 @@ func tcpipAddr4(a, b, c, d byte) tcpip.Address {
 func tcpipAddr16(last byte) tcpip.Address {
 	return tcpip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: last})
 }
+
+// TestReassemblerExpireIdle: Expire alone (no further fragment) frees a
+// timed-out datagram, as the link stage does once rules are flushed.
+func TestReassemblerExpireIdle(t *testing.T) {
+	now := time.Unix(1000, 0)
+	r := NewReassembler(ReassemblerConfig{Now: func() time.Time { return now }})
+	r.Add(frag4(payload(3000), 1, fragSpec{0, 1256, true}))
+	r.Expire()
+	if st := r.Stats(); st.Held != 1 {
+		t.Fatalf("expired too early: %+v", st)
+	}
+	now = now.Add(31 * time.Second)
+	r.Expire()
+	if st := r.Stats(); st.Held != 0 || st.Mem != 0 || st.Timeouts != 1 {
+		t.Fatalf("not expired: %+v", st)
+	}
+}

@@ -99,7 +99,12 @@ func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, p
 		// hooks): look at the whole packet.
 		hdr, ok = pkt.Data().PullUp(size)
 	}
-	if !ok || fw.cur.Load().empty || !IsFragment(hdr) {
+	inactive := fw.cur.Load().empty
+	if inactive {
+		// Datagrams held when the rules were flushed still time out.
+		fw.defrag.Expire()
+	}
+	if !ok || inactive || !IsFragment(hdr) {
 		if ok {
 			fw.flows.observeBytes(hdr, time.Now())
 		}

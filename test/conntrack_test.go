@@ -30,8 +30,8 @@ const (
 // netfilter (a server namespace joined to a client namespace by a veth
 // pair) and through tunstack run, then compares `conntrack -L` on the
 // server side with `tunstack conntrack -L`: a TCP exchange the server
-// closes (TIME_WAIT [ASSURED]), a UDP echo, a ping, a SYN a rule drops
-// and one a rule rejects (no entries). States, flags and timeouts
+// closes (TIME_WAIT [ASSURED]), one the client resets (CLOSE), a UDP
+// echo, a ping, a SYN a rule drops and one a rule rejects (no entries). States, flags and timeouts
 // (within 3 s) must agree.
 func TestConntrackMatchesLinux(t *testing.T) {
 	needTun(t, 0)
@@ -43,8 +43,8 @@ func TestConntrackMatchesLinux(t *testing.T) {
 	ports := map[string]string{strconv.Itoa(tcpPort): "TCP", strconv.Itoa(udpPort): "UDP"}
 
 	linux := normaliseConntrack(t, linuxConntrack(t, rules, tcpPort, udpPort), map[string]string{"198.18.7.2": "C", "198.18.7.1": "S"}, ports)
-	if len(linux) != 3 {
-		t.Errorf("expected 3 flows (tcp, udp, icmp) from Linux, got:\n%s", strings.Join(keys(linux), "\n"))
+	if len(linux) != 4 {
+		t.Errorf("expected 4 flows (2 tcp, udp, icmp) from Linux, got:\n%s", strings.Join(keys(linux), "\n"))
 	}
 	// Without rules tunstack still tracks (the dropped and rejected ports
 	// are then refused by the host: no entry either, as on Linux).
@@ -341,6 +341,15 @@ func ctTraffic(server string, ports []string) int {
 		fmt.Println("rejected port:", err)
 		return 1
 	}
+	// A connection the client resets (SO_LINGER 0): CLOSE.
+	rc, err := net.DialTimeout("tcp", tcp, 5*time.Second)
+	if err != nil {
+		fmt.Println("tcp reset:", err)
+		return 1
+	}
+	time.Sleep(200 * time.Millisecond)
+	rc.(*net.TCPConn).SetLinger(0)
+	rc.Close()
 	// Let the TCP close finish (the last ACK) before listing.
 	time.Sleep(300 * time.Millisecond)
 	return 0

@@ -56,18 +56,25 @@ func TestFirewallFragments(t *testing.T) {
 
 // TestFirewallFragmentedSYN: a TCP SYN split into 8-byte IP fragments
 // (raw socket, from inside the sandbox) to a port dropped with --syn in
-// INPUT gets no answer, while the same fragmented SYN to the FORWARD
-// path, not dropped, is answered with a SYN-ACK (so the fragments do
-// reach the stack, and the silence is the rule's).
+// INPUT or FORWARD gets no answer, while the same fragmented SYN to the
+// other path, not dropped, is answered with a SYN-ACK (so the fragments
+// do reach the stack, and the silence is the rule's).
 func TestFirewallFragmentedSYN(t *testing.T) {
 	needTun(t, 0)
 	ns := hostNS(t, hostPort)
-	rules := fmt.Sprintf("*filter\n-A INPUT -p tcp --syn --dport %d -j DROP\nCOMMIT\n", hostPort)
-	r := tunstack(t, runOpts{netns: ns, env: []string{helperEnv + "=synfrag"}},
-		"run", "--mtu", "1280", "--offload", "off", "--rules", writeRules(t, rules), "--", "sh", "-c",
-		fmt.Sprintf("%s x 10.0.2.2 %d; %s x %s %d", helperPath, hostPort, helperPath, hostAddr, hostPort))
-	if want := "no answer\nsyn-ack\n"; r.stdout != want {
-		t.Fatalf("fragmented SYN: got %q, want %q\nstderr: %s", r.stdout, want, r.stderr)
+	for _, tc := range []struct{ chain, dropped, allowed string }{
+		{"INPUT", "10.0.2.2", hostAddr},
+		{"FORWARD", hostAddr, "10.0.2.2"},
+	} {
+		t.Run(tc.chain, func(t *testing.T) {
+			rules := fmt.Sprintf("*filter\n-A %s -p tcp --syn --dport %d -j DROP\nCOMMIT\n", tc.chain, hostPort)
+			r := tunstack(t, runOpts{netns: ns, env: []string{helperEnv + "=synfrag"}},
+				"run", "--mtu", "1280", "--rules", writeRules(t, rules), "--", "sh", "-c",
+				fmt.Sprintf("%s x %s %d; %s x %s %d", helperPath, tc.dropped, hostPort, helperPath, tc.allowed, hostPort))
+			if want := "no answer\nsyn-ack\n"; r.stdout != want {
+				t.Fatalf("fragmented SYN, %s DROP: got %q, want %q\nstderr: %s", tc.chain, r.stdout, want, r.stderr)
+			}
+		})
 	}
 }
 
