@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -94,14 +95,36 @@ func dropRoot(o Options) (status, error) {
 	if o.Signals {
 		keep = append(keep, unix.CAP_KILL)
 	}
-	if err := switchUser(id, keep); err != nil {
-		return status{}, fmt.Errorf("switch to uid %d gid %d: %w", id.uid, id.gid, err)
-	}
-	want := status{uid: id.uid, checkUID: true}
+	var mask uint64
 	for _, c := range keep {
-		want.caps |= 1 << c
+		mask |= 1 << c
 	}
-	return want, nil
+	if err := switchUser(id, keep); err != nil {
+		if !inUserNS() || !(errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
+			return status{}, fmt.Errorf("switch to uid %d gid %d: %w", id.uid, id.gid, err)
+		}
+		// Root of a user namespace that cannot become o.User (setgroups
+		// denied, or the uid not mapped, as under "unshare -r"): stay its
+		// root, which is an unprivileged user outside it, holding only
+		// the capabilities kept.
+		caps, err := lowerCaps(mask)
+		if err != nil {
+			return status{}, err
+		}
+		return status{caps: caps}, nil
+	}
+	return status{uid: id.uid, checkUID: true, caps: mask}, nil
+}
+
+// inUserNS reports whether this process runs in a user namespace other
+// than the initial one (whose uid map is the whole range onto itself).
+func inUserNS() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return !(len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295")
 }
 
 // status is the confinement every thread must show.

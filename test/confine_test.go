@@ -425,8 +425,14 @@ func TestSSNamesProcessesInPIDNamespace(t *testing.T) {
 			ctl := controlDir(t, u.uid)
 			env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
 			name := "ssp-" + u.name
-			p := startBG(t, u.uid, env, binPath, "run", "--name", name, "--", "sh", "-c",
-				fmt.Sprintf("curl -sS -m 20 http://10.0.2.2:%d/; sleep 20", hold))
+			args := []string{"run", "--name", name}
+			if u.uid == 0 {
+				// A confined root instance runs as nobody and may not
+				// read root processes' /proc/PID/fd (README, Troubleshooting).
+				args = append(args, "--no-sandbox")
+			}
+			args = append(args, "--", "sh", "-c", fmt.Sprintf("curl -sS -m 20 http://10.0.2.2:%d/; sleep 20", hold))
+			p := startBG(t, u.uid, env, append([]string{binPath}, args...)...)
 			o := runOpts{uid: u.uid, env: env, timeout: 10 * time.Second}
 			waitPs(t, o, []*bgProc{p}, name)
 			var out string
