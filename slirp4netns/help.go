@@ -25,8 +25,8 @@ User-mode networking for unprivileged network namespaces
 --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace
 --netns-type=TYPE        specify network namespace type ([path|pid], default=pid)
 --userns-path=PATH       specify user namespace path
---enable-sandbox         accepted; tunstack keeps its own confinement
---enable-seccomp         accepted; tunstack keeps its own confinement
+--enable-sandbox         drop privileges after setup (no_new_privs; as root, become nobody)
+--enable-seccomp         filter system calls after setup (seccomp allowlist)
 --outbound-addr=IPv4     sets outbound ipv4 address (or interface) to bind to
 --outbound-addr6=IPv6    sets outbound ipv6 address (or interface) to bind to
 --disable-dns            disables 10.0.2.3 (or configured internal ip) to host dns redirect

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tunstack/tunstack/control"
+	"github.com/tunstack/tunstack/harden"
 	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/slirp4netns"
@@ -96,7 +97,10 @@ func serveSlirp(opts *slirp4netns.Options, log *slog.Logger) error {
 		return err
 	}
 	if opts.EnableSandbox || opts.EnableSeccomp {
-		log.Info("--enable-sandbox/--enable-seccomp: accepted; tunstack applies its own confinement")
+		// slirp4netns's confinement, done tunstack's way (package harden):
+		// --enable-sandbox drops privileges (no_new_privs; as root, the
+		// switch to nobody), --enable-seccomp adds the system call filter.
+		cfg.Confine = &harden.Options{NoSeccomp: !opts.EnableSeccomp}
 	}
 	target := instance.AttachTarget{PID: opts.PID, NetNS: opts.NetNSPath, UserNS: opts.UserNSPath,
 		TAP: opts.TapName, Unconfigured: !opts.Configure}
