@@ -19,7 +19,7 @@ import (
 // cap plus fdSlack, and its resident memory under maxFloodRSS.
 const (
 	fdSlack     = 64
-	maxFloodRSS = 512 << 20
+	maxFloodRSS = 256 << 20
 )
 
 // instanceInfo is the part of tunstack ps --json the flood tests read.
