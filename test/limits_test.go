@@ -332,6 +332,11 @@ func TestLowFDLimit(t *testing.T) {
 			if dropped == 0 {
 				t.Errorf("host-fds: no drops after %s with ulimit -n 256 (%+v)", res, in.Limits)
 			}
+			// ps -s shows the budget and its drops.
+			ps := mustRun(t, f.o, "ps", "-s").stdout
+			if row := limitRow(ps, f.name, "host-fds"); len(row) != 5 || row[4] == "0" {
+				t.Errorf("tunstack ps -s: host-fds row %q, want its drops:\n%s", row, ps)
+			}
 			fds, _ := f.usage()
 			if fds > 256-FDReserveForTest/2 {
 				t.Errorf("tunstack has %d descriptors open under ulimit -n 256: the reserve is gone", fds)
@@ -369,6 +374,17 @@ func forwardAnswers(port int) error {
 	_, err = c.Read(make([]byte, 1))
 	if err == nil || os.IsTimeout(err) {
 		return fmt.Errorf("read: %v, want the sandbox's refusal passed on", err)
+	}
+	return nil
+}
+
+// limitRow returns the fields of tunstack ps -s's row for instance name
+// and limit (NAME LIMIT MAX IN-USE DROPPED), or nil.
+func limitRow(out, name, limit string) []string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == name && f[1] == limit {
+			return f
+		}
 	}
 	return nil
 }
