@@ -388,3 +388,56 @@ func limitRow(out, name, limit string) []string {
 	}
 	return nil
 }
+
+// TestNOFILERaised: started with a soft RLIMIT_NOFILE of 300, tunstack
+// runs with its soft limit raised to the hard one (Go's runtime leaves it
+// one below, to notice a later prlimit), while the sandboxed command keeps
+// 300.
+func TestNOFILERaised(t *testing.T) {
+	needTun(t, 0)
+	p := startBG(t, 0, nil, "sh", "-c", "ulimit -Sn 300; exec "+binPath+" run -- sleep 30")
+	pid := p.cmd.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The sandbox child becomes the command once the network is up.
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			comm, _ := os.ReadFile("/proc/" + f[0] + "/comm")
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				child, _ := strconv.Atoi(f[0])
+				soft, hard := nofile(t, pid)
+				s, _ := strconv.Atoi(soft)
+				h, _ := strconv.Atoi(hard)
+				if s < h-1 {
+					t.Errorf("tunstack's RLIMIT_NOFILE: soft %s, hard %s; want the soft limit raised to the hard", soft, hard)
+				}
+				if cs, _ := nofile(t, child); cs != "300" {
+					t.Errorf("the sandboxed command's soft RLIMIT_NOFILE is %s, want the 300 it was started with", cs)
+				}
+				return
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("tunstack did not start its command: %s", p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// nofile returns the "Max open files" limits of pid.
+func nofile(t *testing.T, pid int) (soft, hard string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 2 {
+				return f[0], f[1]
+			}
+		}
+	}
+	t.Fatalf("no Max open files in /proc/%d/limits", pid)
+	return "", ""
+}
