@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -348,8 +349,8 @@ func TestLowFDLimit(t *testing.T) {
 			if fds > 256-FDReserveForTest/2 {
 				t.Errorf("tunstack has %d descriptors open under ulimit -n 256: the reserve is gone", fds)
 			}
-			// The forward reaches the sandbox's port 8080 (nothing listens:
-			// a reset, which proves the forward accepted and dialled).
+			// The forward reaches the helper's server on the sandbox's
+			// port 8080.
 			if err := forwardAnswers(fwd); err != nil {
 				t.Errorf("forward with the budget spent: %v", err)
 			}
@@ -368,19 +369,19 @@ func TestLowFDLimit(t *testing.T) {
 // leave for the control socket and forwards).
 const FDReserveForTest = 64
 
-// forwardAnswers connects to the forward on 127.0.0.1:port and reports an
-// error unless the connection is accepted and then ended by the sandbox
-// (no server there: a reset), which needs a descriptor from the reserve.
+// forwardAnswers fetches / through the forward on 127.0.0.1:port from the
+// flood helper's server in the sandbox; accepting the client takes a
+// descriptor from the reserve.
 func forwardAnswers(port int) error {
-	c, err := netDialTimeout(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = c.Read(make([]byte, 1))
-	if err == nil || os.IsTimeout(err) {
-		return fmt.Errorf("read: %v, want the sandbox's refusal passed on", err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.HasPrefix(string(body), "hello from") {
+		return fmt.Errorf("got %q, %v; want the sandbox server's hello", body, err)
 	}
 	return nil
 }
