@@ -3,8 +3,7 @@ package instance
 import (
 	"log/slog"
 	"os"
-
-	"golang.org/x/sys/unix"
+	"syscall"
 
 	"github.com/tunstack/tunstack/control"
 )
@@ -19,23 +18,24 @@ const FDReserve = 64
 // 128): a few flows rather than none.
 const minFDBudget = 16
 
-// hostFDBudget raises RLIMIT_NOFILE's soft limit to the hard limit and
-// returns how many descriptors the relays may hold: the limit, less those
-// open now, less FDReserve.
+// hostFDBudget makes sure RLIMIT_NOFILE's soft limit is raised to the hard
+// limit and returns how many descriptors the relays may hold: the limit,
+// less those open now, less FDReserve.
 //
-// Go's runtime already raises the soft limit at start (and lowers it again
-// for the programs it executes, so the sandboxed command keeps the usual
-// limit); the raise here is only for when it did not, and is skipped when
-// there is nothing to raise, so that behaviour is kept.
+// Go's runtime already raises the soft limit at start, to one below the
+// hard limit (its way of noticing a later prlimit), and restores the
+// original for the programs it executes, so the sandboxed command keeps
+// the usual limit. The raise here is only for when it did not, and is
+// skipped otherwise so that restoring keeps working.
 func hostFDBudget(log *slog.Logger) int {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
 		log.Warn("cannot read RLIMIT_NOFILE; no host fd budget", "err", err)
 		return 0
 	}
-	if rl.Cur < rl.Max {
-		raised := unix.Rlimit{Cur: rl.Max, Max: rl.Max}
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &raised); err != nil {
+	if rl.Cur+1 < rl.Max {
+		raised := syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err != nil {
 			log.Warn("cannot raise RLIMIT_NOFILE to its hard limit", "soft", rl.Cur, "hard", rl.Max, "err", err)
 		} else {
 			rl = raised

@@ -26,7 +26,7 @@ import (
 const floodLimit = 20 * time.Second
 
 // floodHelper runs inside a sandbox: args are KIND COUNT TARGET URL SUM.
-// It prints "ready", waits for a line on stdin, starts the flood, checks a
+// It serves fileHandler on port 8080, prints "ready", waits for a line on stdin, starts the flood, checks a
 // download of URL (sha256 SUM) while it runs and again after it, prints one
 // "flood ..." line, "during ok|..." and "after ok|..." lines and "done",
 // then waits for stdin to close so the test can watch tunstack settle.
@@ -40,6 +40,11 @@ func floodHelper(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "COUNT:", err)
 		return 2
+	}
+	// A server for port forwards to reach (TestLowFDLimit).
+	if ln, err := net.Listen("tcp", ":8080"); err == nil {
+		go http.Serve(ln, fileHandler())
+		defer ln.Close()
 	}
 	in := bufio.NewReader(os.Stdin)
 	fmt.Println("ready")
@@ -257,7 +262,3 @@ func freeTCPPort(t interface{ Fatal(...any) }) int {
 }
 
 func netListenPacket(addr string) (net.PacketConn, error) { return net.ListenPacket("udp", addr) }
-
-func netDialTimeout(addr string, d time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", addr, d)
-}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,7 +20,7 @@ import (
 // cap plus fdSlack, and its resident memory under maxFloodRSS.
 const (
 	fdSlack     = 64
-	maxFloodRSS = 512 << 20
+	maxFloodRSS = 256 << 20
 )
 
 // instanceInfo is the part of tunstack ps --json the flood tests read.
@@ -54,7 +55,8 @@ func startFlood(t *testing.T, o runOpts, shellPrefix string, flags []string, arg
 	t.Helper()
 	ctl := controlDir(t, o.uid)
 	f := &floodSandbox{t: t, lines: make(chan string, 64), done: make(chan struct{}), name: fmt.Sprintf("flood%d", time.Now().UnixNano()%1000000)}
-	f.o = runOpts{uid: o.uid, netns: o.netns, env: []string{"TUNSTACK_CONTROL_DIR=" + ctl}, timeout: 20 * time.Second}
+	// ps reaches the control socket by path: no namespace needed.
+	f.o = runOpts{uid: o.uid, env: []string{"TUNSTACK_CONTROL_DIR=" + ctl}, timeout: 20 * time.Second}
 	argv := append([]string{binPath, "run", "--name", f.name}, flags...)
 	argv = append(argv, "--", helperPath)
 	argv = append(argv, args...)
@@ -65,7 +67,14 @@ func startFlood(t *testing.T, o runOpts, shellPrefix string, flags []string, arg
 		}
 		argv = []string{"sh", "-c", shellPrefix + " exec " + strings.Join(quoted, " ")}
 	}
+	setuid := o.uid != 0
 	if o.netns != "" {
+		if setuid {
+			// Only root enters the namespace; tunstack then runs as uid.
+			id := strconv.Itoa(o.uid)
+			argv = append([]string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}, argv...)
+			setuid = false
+		}
 		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
 	}
 	f.cmd = exec.Command(argv[0], argv[1:]...)
@@ -73,8 +82,10 @@ func startFlood(t *testing.T, o runOpts, shellPrefix string, flags []string, arg
 	f.cmd.Dir = "/"
 	f.cmd.Stderr = &f.stderr
 	if o.uid != 0 {
-		f.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 		f.cmd.Env = append(f.cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
+	}
+	if setuid {
+		f.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 	}
 	f.stdin, _ = f.cmd.StdinPipe()
 	stdout, _ := f.cmd.StdoutPipe()
@@ -174,12 +185,12 @@ type floodCase struct {
 	// limit is the cap the flood exceeds, set to capValue by flag.
 	limit, flag string
 	capValue    int
-	rootOnly    bool // needs the host namespace (ping sockets)
+	hostNS      bool // runs in a test-made host namespace (ping sockets allowed there)
 }
 
 var floodCases = []floodCase{
 	{name: "udp flows", kind: "udp", count: 50000, limit: "udp-flows", flag: "--max-udp-flows", capValue: 1000},
-	{name: "ping flows", kind: "ping", count: 20000, limit: "ping-flows", flag: "--max-ping-flows", capValue: 500, rootOnly: true},
+	{name: "ping flows", kind: "ping", count: 20000, limit: "ping-flows", flag: "--max-ping-flows", capValue: 500, hostNS: true},
 	{name: "dns over tcp", kind: "dnstcp", count: 5000, limit: "dns-tcp-conns", flag: "--max-dns-queries", capValue: 256},
 	{name: "tcp connections", kind: "tcp", count: 10000, limit: "tcp-flows", flag: "--max-tcp-flows", capValue: 2000},
 }
@@ -194,9 +205,6 @@ func TestFloods(t *testing.T) {
 		for _, u := range users {
 			t.Run(fc.name+"/"+u.name, func(t *testing.T) {
 				needTun(t, u.uid)
-				if fc.rootOnly && u.uid != 0 {
-					t.Skip("the ping flood needs a host namespace with ping sockets, which only root can make")
-				}
 				runFlood(t, u.uid, fc, sum)
 			})
 		}
@@ -206,7 +214,7 @@ func TestFloods(t *testing.T) {
 func runFlood(t *testing.T, uid int, fc floodCase, sum string) {
 	o := runOpts{uid: uid}
 	port := 0
-	if fc.rootOnly {
+	if fc.hostNS {
 		port = freeTCPPort(t)
 		o.netns = hostNS(t, port)
 	} else {
@@ -332,12 +340,17 @@ func TestLowFDLimit(t *testing.T) {
 			if dropped == 0 {
 				t.Errorf("host-fds: no drops after %s with ulimit -n 256 (%+v)", res, in.Limits)
 			}
+			// ps -s shows the budget and its drops.
+			ps := mustRun(t, f.o, "ps", "-s").stdout
+			if row := limitRow(ps, f.name, "host-fds"); len(row) != 5 || row[4] == "0" {
+				t.Errorf("tunstack ps -s: host-fds row %q, want its drops:\n%s", row, ps)
+			}
 			fds, _ := f.usage()
 			if fds > 256-FDReserveForTest/2 {
 				t.Errorf("tunstack has %d descriptors open under ulimit -n 256: the reserve is gone", fds)
 			}
-			// The forward reaches the sandbox's port 8080 (nothing listens:
-			// a reset, which proves the forward accepted and dialled).
+			// The forward reaches the helper's server on the sandbox's
+			// port 8080.
 			if err := forwardAnswers(fwd); err != nil {
 				t.Errorf("forward with the budget spent: %v", err)
 			}
@@ -356,19 +369,83 @@ func TestLowFDLimit(t *testing.T) {
 // leave for the control socket and forwards).
 const FDReserveForTest = 64
 
-// forwardAnswers connects to the forward on 127.0.0.1:port and reports an
-// error unless the connection is accepted and then ended by the sandbox
-// (no server there: a reset), which needs a descriptor from the reserve.
+// forwardAnswers fetches / through the forward on 127.0.0.1:port from the
+// flood helper's server in the sandbox; accepting the client takes a
+// descriptor from the reserve.
 func forwardAnswers(port int) error {
-	c, err := netDialTimeout(fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	c := http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return err
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	_, err = c.Read(make([]byte, 1))
-	if err == nil || os.IsTimeout(err) {
-		return fmt.Errorf("read: %v, want the sandbox's refusal passed on", err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.HasPrefix(string(body), "hello from") {
+		return fmt.Errorf("got %q, %v; want the sandbox server's hello", body, err)
 	}
 	return nil
+}
+
+// limitRow returns the fields of tunstack ps -s's row for instance name
+// and limit (NAME LIMIT MAX IN-USE DROPPED), or nil.
+func limitRow(out, name, limit string) []string {
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == name && f[1] == limit {
+			return f
+		}
+	}
+	return nil
+}
+
+// TestNOFILERaised: started with a soft RLIMIT_NOFILE of 300, tunstack
+// runs with its soft limit raised to the hard one (Go's runtime leaves it
+// one below, to notice a later prlimit), while the sandboxed command keeps
+// 300.
+func TestNOFILERaised(t *testing.T) {
+	needTun(t, 0)
+	p := startBG(t, 0, nil, "sh", "-c", "ulimit -Sn 300; exec "+binPath+" run -- sleep 30")
+	pid := p.cmd.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		// The sandbox child becomes the command once the network is up.
+		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+		if f := strings.Fields(string(kids)); len(f) > 0 {
+			comm, _ := os.ReadFile("/proc/" + f[0] + "/comm")
+			if strings.TrimSpace(string(comm)) == "sleep" {
+				child, _ := strconv.Atoi(f[0])
+				soft, hard := nofile(t, pid)
+				s, _ := strconv.Atoi(soft)
+				h, _ := strconv.Atoi(hard)
+				if s < h-1 {
+					t.Errorf("tunstack's RLIMIT_NOFILE: soft %s, hard %s; want the soft limit raised to the hard", soft, hard)
+				}
+				if cs, _ := nofile(t, child); cs != "300" {
+					t.Errorf("the sandboxed command's soft RLIMIT_NOFILE is %s, want the 300 it was started with", cs)
+				}
+				return
+			}
+		}
+		if p.exited() || time.Now().After(deadline) {
+			t.Fatalf("tunstack did not start its command: %s", p.stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// nofile returns the "Max open files" limits of pid.
+func nofile(t *testing.T, pid int) (soft, hard string) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "Max open files"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 2 {
+				return f[0], f[1]
+			}
+		}
+	}
+	t.Fatalf("no Max open files in /proc/%d/limits", pid)
+	return "", ""
 }

@@ -15,7 +15,7 @@ import (
 // stop short of RLIMIT_NOFILE less a reserve (instance.FDReserve), so the
 // defaults need not add up to less than the limit.
 const (
-	defaultMaxTCPFlows   = 16384
+	defaultMaxTCPFlows   = 8192
 	defaultMaxUDPFlows   = 4096
 	defaultMaxPingFlows  = 1024
 	defaultMaxDNSQueries = 1024
