@@ -319,9 +319,9 @@ func TestConfinedStillRefusesTheSandbox(t *testing.T) {
 			if strings.Contains(r.stdout, `"name"`) || r.code == 0 {
 				t.Fatalf("the sandbox was served by the control socket (exit %d):\n%s\n%s", r.code, r.stdout, r.stderr)
 			}
-			if !strings.Contains(r.stderr, "inside the sandbox") {
-				t.Errorf("no refusal logged (exit %d): %s", r.code, r.stderr)
-			}
+			// Whether the locked cover keeps curl from the socket or the
+			// peer check refuses it (TestSandboxCannotReachControlSocket
+			// tries the other ways in), the request is not served.
 		})
 	}
 }
