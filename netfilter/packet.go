@@ -20,7 +20,12 @@ const (
 	CTRelated
 	CTEstablished
 	CTUntracked
+	// CTSNAT and CTDNAT are -m conntrack's virtual states: the
+	// connection's source (destination) was translated.
+	CTSNAT
+	CTDNAT
 	ctAll = CTInvalid | CTNew | CTRelated | CTEstablished | CTUntracked
+	ctNAT = CTSNAT | CTDNAT
 )
 
 var ctStateNames = []struct {
@@ -32,6 +37,8 @@ var ctStateNames = []struct {
 	{CTRelated, "RELATED"},
 	{CTEstablished, "ESTABLISHED"},
 	{CTUntracked, "UNTRACKED"},
+	{CTSNAT, "SNAT"},
+	{CTDNAT, "DNAT"},
 }
 
 func (s CTState) String() string {
@@ -222,4 +229,23 @@ func conntrackState(p *Packet) CTState {
 
 func (p *Packet) hasPorts() bool {
 	return p.HasTransport && (p.Protocol == uint8(header.TCPProtocolNumber) || p.Protocol == uint8(header.UDPProtocolNumber))
+}
+
+// natState returns CTSNAT and/or CTDNAT when the packet's connection
+// was translated: its reply tuple is not the original one reversed (as
+// Linux sets IPS_SRC_NAT/IPS_DST_NAT only when NAT changed the tuple).
+func natState(p *Packet) CTState {
+	var orig, reply gstack.ConnTrackInfo
+	if p.pkt == nil || !p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{}, &orig) ||
+		!p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{UseReplyDir: true}, &reply) {
+		return 0
+	}
+	var s CTState
+	if orig.SrcAddr != reply.DstAddr || orig.SrcPort != reply.DstPort {
+		s |= CTSNAT
+	}
+	if orig.DstAddr != reply.SrcAddr || orig.DstPort != reply.SrcPort {
+		s |= CTDNAT
+	}
+	return s
 }
