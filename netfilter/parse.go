@@ -421,6 +421,9 @@ func (p *ruleParser) extOpt1(ext any, opt string, inv bool, r *argReader) (bool,
 // finish checks what a complete rule needs: required options of each
 // match and target, and protocol requirements.
 func (p *ruleParser) finish() error {
+	if (len(p.srcs) > 1 || len(p.dsts) > 1) && (p.rule.Src.Invert || p.rule.Dst.Invert) {
+		return fmt.Errorf("! not allowed with multiple source or destination IP addresses")
+	}
 	for _, m := range p.rule.Matches {
 		if f, ok := m.(finisher); ok {
 			if err := f.finish(&optCtx{p: p, ext: m}); err != nil {
