@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -23,6 +24,8 @@ func need(t *testing.T) {
 		why = m + " not installed (Debian package iptables)"
 	} else if os.Geteuid() != 0 {
 		why = "needs root to create a network namespace for the real iptables"
+	} else if out, err := exec.Command("unshare", "--net", "iptables-legacy", "-S").CombinedOutput(); err != nil {
+		why = fmt.Sprintf("cannot run iptables-legacy in a new network namespace: %v: %s", err, out)
 	}
 	if why == "" {
 		return
