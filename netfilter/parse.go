@@ -424,19 +424,23 @@ func (p *ruleParser) finish() error {
 	if (len(p.srcs) > 1 || len(p.dsts) > 1) && (p.rule.Src.Invert || p.rule.Dst.Invert) {
 		return fmt.Errorf("! not allowed with multiple source or destination IP addresses")
 	}
+	// As iptables: every parameter check (each extension's final check)
+	// before the checks the kernel would make.
 	for _, m := range p.rule.Matches {
 		if f, ok := m.(finisher); ok {
 			if err := f.finish(&optCtx{p: p, ext: m}); err != nil {
 				return err
 			}
 		}
-		if err := m.check(&p.rule, p.fam); err != nil {
-			return kernel(err)
-		}
 	}
 	if f, ok := p.target.(finisher); ok {
 		if err := f.finish(&optCtx{p: p, ext: p.target}); err != nil {
 			return err
+		}
+	}
+	for _, m := range p.rule.Matches {
+		if err := m.check(&p.rule, p.fam); err != nil {
+			return kernel(err)
 		}
 	}
 	p.rule.Target = p.target

@@ -339,12 +339,25 @@ func (t *DNAT) parseOpt(c *optCtx) (bool, error) {
 	return false, nil
 }
 
-func (t *DNAT) finish(*optCtx) error {
+func (t *DNAT) finish(c *optCtx) error {
 	if !t.To.From.IsValid() && !t.To.hasPorts() {
 		return fmt.Errorf("DNAT: option --to-destination must be specified")
 	}
-	return nil
+	return portsFinish(c, "DNAT", t.To.hasPorts())
 }
+
+// portsFinish is the NAT targets' parameter check: ports need a
+// protocol with ports.
+func portsFinish(c *optCtx, name string, ports bool) error {
+	if !ports {
+		return nil
+	}
+	return needPortProto(&c.p.rule, name)
+}
+
+func (t *Masquerade) finish(c *optCtx) error { return portsFinish(c, "MASQUERADE", t.Ports) }
+
+func (t *Redirect) finish(c *optCtx) error { return portsFinish(c, "REDIRECT", t.Ports) }
 
 func (t *SNAT) parseOpt(c *optCtx) (bool, error) {
 	switch c.opt {
@@ -360,11 +373,11 @@ func (t *SNAT) parseOpt(c *optCtx) (bool, error) {
 	return false, nil
 }
 
-func (t *SNAT) finish(*optCtx) error {
+func (t *SNAT) finish(c *optCtx) error {
 	if !t.To.From.IsValid() && !t.To.hasPorts() {
 		return fmt.Errorf("SNAT: option --to-source must be specified")
 	}
-	return nil
+	return portsFinish(c, "SNAT", t.To.hasPorts())
 }
 
 // toPortsOpt parses MASQUERADE's and REDIRECT's options.
