@@ -88,9 +88,6 @@
 //   - LOG goes to the configured slog.Logger, not the kernel log.
 //   - Service names in ports come from a built-in table, not
 //     /etc/services; -L does not resolve host names.
-//   - Options are matched by their full names: iptables (getopt) also
-//     takes unambiguous abbreviations (--sport for multiport's
-//     --sports when no tcp or udp match is loaded yet).
 //   - xt_limit's overflow check assumes HZ*CREDITS_PER_JIFFY = 32000
 //     (HZ 1000 or 250), so at the edge a rate may be refused on other
 //     kernels' terms.

@@ -201,3 +201,11 @@ func (m *ConnmarkMatch) parseOpt(c *optCtx) (bool, error) {
 	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
 }
 func (m *ConnmarkMatch) finish(c *optCtx) error { return markFinish(c, "connmark") }
+
+func (*Conntrack) optNames() []string { return []string{"--ctstate"} }
+
+func (*State) optNames() []string { return []string{"--state"} }
+
+func (*MarkMatch) optNames() []string { return []string{"--mark"} }
+
+func (*ConnmarkMatch) optNames() []string { return []string{"--mark"} }

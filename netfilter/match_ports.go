@@ -367,3 +367,15 @@ func (m *Multiport) finish(*optCtx) error {
 	}
 	return nil
 }
+
+func (*TCP) optNames() []string {
+	return []string{"--sport", "--source-port", "--dport", "--destination-port", "--syn", "--tcp-flags"}
+}
+
+func (*UDP) optNames() []string {
+	return []string{"--sport", "--source-port", "--dport", "--destination-port"}
+}
+
+func (*Multiport) optNames() []string {
+	return []string{"--sports", "--source-ports", "--dports", "--destination-ports", "--ports"}
+}

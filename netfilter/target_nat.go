@@ -408,3 +408,17 @@ func (t *Masquerade) parseOpt(c *optCtx) (bool, error) {
 func (t *Redirect) parseOpt(c *optCtx) (bool, error) {
 	return toPortsOpt(c, &t.PortLo, &t.PortHi, &t.Ports, &t.NATFlags, false)
 }
+
+func (*DNAT) optNames() []string {
+	return []string{"--to-destination", "--random", "--persistent"}
+}
+
+func (*SNAT) optNames() []string {
+	return []string{"--to-source", "--random", "--random-fully", "--persistent"}
+}
+
+func (*Masquerade) optNames() []string {
+	return []string{"--to-ports", "--random", "--random-fully"}
+}
+
+func (*Redirect) optNames() []string { return []string{"--to-ports", "--random"} }
