@@ -127,12 +127,11 @@ func parseNATRange(s string, f Family) (NATRange, error) {
 
 func needPortProto(r *Rule, name string) error {
 	// As libxt_DNAT/SNAT/MASQUERADE/REDIRECT, -p icmp (1) counts as a
-	// protocol with ports (its echo identifier), in both families.
+	// protocol with ports (its echo identifier), in both families, and
+	// the protocol's negation is not looked at (! -p tcp passes).
 	switch r.Protocol {
 	case 1, 6, 17, 33, 132, 136:
-		if !r.ProtocolInvert {
-			return nil
-		}
+		return nil
 	}
 	return param(fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name))
 }
