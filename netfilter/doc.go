@@ -70,8 +70,6 @@
 // (with an error naming the limitation), never the other way round:
 //
 //   - -j QUEUE and -j NFQUEUE: there is no queue to userspace.
-//   - --ctstate SNAT and DNAT: gVisor's conntrack does not tell whether
-//     a connection was NATed.
 //   - Non-contiguous netmasks (-s 10.0.0.0/255.0.255.0): rules match
 //     prefixes only.
 //   - udp ports above 65535: iptables-legacy 1.8.9 truncates them
