@@ -156,8 +156,10 @@ func TestCommandsAgainstIptables(t *testing.T) {
 		cases = append(cases, c)
 	}
 	corpus := len(cases)
-	g := NewGen(uint64(envInt("DIFFTEST_SEED", 1)))
-	for i := envInt("DIFFTEST_N", 600); i > 0; i-- {
+	seed, n := envInt("DIFFTEST_SEED", 1), envInt("DIFFTEST_N", 600)
+	t.Logf("generator: DIFFTEST_SEED=%d DIFFTEST_N=%d", seed, n)
+	g := NewGen(uint64(seed))
+	for i := n; i > 0; i-- {
 		cases = append(cases, g.Next())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
