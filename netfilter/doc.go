@@ -60,11 +60,10 @@
 //   - Rulesets: 8 files, 16 round trips (with and without -c), all
 //     byte-identical per table.
 //   - Packet path (test/firewall_diff_test.go, two namespaces joined by
-//     a veth pair against tunstack run): 27 scenarios, 26 give the same
-//     connect outcome; the known difference is REJECT --reject-with
-//     tcp-reset for a DNATed connection (gVisor sends the RST from the
-//     translated address and port, so the client waits for its timeout
-//     where Linux's connection is refused).
+//     a veth pair against tunstack run): 28 scenarios, all give the
+//     same connect outcome (REJECT for a DNATed connection included:
+//     the rejected packet is first turned back to the destination its
+//     sender used, as Linux's conntrack un-NATs REJECT's replies).
 //
 // Deliberate differences, where tunstack refuses what Linux accepts
 // (with an error naming the limitation), never the other way round:

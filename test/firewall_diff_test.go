@@ -58,8 +58,9 @@ var diffScenarios = []diffScenario{
 	{"ctstate DNAT after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
 		"*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n", "PORT2", ""},
 	{"REJECT tcp-reset after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
-		"*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT2",
-		"gVisor sends the RST from the translated address and port, which the client does not recognise"},
+		"*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT2", ""},
+	{"REJECT port-unreachable after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
+		"*filter\n-A INPUT -p tcp --dport PORT -j REJECT\nCOMMIT\n", "PORT2", ""},
 	{"ctstate SNAT after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
 		"*filter\n-A INPUT -p tcp -m conntrack --ctstate SNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT2", ""},
 	{"ctstate DNAT without NAT", "*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT", ""},
