@@ -87,3 +87,12 @@ demo: build
 
 clean:
 	rm -rf bin
+
+# Longer differential run of tunstack's iptables against the real
+# iptables-legacy (root; make test runs the short one): DIFFTEST_N
+# commands from seed DIFFTEST_SEED, disagreements written to
+# DIFFTEST_RECORD as corpus lines.
+.PHONY: difftest
+difftest:
+	DIFFTEST_N=$${DIFFTEST_N:-5000} DIFFTEST_SEED=$${DIFFTEST_SEED:-$$(date +%s)} \
+	$(GO) test -count=1 -timeout 30m -v -run Against ./netfilter/internal/difftest/

@@ -22,6 +22,7 @@ type cRule struct {
 	kind           verdictKind
 	jump           int
 	ext            gstack.Target
+	reject         bool // ext is REJECT: undo DNAT first (undoDNAT)
 	act            actor
 	ctr            *Counters
 }
@@ -160,7 +161,7 @@ func compileRule(f Family, r *Rule, idx map[string]int, rh rejectHandlers) cRule
 	case Goto:
 		cr.kind, cr.jump = kGoto, idx[t.Chain]
 	case *Reject:
-		cr.kind = kExternal
+		cr.kind, cr.reject = kExternal, true
 		w := t.with(f)
 		if f == IPv4 && rh.v4 != nil {
 			cr.ext = &gstack.RejectIPv4Target{Handler: rh.v4, RejectWith: reject4[w]}

@@ -198,6 +198,9 @@ func (t *cTable) run(h Hook, p *Packet, pkt *gstack.PacketBuffer, hook gstack.Ho
 		case kGoto:
 			ci, ri = cr.jump, 0
 		case kExternal:
+			if cr.reject {
+				undoDNAT(p)
+			}
 			v, _ := cr.ext.Action(pkt, hook, r, ep)
 			if v == gstack.RuleDrop {
 				return gstack.RuleDrop

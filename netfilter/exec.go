@@ -200,21 +200,16 @@ func (c *command) chainIn(t *table) (*Chain, error) {
 	return ch, nil
 }
 
-// rules parses and checks the command's rule specification.
-func (c *command) rules(sets func(string) *ipset.Set) ([]*Rule, error) {
-	rs, _, err := parseRule(c.fam, c.chain, c.rule, sets)
-	if err != nil {
-		return nil, param(err)
-	}
-	for _, r := range rs {
-		if err := validateRule(c.fam, c.table, r); err != nil {
-			return nil, err
+func (c *command) execRule(t *table, sets func(string) *ipset.Set) (string, bool, error) {
+	// As iptables: the command line is parsed whole, then the chain is
+	// looked up, then the kernel's checks run.
+	var nr []*Rule
+	if !(c.op == "-D" && c.hasNum) {
+		var err error
+		if nr, _, err = parseRule(c.fam, c.chain, c.rule, sets); err != nil {
+			return "", false, param(err)
 		}
 	}
-	return rs, nil
-}
-
-func (c *command) execRule(t *table, sets func(string) *ipset.Set) (string, bool, error) {
 	ch, err := c.chainIn(t)
 	if err != nil {
 		return "", false, err
@@ -226,9 +221,10 @@ func (c *command) execRule(t *table, sets func(string) *ipset.Set) (string, bool
 		ch.Rules = append(ch.Rules[:c.num-1:c.num-1], ch.Rules[c.num:]...)
 		return "", true, nil
 	}
-	nr, err := c.rules(sets)
-	if err != nil {
-		return "", false, err
+	for _, r := range nr {
+		if err := validateRule(c.fam, c.table, r); err != nil {
+			return "", false, err
+		}
 	}
 	switch c.op {
 	case "-A":

@@ -15,11 +15,8 @@ func parseCTStates(s string) (CTState, error) {
 				found = true
 			}
 		}
-		if !found && (strings.EqualFold(n, "SNAT") || strings.EqualFold(n, "DNAT")) {
-			return 0, fmt.Errorf("ctstate %s is not supported: gVisor's conntrack does not tell tunstack whether a connection was NATed", strings.ToUpper(n))
-		}
 		if !found {
-			return 0, fmt.Errorf("bad ctstate %q (want INVALID, NEW, RELATED, ESTABLISHED or UNTRACKED)", n)
+			return 0, fmt.Errorf("bad ctstate %q (want INVALID, NEW, RELATED, ESTABLISHED, UNTRACKED, SNAT or DNAT)", n)
 		}
 	}
 	return st, nil
@@ -47,7 +44,13 @@ func (m *Conntrack) listInfo(Family, bool) string {
 
 func (m *Conntrack) check(*Rule, Family) error { return nil }
 
-func (m *Conntrack) matches(p *Packet) bool { return (p.CTState()&m.States != 0) != m.Invert }
+func (m *Conntrack) matches(p *Packet) bool {
+	st := p.CTState()
+	if m.States&ctNAT != 0 {
+		st |= natState(p)
+	}
+	return (st&m.States != 0) != m.Invert
+}
 
 // State is the older -m state --state STATES.
 type State struct {
@@ -152,6 +155,10 @@ func (m *State) parseOpt(c *optCtx) (bool, error) {
 		return true, err
 	}
 	st, err := parseCTStates(v)
+	if err == nil && st&ctNAT != 0 {
+		// -m state knows only the five real states.
+		st, err = 0, fmt.Errorf("bad state %q (want INVALID, NEW, RELATED, ESTABLISHED or UNTRACKED)", v)
+	}
 	m.States, m.Invert = st, c.inv
 	return true, err
 }
@@ -194,3 +201,11 @@ func (m *ConnmarkMatch) parseOpt(c *optCtx) (bool, error) {
 	return markOpt(c, &m.Value, &m.Mask, &m.Invert)
 }
 func (m *ConnmarkMatch) finish(c *optCtx) error { return markFinish(c, "connmark") }
+
+func (*Conntrack) optNames() []string { return []string{"--ctstate"} }
+
+func (*State) optNames() []string { return []string{"--state"} }
+
+func (*MarkMatch) optNames() []string { return []string{"--mark"} }
+
+func (*ConnmarkMatch) optNames() []string { return []string{"--mark"} }

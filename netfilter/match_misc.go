@@ -573,3 +573,18 @@ func (m *SetMatch) finish(*optCtx) error {
 	}
 	return nil
 }
+
+func (*Limit) optNames() []string { return []string{"--limit", "--limit-burst"} }
+
+func (*Comment) optNames() []string { return []string{"--comment"} }
+
+func (*IPRange) optNames() []string { return []string{"--src-range", "--dst-range"} }
+
+func (*SetMatch) optNames() []string { return []string{"--match-set", "--set"} }
+
+func (m *ICMP) optNames() []string {
+	if m.V6 {
+		return []string{"--icmpv6-type"}
+	}
+	return []string{"--icmp-type"}
+}

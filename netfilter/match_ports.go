@@ -344,6 +344,12 @@ func (m *Multiport) parseOpt(c *optCtx) (bool, error) {
 	if m.Ports != nil {
 		return true, fmt.Errorf("multiport can only have one option")
 	}
+	// libxt_multiport checks the protocol when it parses the option, so
+	// -p must come before it.
+	switch r := &c.p.rule; {
+	case r.ProtocolInvert, r.Protocol != 6 && r.Protocol != 17 && r.Protocol != 33 && r.Protocol != 132 && r.Protocol != 136:
+		return true, fmt.Errorf("multiport needs `-p tcp', `-p udp', `-p udplite', `-p sctp' or `-p dccp' (before its option)")
+	}
 	v, err := c.val()
 	if err != nil {
 		return true, err
@@ -360,4 +366,16 @@ func (m *Multiport) finish(*optCtx) error {
 		return fmt.Errorf("multiport: one of --sports, --dports or --ports is required")
 	}
 	return nil
+}
+
+func (*TCP) optNames() []string {
+	return []string{"--sport", "--source-port", "--dport", "--destination-port", "--syn", "--tcp-flags"}
+}
+
+func (*UDP) optNames() []string {
+	return []string{"--sport", "--source-port", "--dport", "--destination-port"}
+}
+
+func (*Multiport) optNames() []string {
+	return []string{"--sports", "--source-ports", "--dports", "--destination-ports", "--ports"}
 }

@@ -20,7 +20,12 @@ const (
 	CTRelated
 	CTEstablished
 	CTUntracked
+	// CTSNAT and CTDNAT are -m conntrack's virtual states: the
+	// connection's source (destination) was translated.
+	CTSNAT
+	CTDNAT
 	ctAll = CTInvalid | CTNew | CTRelated | CTEstablished | CTUntracked
+	ctNAT = CTSNAT | CTDNAT
 )
 
 var ctStateNames = []struct {
@@ -32,6 +37,8 @@ var ctStateNames = []struct {
 	{CTRelated, "RELATED"},
 	{CTEstablished, "ESTABLISHED"},
 	{CTUntracked, "UNTRACKED"},
+	{CTSNAT, "SNAT"},
+	{CTDNAT, "DNAT"},
 }
 
 func (s CTState) String() string {
@@ -222,4 +229,66 @@ func conntrackState(p *Packet) CTState {
 
 func (p *Packet) hasPorts() bool {
 	return p.HasTransport && (p.Protocol == uint8(header.TCPProtocolNumber) || p.Protocol == uint8(header.UDPProtocolNumber))
+}
+
+// natState returns CTSNAT and/or CTDNAT when the packet's connection
+// was translated: its reply tuple is not the original one reversed (as
+// Linux sets IPS_SRC_NAT/IPS_DST_NAT only when NAT changed the tuple).
+func natState(p *Packet) CTState {
+	var orig, reply gstack.ConnTrackInfo
+	if p.pkt == nil || !p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{}, &orig) ||
+		!p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{UseReplyDir: true}, &reply) {
+		return 0
+	}
+	var s CTState
+	if orig.SrcAddr != reply.DstAddr || orig.SrcPort != reply.DstPort {
+		s |= CTSNAT
+	}
+	if orig.DstAddr != reply.SrcAddr || orig.DstPort != reply.SrcPort {
+		s |= CTDNAT
+	}
+	return s
+}
+
+// undoDNAT rewrites a packet about to be rejected back to the
+// destination its sender used, so that the rejection built from it (a
+// TCP RST, or an ICMP error quoting it) comes from the address and port
+// the sender knows, as Linux's REJECT replies are un-NATed by
+// conntrack. The packet is dropped afterwards, so changing it is safe.
+func undoDNAT(p *Packet) {
+	var orig, reply gstack.ConnTrackInfo
+	if p.pkt == nil || !p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{}, &orig) ||
+		!p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{UseReplyDir: true}, &reply) {
+		return
+	}
+	dnat := orig.DstAddr != reply.SrcAddr || orig.DstPort != reply.SrcPort
+	// Only packets of the original direction, as translated.
+	if !dnat || p.Dst != addrFromTCPIP(reply.SrcAddr) {
+		return
+	}
+	nh := p.pkt.NetworkHeader().Slice()
+	var old tcpip.Address
+	switch {
+	case p.Family == IPv4 && len(nh) >= header.IPv4MinimumSize:
+		ip := header.IPv4(nh)
+		old = ip.DestinationAddress()
+		ip.SetDestinationAddressWithChecksumUpdate(orig.DstAddr)
+	case p.Family == IPv6 && len(nh) >= header.IPv6MinimumSize:
+		ip := header.IPv6(nh)
+		old = ip.DestinationAddress()
+		ip.SetDestinationAddress(orig.DstAddr)
+	default:
+		return
+	}
+	th := p.pkt.TransportHeader().Slice()
+	switch {
+	case p.Protocol == uint8(header.TCPProtocolNumber) && len(th) >= header.TCPMinimumSize:
+		t := header.TCP(th)
+		t.UpdateChecksumPseudoHeaderAddress(old, orig.DstAddr, true)
+		t.SetDestinationPortWithChecksumUpdate(orig.DstPort)
+	case p.Protocol == uint8(header.UDPProtocolNumber) && len(th) >= header.UDPMinimumSize:
+		u := header.UDP(th)
+		u.UpdateChecksumPseudoHeaderAddress(old, orig.DstAddr, true)
+		u.SetDestinationPortWithChecksumUpdate(orig.DstPort)
+	}
 }

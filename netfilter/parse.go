@@ -374,15 +374,14 @@ func (p *ruleParser) implicitMatch() Match {
 }
 
 func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
-	if p.target != nil {
-		if ok, err := p.extOpt1(p.target, opt, inv, r); ok || err != nil {
-			return err
-		}
+	if ok, err := p.offerLoaded(opt, inv, r); ok || err != nil {
+		return err
 	}
-	// The most recently loaded match gets first pick, then the others,
-	// newest first, as in xtables.
-	for i := len(p.rule.Matches) - 1; i >= 0; i-- {
-		if ok, err := p.extOpt1(p.rule.Matches[i], opt, inv, r); ok || err != nil {
+	// getopt_long takes an unambiguous abbreviation of a loaded
+	// extension's option (-m multiport --dport 80,443 is --dports),
+	// before xtables considers loading the protocol's match.
+	if full, ok := p.abbrev(opt); ok {
+		if ok, err := p.offerLoaded(full, inv, r); ok || err != nil {
 			return err
 		}
 	}
@@ -395,6 +394,9 @@ func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 		}
 		if !loaded {
 			save := r.i
+			if full, ok := uniquePrefix(m.(interface{ optNames() []string }).optNames(), opt); ok {
+				opt = full
+			}
 			if ok, err := p.extOpt1(m, opt, inv, r); err != nil {
 				return err
 			} else if ok {
@@ -409,6 +411,89 @@ func (p *ruleParser) extOpt(opt string, inv bool, r *argReader) error {
 	return fmt.Errorf("unknown option %q", opt)
 }
 
+// offerLoaded offers an option to the target, then to the loaded
+// matches, the most recently loaded first, as in xtables.
+func (p *ruleParser) offerLoaded(opt string, inv bool, r *argReader) (bool, error) {
+	if p.target != nil {
+		if ok, err := p.extOpt1(p.target, opt, inv, r); ok || err != nil {
+			return ok, err
+		}
+	}
+	for i := len(p.rule.Matches) - 1; i >= 0; i-- {
+		if ok, err := p.extOpt1(p.rule.Matches[i], opt, inv, r); ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// globalLongOpts are iptables' own long options, which compete with the
+// extensions' for an abbreviation.
+var globalLongOpts = []string{"--table", "--numeric", "--verbose", "--exact", "--line-numbers",
+	"--wait", "--wait-interval", "--ipv4", "--ipv6", "--version", "--modprobe", "--help"}
+
+// abbrev returns the one option name of the loaded extensions (and
+// iptables' own options) that opt abbreviates, as getopt_long does.
+func (p *ruleParser) abbrev(opt string) (string, bool) {
+	if !strings.HasPrefix(opt, "--") || len(opt) < 3 {
+		return "", false
+	}
+	var names []string
+	exts := append([]any{p.target}, anySlice(p.rule.Matches)...)
+	for _, e := range exts {
+		if n, ok := e.(interface{ optNames() []string }); ok {
+			names = append(names, n.optNames()...)
+		}
+	}
+	global := append([]string(nil), globalLongOpts...)
+	for k := range longHeaderOpts {
+		global = append(global, k)
+	}
+	for k := range longCommands {
+		global = append(global, k)
+	}
+	found, ext := map[string]bool{}, false
+	for i, n := range append(names, global...) {
+		if strings.HasPrefix(n, opt) && n != opt {
+			found[n] = true
+			ext = i < len(names)
+		}
+	}
+	if len(found) != 1 || !ext {
+		return "", false
+	}
+	for n := range found {
+		return n, true
+	}
+	return "", false
+}
+
+// uniquePrefix returns the one name in names that opt abbreviates (or
+// equals).
+func uniquePrefix(names []string, opt string) (string, bool) {
+	match := ""
+	for _, n := range names {
+		if n == opt {
+			return n, true
+		}
+		if strings.HasPrefix(n, opt) && len(opt) > 2 {
+			if match != "" && match != n {
+				return "", false
+			}
+			match = n
+		}
+	}
+	return match, match != ""
+}
+
+func anySlice(ms []Match) []any {
+	out := make([]any, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
+}
+
 // extOpt1 offers an option to one match or target.
 func (p *ruleParser) extOpt1(ext any, opt string, inv bool, r *argReader) (bool, error) {
 	op, ok := ext.(optionParser)
@@ -421,19 +506,26 @@ func (p *ruleParser) extOpt1(ext any, opt string, inv bool, r *argReader) (bool,
 // finish checks what a complete rule needs: required options of each
 // match and target, and protocol requirements.
 func (p *ruleParser) finish() error {
+	if (len(p.srcs) > 1 || len(p.dsts) > 1) && (p.rule.Src.Invert || p.rule.Dst.Invert) {
+		return fmt.Errorf("! not allowed with multiple source or destination IP addresses")
+	}
+	// As iptables: every parameter check (each extension's final check)
+	// before the checks the kernel would make.
 	for _, m := range p.rule.Matches {
 		if f, ok := m.(finisher); ok {
 			if err := f.finish(&optCtx{p: p, ext: m}); err != nil {
 				return err
 			}
 		}
-		if err := m.check(&p.rule, p.fam); err != nil {
-			return kernel(err)
-		}
 	}
 	if f, ok := p.target.(finisher); ok {
 		if err := f.finish(&optCtx{p: p, ext: p.target}); err != nil {
 			return err
+		}
+	}
+	for _, m := range p.rule.Matches {
+		if err := m.check(&p.rule, p.fam); err != nil {
+			return kernel(err)
 		}
 	}
 	p.rule.Target = p.target

@@ -176,3 +176,7 @@ func (t *Log) parseOpt(c *optCtx) (bool, error) {
 	}
 	return false, nil
 }
+
+func (*Log) optNames() []string {
+	return []string{"--log-prefix", "--log-level", "--log-tcp-sequence", "--log-tcp-options", "--log-ip-options", "--log-uid", "--log-macdecode"}
+}

@@ -491,3 +491,24 @@ func (t *DSCP) finish(c *optCtx) error {
 	}
 	return nil
 }
+
+func (*Mark) optNames() []string {
+	return []string{"--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark"}
+}
+
+func (*Connmark) optNames() []string {
+	return []string{"--set-xmark", "--set-mark", "--and-mark", "--or-mark", "--xor-mark", "--save-mark", "--restore-mark", "--nfmask", "--ctmask", "--mask"}
+}
+
+func (*TOS) optNames() []string {
+	return []string{"--set-tos", "--and-tos", "--or-tos", "--xor-tos"}
+}
+
+func (*DSCP) optNames() []string { return []string{"--set-dscp", "--set-dscp-class"} }
+
+func (t *TTL) optNames() []string {
+	if t.HL {
+		return []string{"--hl-set", "--hl-dec", "--hl-inc"}
+	}
+	return []string{"--ttl-set", "--ttl-dec", "--ttl-inc"}
+}

@@ -127,12 +127,11 @@ func parseNATRange(s string, f Family) (NATRange, error) {
 
 func needPortProto(r *Rule, name string) error {
 	// As libxt_DNAT/SNAT/MASQUERADE/REDIRECT, -p icmp (1) counts as a
-	// protocol with ports (its echo identifier), in both families.
+	// protocol with ports (its echo identifier), in both families, and
+	// the protocol's negation is not looked at (! -p tcp passes).
 	switch r.Protocol {
 	case 1, 6, 17, 33, 132, 136:
-		if !r.ProtocolInvert {
-			return nil
-		}
+		return nil
 	}
 	return param(fmt.Errorf("%s: need TCP, UDP, SCTP or DCCP with port specification", name))
 }
@@ -339,12 +338,25 @@ func (t *DNAT) parseOpt(c *optCtx) (bool, error) {
 	return false, nil
 }
 
-func (t *DNAT) finish(*optCtx) error {
+func (t *DNAT) finish(c *optCtx) error {
 	if !t.To.From.IsValid() && !t.To.hasPorts() {
 		return fmt.Errorf("DNAT: option --to-destination must be specified")
 	}
-	return nil
+	return portsFinish(c, "DNAT", t.To.hasPorts())
 }
+
+// portsFinish is the NAT targets' parameter check: ports need a
+// protocol with ports.
+func portsFinish(c *optCtx, name string, ports bool) error {
+	if !ports {
+		return nil
+	}
+	return needPortProto(&c.p.rule, name)
+}
+
+func (t *Masquerade) finish(c *optCtx) error { return portsFinish(c, "MASQUERADE", t.Ports) }
+
+func (t *Redirect) finish(c *optCtx) error { return portsFinish(c, "REDIRECT", t.Ports) }
 
 func (t *SNAT) parseOpt(c *optCtx) (bool, error) {
 	switch c.opt {
@@ -360,11 +372,11 @@ func (t *SNAT) parseOpt(c *optCtx) (bool, error) {
 	return false, nil
 }
 
-func (t *SNAT) finish(*optCtx) error {
+func (t *SNAT) finish(c *optCtx) error {
 	if !t.To.From.IsValid() && !t.To.hasPorts() {
 		return fmt.Errorf("SNAT: option --to-source must be specified")
 	}
-	return nil
+	return portsFinish(c, "SNAT", t.To.hasPorts())
 }
 
 // toPortsOpt parses MASQUERADE's and REDIRECT's options.
@@ -395,3 +407,17 @@ func (t *Masquerade) parseOpt(c *optCtx) (bool, error) {
 func (t *Redirect) parseOpt(c *optCtx) (bool, error) {
 	return toPortsOpt(c, &t.PortLo, &t.PortHi, &t.Ports, &t.NATFlags, false)
 }
+
+func (*DNAT) optNames() []string {
+	return []string{"--to-destination", "--random", "--persistent"}
+}
+
+func (*SNAT) optNames() []string {
+	return []string{"--to-source", "--random", "--random-fully", "--persistent"}
+}
+
+func (*Masquerade) optNames() []string {
+	return []string{"--to-ports", "--random", "--random-fully"}
+}
+
+func (*Redirect) optNames() []string { return []string{"--to-ports", "--random"} }

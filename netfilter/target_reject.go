@@ -98,3 +98,5 @@ func (t *Reject) parseOpt(c *optCtx) (bool, error) {
 	t.With, err = parseRejectWith(v, c.fam())
 	return true, err
 }
+
+func (*Reject) optNames() []string { return []string{"--reject-with"} }

@@ -27,32 +27,45 @@ type diffScenario struct {
 	name  string
 	rules string
 	dial  string // "PORT" or "PORT2"
+	// known names a difference not yet fixed: the scenario is run and
+	// reported, and fails only if it starts to agree (so the note is
+	// removed).
+	known string
 }
 
 var diffScenarios = []diffScenario{
-	{"no rules", "*filter\nCOMMIT\n", "PORT"},
-	{"DROP", "*filter\n-A INPUT -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT"},
-	{"REJECT default", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT\nCOMMIT\n", "PORT"},
-	{"REJECT tcp-reset", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT"},
-	{"REJECT icmp-host-unreachable", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with icmp-host-unreachable\nCOMMIT\n", "PORT"},
-	{"REJECT icmp-admin-prohibited", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with icmp-admin-prohibited\nCOMMIT\n", "PORT"},
-	{"policy DROP, port allowed", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport PORT -j ACCEPT\nCOMMIT\n", "PORT"},
-	{"policy DROP, stateful", "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "PORT"},
-	{"policy DROP, NEW only", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "PORT"},
-	{"NEW rejected", "*filter\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT"},
-	{"negated port", "*filter\n-A INPUT -p tcp ! --dport PORT -j DROP\nCOMMIT\n", "PORT"},
-	{"-i tun0 DROP", "*filter\n-A INPUT -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT"},
-	{"! -i tun0 DROP", "*filter\n-A INPUT ! -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT"},
-	{"user chain RETURN", "*filter\n:c - [0:0]\n-A INPUT -j c\n-A INPUT -p tcp --dport PORT -j DROP\n-A c -p tcp --dport PORT -j RETURN\nCOMMIT\n", "PORT"},
-	{"user chain ACCEPT", "*filter\n:c - [0:0]\n-A INPUT -j c\n-A INPUT -p tcp --dport PORT -j DROP\n-A c -p tcp --dport PORT -j ACCEPT\nCOMMIT\n", "PORT"},
-	{"multiport DROP", "*filter\n-A INPUT -p tcp -m multiport --dports 1,PORT,3 -j DROP\nCOMMIT\n", "PORT"},
-	{"mark then drop", "*mangle\n-A PREROUTING -p tcp --dport PORT -j MARK --set-mark 7\nCOMMIT\n*filter\n-A INPUT -m mark --mark 7 -j DROP\nCOMMIT\n", "PORT"},
-	{"connmark restore", "*mangle\n-A PREROUTING -p tcp --dport PORT -j CONNMARK --set-mark 3\n-A PREROUTING -j CONNMARK --restore-mark\nCOMMIT\n*filter\n-A INPUT -m mark --mark 3 -j DROP\nCOMMIT\n", "PORT"},
-	{"REDIRECT -i tun0", "*nat\n-A PREROUTING -i tun0 -p tcp --dport PORT2 -j REDIRECT --to-ports PORT\nCOMMIT\n", "PORT2"},
-	{"DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n", "PORT2"},
-	{"closed port", "*filter\nCOMMIT\n", "PORT2"},
-	{"nat PREROUTING counts, no change", "*nat\n-A PREROUTING -p tcp --dport PORT -j RETURN\nCOMMIT\n", "PORT"},
-	{"mangle -i tun0 DROP", "*mangle\n-A PREROUTING -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT"},
+	{"no rules", "*filter\nCOMMIT\n", "PORT", ""},
+	{"DROP", "*filter\n-A INPUT -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT", ""},
+	{"REJECT default", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT\nCOMMIT\n", "PORT", ""},
+	{"REJECT tcp-reset", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT", ""},
+	{"REJECT icmp-host-unreachable", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with icmp-host-unreachable\nCOMMIT\n", "PORT", ""},
+	{"REJECT icmp-admin-prohibited", "*filter\n-A INPUT -p tcp --dport PORT -j REJECT --reject-with icmp-admin-prohibited\nCOMMIT\n", "PORT", ""},
+	{"policy DROP, port allowed", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport PORT -j ACCEPT\nCOMMIT\n", "PORT", ""},
+	{"policy DROP, stateful", "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "PORT", ""},
+	{"policy DROP, NEW only", "*filter\n:INPUT DROP [0:0]\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j ACCEPT\nCOMMIT\n", "PORT", ""},
+	{"NEW rejected", "*filter\n-A INPUT -p tcp --dport PORT -m conntrack --ctstate NEW -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT", ""},
+	{"negated port", "*filter\n-A INPUT -p tcp ! --dport PORT -j DROP\nCOMMIT\n", "PORT", ""},
+	{"-i tun0 DROP", "*filter\n-A INPUT -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT", ""},
+	{"! -i tun0 DROP", "*filter\n-A INPUT ! -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT", ""},
+	{"user chain RETURN", "*filter\n:c - [0:0]\n-A INPUT -j c\n-A INPUT -p tcp --dport PORT -j DROP\n-A c -p tcp --dport PORT -j RETURN\nCOMMIT\n", "PORT", ""},
+	{"user chain ACCEPT", "*filter\n:c - [0:0]\n-A INPUT -j c\n-A INPUT -p tcp --dport PORT -j DROP\n-A c -p tcp --dport PORT -j ACCEPT\nCOMMIT\n", "PORT", ""},
+	{"multiport DROP", "*filter\n-A INPUT -p tcp -m multiport --dports 1,PORT,3 -j DROP\nCOMMIT\n", "PORT", ""},
+	{"mark then drop", "*mangle\n-A PREROUTING -p tcp --dport PORT -j MARK --set-mark 7\nCOMMIT\n*filter\n-A INPUT -m mark --mark 7 -j DROP\nCOMMIT\n", "PORT", ""},
+	{"connmark restore", "*mangle\n-A PREROUTING -p tcp --dport PORT -j CONNMARK --set-mark 3\n-A PREROUTING -j CONNMARK --restore-mark\nCOMMIT\n*filter\n-A INPUT -m mark --mark 3 -j DROP\nCOMMIT\n", "PORT", ""},
+	{"REDIRECT -i tun0", "*nat\n-A PREROUTING -i tun0 -p tcp --dport PORT2 -j REDIRECT --to-ports PORT\nCOMMIT\n", "PORT2", ""},
+	{"DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n", "PORT2", ""},
+	{"closed port", "*filter\nCOMMIT\n", "PORT2", ""},
+	{"ctstate DNAT after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
+		"*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j DROP\nCOMMIT\n", "PORT2", ""},
+	{"REJECT tcp-reset after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
+		"*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT2", ""},
+	{"REJECT port-unreachable after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
+		"*filter\n-A INPUT -p tcp --dport PORT -j REJECT\nCOMMIT\n", "PORT2", ""},
+	{"ctstate SNAT after DNAT", "*nat\n-A PREROUTING -p tcp --dport PORT2 -j DNAT --to-destination ADDR:PORT\nCOMMIT\n" +
+		"*filter\n-A INPUT -p tcp -m conntrack --ctstate SNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT2", ""},
+	{"ctstate DNAT without NAT", "*filter\n-A INPUT -p tcp -m conntrack --ctstate DNAT -j REJECT --reject-with tcp-reset\nCOMMIT\n", "PORT", ""},
+	{"nat PREROUTING counts, no change", "*nat\n-A PREROUTING -p tcp --dport PORT -j RETURN\nCOMMIT\n", "PORT", ""},
+	{"mangle -i tun0 DROP", "*mangle\n-A PREROUTING -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", "PORT", ""},
 }
 
 // outcome classifies a dial helper's line.
@@ -150,18 +163,26 @@ func TestFirewallDifferential(t *testing.T) {
 	subst := func(s, addr string) string {
 		return strings.NewReplacer("PORT2", strconv.Itoa(port2), "PORT", strconv.Itoa(port), "ADDR", addr).Replace(s)
 	}
-	agreed := 0
+	agreed, known := 0, 0
 	for _, sc := range diffScenarios {
 		real := outcome(realDial(t, stack, client, subst(sc.rules, diffStack), diffStack+":"+subst(sc.dial, "")))
 		rules := subst(sc.rules, "10.0.2.2")
 		got, _ := dialSeq(t, runOpts{}, nil, rules, "10.0.2.2:"+subst(sc.dial, ""))
 		ours := outcome(got[0])
-		if real == ours {
+		switch {
+		case real == ours && sc.known != "":
+			t.Errorf("AGREE    %-34s %s, but listed as a known difference (%s): remove the note", sc.name, real, sc.known)
+			continue
+		case real == ours:
 			agreed++
 			t.Logf("agree    %-34s %s", sc.name, real)
+			continue
+		case sc.known != "":
+			known++
+			t.Logf("KNOWN    %-34s linux %s, tunstack %s: %s", sc.name, real, ours, sc.known)
 			continue
 		}
 		t.Errorf("DIFFER   %-34s linux %s, tunstack %s\nrules:\n%s", sc.name, real, ours, rules)
 	}
-	t.Logf("packet-path scenarios: %d, agreed: %d", len(diffScenarios), agreed)
+	t.Logf("packet-path scenarios: %d, agreed: %d, known differences: %d", len(diffScenarios), agreed, known)
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -23,6 +24,8 @@ func need(t *testing.T) {
 		why = m + " not installed (Debian package iptables)"
 	} else if os.Geteuid() != 0 {
 		why = "needs root to create a network namespace for the real iptables"
+	} else if out, err := exec.Command("unshare", "--net", "iptables-legacy", "-S").CombinedOutput(); err != nil {
+		why = fmt.Sprintf("cannot run iptables-legacy in a new network namespace: %v: %s", err, out)
 	}
 	if why == "" {
 		return
@@ -153,8 +156,10 @@ func TestCommandsAgainstIptables(t *testing.T) {
 		cases = append(cases, c)
 	}
 	corpus := len(cases)
-	g := NewGen(uint64(envInt("DIFFTEST_SEED", 1)))
-	for i := envInt("DIFFTEST_N", 600); i > 0; i-- {
+	seed, n := envInt("DIFFTEST_SEED", 1), envInt("DIFFTEST_N", 600)
+	t.Logf("generator: DIFFTEST_SEED=%d DIFFTEST_N=%d", seed, n)
+	g := NewGen(uint64(seed))
+	for i := n; i > 0; i-- {
 		cases = append(cases, g.Next())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
