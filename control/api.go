@@ -61,7 +61,21 @@ type Limit struct {
 // Error is the body of every failed request.
 type Error struct {
 	Error string `json:"error"`
+	// ExitStatus, when not zero, is the status the command-line tool
+	// being emulated exits with for this error (iptables: 1 for what the
+	// kernel refuses, 2 for a bad command line).
+	ExitStatus int `json:"exit_status,omitempty"`
 }
+
+// StatusError is an error that carries the exit status the emulated tool
+// would end with; backends return it and the server passes the status on.
+type StatusError struct {
+	Err    error
+	Status int
+}
+
+func (e *StatusError) Error() string { return e.Err.Error() }
+func (e *StatusError) Unwrap() error { return e.Err }
 
 // CaptureRequest selects packets to stream (GET /v1/capture).
 type CaptureRequest struct {

@@ -102,7 +102,7 @@ func responseError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var e Error
 	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		return &APIError{Status: resp.StatusCode, Message: e.Error}
+		return &APIError{Status: resp.StatusCode, Message: e.Error, ExitStatus: e.ExitStatus}
 	}
 	return &APIError{Status: resp.StatusCode, Message: fmt.Sprintf("control: %s: %s", resp.Status, strings.TrimSpace(string(b)))}
 }
@@ -112,6 +112,9 @@ func responseError(resp *http.Response) error {
 type APIError struct {
 	Status  int
 	Message string
+	// ExitStatus is the emulated tool's exit status for the error (0 when
+	// the server gave none).
+	ExitStatus int
 }
 
 func (e *APIError) Error() string { return e.Message }

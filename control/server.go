@@ -292,5 +292,10 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, Error{Error: err.Error()})
+	e := Error{Error: err.Error()}
+	var se *StatusError
+	if errors.As(err, &se) {
+		e.ExitStatus = se.Status
+	}
+	writeJSON(w, code, e)
 }

@@ -68,7 +68,11 @@ func (b backend) IPTables(family int, args []string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return fw.Exec(NetfilterFamily(family), args)
+	out, err := fw.Exec(NetfilterFamily(family), args)
+	if err != nil {
+		return out, &control.StatusError{Err: err, Status: netfilter.ExitCode(err)}
+	}
+	return out, nil
 }
 
 // IPTablesSave implements control.FirewallBackend.

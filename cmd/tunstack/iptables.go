@@ -70,6 +70,9 @@ func commandFailed(cmd *cobra.Command, err error) error {
 		return err
 	}
 	fmt.Fprintln(cmd.ErrOrStderr(), ae.Message)
+	if ae.ExitStatus != 0 {
+		return exitError{ae.ExitStatus}
+	}
 	return exitError{1}
 }
 
