@@ -429,6 +429,9 @@ func TestSSSandboxSideIsSSInside(t *testing.T) {
 				}
 				ours = mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tuanp").stdout
 			}
+			// The listing that saw the UDP socket may have read the TCP
+			// tables before the program was done: list again.
+			ours = mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tuanp").stdout
 			real, err := exec.Command("nsenter", "-t", strconv.Itoa(sb), "-n", "ss", "-tuanp").CombinedOutput()
 			if err != nil {
 				t.Fatalf("ss in the sandbox: %v: %s", err, real)
