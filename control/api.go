@@ -95,6 +95,9 @@ type SocketQuery struct {
 	Processes bool
 	// TCPInfo adds TCP internals.
 	TCPInfo bool
+	// Side picks the sockets: SideStack (the default, when empty),
+	// SideSandbox or SideAll.
+	Side string
 }
 
 // RequestError is a request a backend refused as invalid: the server

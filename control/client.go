@@ -132,6 +132,9 @@ func (c *Client) Sockets(ctx context.Context, q SocketQuery) ([]Socket, error) {
 	v := url.Values{}
 	v.Set("processes", strconv.FormatBool(q.Processes))
 	v.Set("tcp_info", strconv.FormatBool(q.TCPInfo))
+	if q.Side != "" {
+		v.Set("side", q.Side)
+	}
 	err := c.do(ctx, http.MethodGet, "/v1/sockets?"+v.Encode(), nil, &out)
 	return out, err
 }

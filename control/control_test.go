@@ -123,6 +123,7 @@ func TestServerModesAndRequests(t *testing.T) {
 		{"bad filter", func() error { _, err := c.Capture(ctx, CaptureRequest{Filter: "bogus"}); return err }, "not in the fake"},
 		{"unknown path", func() error { return c.do(ctx, http.MethodGet, "/v2/info", nil, nil) }, "no such endpoint"},
 		{"bad query", func() error { return c.do(ctx, http.MethodGet, "/v1/sockets?processes=maybe", nil, nil) }, "processes"},
+		{"bad side", func() error { _, err := c.Sockets(ctx, SocketQuery{Side: "host"}); return err }, `bad side="host"`},
 		{"bad count", func() error { return c.do(ctx, http.MethodGet, "/v1/capture?count=-1", nil, nil) }, "count"},
 		{"bad json", func() error { return rawPost(ctx, s.Path(), "/v1/forwards", "{not json") }, "decode"},
 		{"unknown field", func() error { return rawPost(ctx, s.Path(), "/v1/forwards", `{"spec":"1:1"}`) }, "unknown field"},

@@ -137,6 +137,12 @@ func (s *Server) routes() http.Handler {
 			writeError(w, http.StatusBadRequest, err)
 			return
 		}
+		switch q.Side = r.URL.Query().Get("side"); q.Side {
+		case "", SideStack, SideSandbox, SideAll:
+		default:
+			writeError(w, http.StatusBadRequest, fmt.Errorf("bad side=%q: want %s, %s or %s", q.Side, SideStack, SideSandbox, SideAll))
+			return
+		}
 		socks, err := b.Sockets(r.Context(), q)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, err)

@@ -10,8 +10,24 @@ import (
 // so that a client links neither the stack nor gVisor; package instance
 // maps them to and from the stack's types (stack/views, stack/forward).
 
-// Socket is one of the stack's sockets (GET /v1/sockets), as ss shows it.
+// The sides of the sockets (Socket.Side) and the choice of them
+// (SocketQuery.Side).
+const (
+	// SideStack are the userspace stack's sockets: its services and its
+	// ends of the flows it relays.
+	SideStack = "stack"
+	// SideSandbox are the sockets of the sandbox's network namespace,
+	// as ss inside it lists them.
+	SideSandbox = "sandbox"
+	// SideAll are both.
+	SideAll = "all"
+)
+
+// Socket is one of the stack's sockets or one of the sandbox's (GET
+// /v1/sockets), as ss shows it.
 type Socket struct {
+	// Side is SideStack or SideSandbox.
+	Side string `json:"side"`
 	// Netid is "tcp" or "udp".
 	Netid string `json:"netid"`
 	// State is ss's name for the state: ESTAB, LISTEN, SYN-SENT,
@@ -27,7 +43,11 @@ type Socket struct {
 	Peer  netip.AddrPort `json:"peer"`
 	// V6 is set for IPv6 endpoints.
 	V6 bool `json:"v6,omitempty"`
-	// Processes own the sandbox side of the flow (with processes=true).
+	// V6Only is set for a sandbox IPv6 socket bound to any address that
+	// takes no IPv4 (inferred: see package stack/views).
+	V6Only bool `json:"v6only,omitempty"`
+	// Processes hold the socket; for the stack's, the sandbox side of
+	// the flow (with processes=true).
 	Processes []Process `json:"processes,omitempty"`
 	// Inode is the sandbox-side socket's inode, when it was looked up.
 	Inode uint64 `json:"inode,omitempty"`

@@ -55,7 +55,7 @@ func (in *Instance) flowOwner(proto string, src, dst netip.AddrPort) (int, strin
 	if pid == 0 {
 		return 0, ""
 	}
-	idx, err := views.NewProcIndex("/proc", pid)
+	idx, err := views.NewProcIndex("/proc", pid, true)
 	if err != nil {
 		return 0, ""
 	}

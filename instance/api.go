@@ -20,8 +20,8 @@ func APISockets(socks []views.Socket) []control.Socket {
 	out := make([]control.Socket, 0, len(socks))
 	for _, s := range socks {
 		c := control.Socket{
-			Netid: s.Netid, State: s.State, RecvQ: s.RecvQ, SendQ: s.SendQ,
-			Local: s.Local, Peer: s.Peer, V6: s.V6, Inode: s.Inode,
+			Side: s.Side, Netid: s.Netid, State: s.State, RecvQ: s.RecvQ, SendQ: s.SendQ,
+			Local: s.Local, Peer: s.Peer, V6: s.V6, V6Only: s.V6Only, Inode: s.Inode,
 		}
 		for _, p := range s.Processes {
 			c.Processes = append(c.Processes, control.Process(p))
@@ -41,8 +41,8 @@ func ViewSockets(socks []control.Socket) []views.Socket {
 	out := make([]views.Socket, 0, len(socks))
 	for _, c := range socks {
 		s := views.Socket{
-			Netid: c.Netid, State: c.State, RecvQ: c.RecvQ, SendQ: c.SendQ,
-			Local: c.Local, Peer: c.Peer, V6: c.V6, Inode: c.Inode,
+			Side: c.Side, Netid: c.Netid, State: c.State, RecvQ: c.RecvQ, SendQ: c.SendQ,
+			Local: c.Local, Peer: c.Peer, V6: c.V6, V6Only: c.V6Only, Inode: c.Inode,
 		}
 		for _, p := range c.Processes {
 			s.Processes = append(s.Processes, views.Process(p))

@@ -18,10 +18,10 @@ import (
 func TestAPIMapping(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	sockets := []views.Socket{
-		{Netid: "tcp", State: "ESTAB", RecvQ: 1, SendQ: 2, Local: ap("10.0.2.2:80"), Peer: ap("10.0.2.100:40000"),
+		{Side: views.SideStack, Netid: "tcp", State: "ESTAB", RecvQ: 1, SendQ: 2, Local: ap("10.0.2.2:80"), Peer: ap("10.0.2.100:40000"),
 			Processes: []views.Process{{PID: 7, Command: "curl", FD: 3}}, Inode: 99,
 			TCP: &views.TCPInfo{Congestion: "reno", CAState: "Open", RTT: time.Millisecond, Cwnd: 10, SegsIn: 5, ReorderSeen: true}},
-		{Netid: "udp", State: "UNCONN", Local: ap("[::]:53"), V6: true},
+		{Side: views.SideSandbox, Netid: "udp", State: "UNCONN", Local: ap("[::]:53"), V6: true, V6Only: true},
 	}
 	links := []views.Link{{
 		Index: 1, Name: "tun0", Flags: []string{"UP", "LOWER_UP"}, MTU: 1500, State: "UNKNOWN", Kind: "none",

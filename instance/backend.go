@@ -75,20 +75,31 @@ func (b backend) Sockets(ctx context.Context, q control.SocketQuery) ([]control.
 }
 
 func (b backend) sockets(q control.SocketQuery) []views.Socket {
-	socks := views.Sockets(b.in.Stack.GVisor(), q.TCPInfo)
-	if q.Processes {
-		pid := b.in.sandboxPID()
-		if pid == 0 {
-			return socks
-		}
-		idx, err := views.NewProcIndex("/proc", pid)
-		if err != nil {
-			// The sandbox may be exiting; the sockets are still worth
-			// showing.
-			b.in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", err)
-			return socks
-		}
+	var socks []views.Socket
+	stackSide, sandboxSide := q.Side != control.SideSandbox, q.Side == control.SideSandbox || q.Side == control.SideAll
+	if stackSide {
+		socks = views.Sockets(b.in.Stack.GVisor(), q.TCPInfo)
+	}
+	pid := b.in.sandboxPID()
+	if pid == 0 || !(q.Processes || sandboxSide) {
+		return socks
+	}
+	idx, err := views.NewProcIndex("/proc", pid, q.Processes)
+	if err != nil {
+		// The sandbox may be exiting; the stack's sockets are still
+		// worth showing.
+		b.in.log.Debug("ss: cannot read the sandbox's sockets", "pid", pid, "err", err)
+		return socks
+	}
+	if err := idx.ProcessErr(); err != nil {
+		// Root's sandbox processes, to tunstack confined to nobody.
+		b.in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", err)
+	}
+	if q.Processes && stackSide {
 		idx.Annotate(socks)
+	}
+	if sandboxSide {
+		socks = append(socks, idx.Sockets()...)
 	}
 	return socks
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/netip"
 	"os"
@@ -122,10 +123,12 @@ func execSetup(conn *net.UnixConn, cfg *childConfig) (string, error) {
 	}
 	path, err := exec.LookPath(cfg.Command[0])
 	if err != nil {
-		// Reported by the parent as exit status 127.
-		b, _ := json.Marshal(childReply{Error: "notfound:" + cfg.Command[0]})
+		// Reported by the parent as exit status 127 (not found) or 126
+		// (found but not executable), as shells and podman do.
+		reply, code := lookPathReply(cfg.Command[0], err)
+		b, _ := json.Marshal(reply)
 		conn.Write(b)
-		os.Exit(127)
+		os.Exit(code)
 	}
 	dev, err := configureNetwork(cfg)
 	if err != nil {
@@ -237,4 +240,25 @@ func openUnconfigured(cfg *childConfig) (*tun.Device, error) {
 		netlink.LinkSetTxQLen(link, cfg.TxQueueLen)
 	}
 	return dev, nil
+}
+
+// lookPathReply classifies a failed lookup of the command: a name no
+// directory of PATH holds, or a path that does not exist, is "not found"
+// (127); anything else (a file without execute permission, a directory, a
+// path through a file) is "not executable" (126).
+func lookPathReply(name string, err error) (childReply, int) {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return childReply{Error: notFoundPrefix + name}, 127
+	}
+	var reason error = err
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		reason = pe.Err
+	} else if ee := (*exec.Error)(nil); errors.As(err, &ee) {
+		reason = ee.Err
+	}
+	if errors.Is(reason, fs.ErrPermission) {
+		reason = syscall.EACCES // "permission denied", as the shell says
+	}
+	return childReply{Error: notExecPrefix + name + ": " + reason.Error()}, 126
 }

@@ -81,6 +81,18 @@ type Sandbox struct {
 // ErrNotFound is returned (wrapped) when the command does not exist.
 var ErrNotFound = errors.New("command not found")
 
+// ErrNotExecutable is returned (wrapped) when the command exists but
+// cannot be executed: no execute permission, or a directory. Shells and
+// podman exit 126 for it, 127 being for ErrNotFound.
+var ErrNotExecutable = errors.New("not executable")
+
+// The prefixes of childReply.Error for a command that was not found and
+// one that is not executable.
+const (
+	notFoundPrefix = "notfound:"
+	notExecPrefix  = "notexec:"
+)
+
 // Start creates the namespace and the TUN device and returns once the
 // device is in this process. The command waits for Release.
 func Start(cfg Config) (*Sandbox, error) {
@@ -235,8 +247,11 @@ func (sb *Sandbox) exchange(cc childConfig) error {
 		return err
 	}
 	if reply.Error != "" {
-		if name, ok := strings.CutPrefix(reply.Error, "notfound:"); ok {
+		if name, ok := strings.CutPrefix(reply.Error, notFoundPrefix); ok {
 			return fmt.Errorf("%s: %w", name, ErrNotFound)
+		}
+		if what, ok := strings.CutPrefix(reply.Error, notExecPrefix); ok {
+			return fmt.Errorf("%s (%w)", what, ErrNotExecutable)
 		}
 		return fmt.Errorf("sandbox: %s", reply.Error)
 	}

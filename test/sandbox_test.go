@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -123,6 +124,41 @@ func TestExitStatus(t *testing.T) {
 				t.Errorf("tunstack's own failure printed no error: %q", r.stderr)
 			}
 		})
+	}
+}
+
+// TestExitStatusNotFoundOrNotExecutable: a command that does not exist
+// exits 127, one that exists but cannot be executed (no execute
+// permission, a directory, a path through a file) 126, as in bash and
+// podman; the message says which. As root and as nobody.
+func TestExitStatusNotFoundOrNotExecutable(t *testing.T) {
+	for _, u := range users {
+		for _, tc := range []struct {
+			name, cmd string
+			want      int
+			msg       string
+		}{
+			{"not in PATH", "no-such-command-tunstack", 127, "no-such-command-tunstack: command not found"},
+			{"no such path", "/nonexistent-tunstack/cmd", 127, "/nonexistent-tunstack/cmd: command not found"},
+			{"not executable", "/etc/passwd", 126, "/etc/passwd: permission denied"},
+			{"a directory", "/", 126, "/: is a directory"},
+			{"a path through a file", "/etc/passwd/x", 126, "/etc/passwd/x: not a directory"},
+		} {
+			t.Run(u.name+" "+tc.name, func(t *testing.T) {
+				needTun(t, u.uid)
+				needProg(t, "bash")
+				r := tunstack(t, runOpts{uid: u.uid}, "run", "--", tc.cmd)
+				if r.code != tc.want || !strings.Contains(r.stderr, "tunstack: "+tc.msg) {
+					t.Errorf("run -- %s: exit %d, stderr %q; want %d and %q", tc.cmd, r.code, r.stderr, tc.want, tc.msg)
+				}
+				// The reference: bash's status for the same command.
+				bash := exec.Command("bash", "-c", tc.cmd)
+				out, _ := bash.CombinedOutput()
+				if code := bash.ProcessState.ExitCode(); code != tc.want {
+					t.Errorf("bash -c %s exits %d (%s), the test expects %d", tc.cmd, code, out, tc.want)
+				}
+			})
+		}
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -336,5 +337,131 @@ func TestPs(t *testing.T) {
 	}
 	if a.exited() {
 		t.Errorf("ps-a exited: %s", a.stderr.String())
+	}
+}
+
+// sandboxSockets is a Python program that opens, in the sandbox, sockets
+// of every kind ss tells apart: IPv4 and dual-stack IPv6 listeners, an
+// IPv4 and an IPV6_V6ONLY listener on one port, a connection with 3 bytes
+// unread, one waiting in a listener's accept queue (IPv4 mapped into
+// IPv6), and, last, a UDP socket: once it is listed, all are there.
+const sandboxSockets = `
+import socket, time
+def listen(fam, addr, port, v6only=None):
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    if v6only is not None:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+    s.bind((addr, port))
+    s.listen(5)
+    return s
+a = listen(socket.AF_INET, "0.0.0.0", 18081)
+b = listen(socket.AF_INET6, "::", 18082, 0)
+c = listen(socket.AF_INET, "0.0.0.0", 18083)
+d = listen(socket.AF_INET6, "::", 18083, 1)
+cl = socket.create_connection(("127.0.0.1", 18081))
+sv, _ = a.accept()
+cl.send(b"abc")
+queued = socket.create_connection(("127.0.0.1", 18082))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind(("0.0.0.0", 18084))
+time.sleep(60)
+`
+
+// ssRows normalizes ss output for comparison: one sorted line per socket,
+// the header left out; a listener's Send-Q (its backlog, which the
+// /proc tables tunstack reads do not carry) as "-"; the process column
+// kept only with names.
+func ssRows(out string, names bool) []string {
+	var rows []string
+	for i, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if i == 0 || len(f) < 6 {
+			continue
+		}
+		if f[1] == "LISTEN" {
+			f[3] = "-"
+		}
+		if !names || len(f) > 7 {
+			f = f[:6]
+		}
+		rows = append(rows, strings.Join(f, " "))
+	}
+	slices.Sort(rows)
+	return rows
+}
+
+// TestSSSandboxSideIsSSInside: tunstack ss lists the sandbox's own
+// sockets, and with --side sandbox exactly what ss run inside the
+// sandbox's namespace lists (states, queues, addresses as ss prints them,
+// -p's process names where tunstack may read them); the default listing
+// marks both sides, and --side stack keeps the stack-only layout. As root
+// (confined to nobody, whose tunstack cannot read root's descriptors, and
+// with --no-sandbox) and as nobody.
+func TestSSSandboxSideIsSSInside(t *testing.T) {
+	needRoot(t) // ss runs inside the namespace with nsenter
+	needProg(t, "python3", "nsenter", "ss")
+	for _, tc := range []struct {
+		name  string
+		uid   int
+		flags []string
+		names bool // whether tunstack can name the processes
+	}{
+		{"root", 0, nil, false},
+		{"root --no-sandbox", 0, []string{"--no-sandbox"}, true},
+		{"nobody", 65534, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			needTun(t, tc.uid)
+			ctl := controlDir(t, tc.uid)
+			env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
+			name := "sss-" + strings.ReplaceAll(tc.name, " ", "")
+			args := append([]string{binPath, "run", "--name", name}, tc.flags...)
+			p := startBG(t, tc.uid, env, append(args, "--", "python3", "-c", sandboxSockets)...)
+			o := runOpts{uid: tc.uid, env: env, timeout: 10 * time.Second}
+			sb, err := strconv.Atoi(psLine(waitPs(t, o, []*bgProc{p}, name), name)[2])
+			if err != nil {
+				t.Fatalf("no sandbox PID for %s: %v", name, err)
+			}
+			var ours string
+			for end := time.Now().Add(15 * time.Second); !strings.Contains(ours, ":18084"); time.Sleep(100 * time.Millisecond) {
+				if p.exited() || time.Now().After(end) {
+					t.Fatalf("tunstack ss --side sandbox never listed the sandbox's UDP socket:\n%s", ours)
+				}
+				ours = mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tuanp").stdout
+			}
+			// The listing that saw the UDP socket may have read the TCP
+			// tables before the program was done: list again.
+			ours = mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tuanp").stdout
+			real, err := exec.Command("nsenter", "-t", strconv.Itoa(sb), "-n", "ss", "-tuanp").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ss in the sandbox: %v: %s", err, real)
+			}
+			got, want := ssRows(ours, tc.names), ssRows(string(real), tc.names)
+			if len(want) != 9 || !slices.Equal(got, want) {
+				t.Errorf("tunstack ss --side sandbox -tuanp:\n%s\nwant (9 sockets, as ss in the sandbox):\n%s\ntunstack's output:\n%s\nss's:\n%s",
+					strings.Join(got, "\n"), strings.Join(want, "\n"), ours, real)
+			}
+
+			// Both sides, marked: the sandbox's listener with its
+			// process, the stack's DNS listener.
+			both := mustRun(t, o, "ss", "--name", name, "-tlnp").stdout
+			var sandboxRow, stackRow bool
+			for _, l := range strings.Split(both, "\n") {
+				f := strings.Fields(l)
+				switch {
+				case len(f) >= 6 && f[0] == "sandbox" && f[1] == "LISTEN" && f[4] == "0.0.0.0:18081":
+					sandboxRow = !tc.names || (len(f) == 7 && strings.HasPrefix(f[6], `users:(("python3",pid=`))
+				case len(f) >= 6 && f[0] == "stack" && f[1] == "LISTEN" && f[4] == "10.0.2.3:53":
+					stackRow = true
+				}
+			}
+			if !strings.HasPrefix(both, "Side ") || !sandboxRow || !stackRow {
+				t.Errorf("tunstack ss -tlnp: want a Side column, the sandbox's listener on 0.0.0.0:18081 (named python3: %v) and the stack's DNS on 10.0.2.3:53:\n%s", tc.names, both)
+			}
+			stack := mustRun(t, o, "ss", "--name", name, "--side", "stack", "-tln").stdout
+			if !strings.HasPrefix(stack, "State ") || strings.Contains(stack, "18081") || !strings.Contains(stack, "10.0.2.3:53") {
+				t.Errorf("tunstack ss --side stack -tln: want the stack's sockets alone, in the layout without Side:\n%s", stack)
+			}
+		})
 	}
 }

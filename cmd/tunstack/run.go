@@ -88,6 +88,10 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 					fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
 					return exitError{127}
 				}
+				if errors.Is(err, sandbox.ErrNotExecutable) {
+					fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
+					return exitError{126}
+				}
 				return err
 			}
 			return exitError{code}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/tunstack/tunstack/control"
@@ -14,22 +16,47 @@ func newSsCmd() *cobra.Command {
 		name   string
 		v4, v6 bool
 		asJSON bool
+		side   string
 	)
 	cmd := &cobra.Command{
 		Use:   "ss [flags]",
-		Short: "List the sockets of a running instance's stack, like ss",
-		Long: `List the TCP and UDP sockets of an instance's userspace stack, in ss's
-layout. A flow relayed for the sandbox shows the stack's end: its local
-address is the destination the sandbox connected to and its peer the
-sandbox's socket (the mirror of what ss shows inside the sandbox). -p names
-the sandbox process owning that socket, found as ss -p finds it.
+		Short: "List the sockets of a running instance's stack and sandbox, like ss",
+		Long: `List the TCP and UDP sockets of an instance, in ss's layout: the
+userspace stack's own and those of the sandbox's network namespace, in a
+first column Side ("stack" or "sandbox").
 
-Like ss, without -l or -a only non-listening sockets are shown.`,
-		Example: `  tunstack ss -tnp
+The sandbox side is what ss run inside the namespace shows: its
+listeners, its connections, their queues. It is read from the /proc/PID/net
+tables of the sandbox's command, without entering the namespace. Unlike
+ss, a listener's Send-Q (its backlog) shows 0: the tables do not carry it.
+
+A flow relayed for the sandbox shows on both sides: on the stack's, its
+local address is the destination the sandbox connected to and its peer the
+sandbox's socket (the mirror of the sandbox side's row).
+
+-p names the process holding the socket (for the stack's side: the
+sandbox process owning the flow's other end), found as ss -p finds it.
+Run as root, tunstack confines itself to user nobody and cannot see root's
+processes' descriptors: names show with --no-sandbox on "tunstack run".
+
+--side stack prints the stack's sockets alone, without the Side column
+(the layout of earlier versions); --side sandbox the sandbox's alone, as
+ss inside it would.
+
+Like ss, without -l or -a only connected sockets are shown (no listening,
+unconnected, TIME-WAIT or SYN-RECV ones).`,
+		Example: `  tunstack ss -tlnp                  # what listens, in the sandbox and the stack
+  tunstack ss -tln --side sandbox     # as "ss -tln" inside the sandbox
   tunstack ss -tuna --name web
-  tunstack ss -ti --json`,
+  tunstack ss -ti --side stack --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch side {
+			case control.SideStack, control.SideSandbox, control.SideAll:
+			default:
+				return fmt.Errorf("bad --side %q: want %s, %s or %s", side, control.SideStack, control.SideSandbox, control.SideAll)
+			}
+			o.ShowSide = side == control.SideAll
 			if v4 && !v6 {
 				o.Family = 4
 			} else if v6 && !v4 {
@@ -40,7 +67,7 @@ Like ss, without -l or -a only non-listening sockets are shown.`,
 				return err
 			}
 			defer c.Close()
-			apiSocks, err := c.Sockets(cmd.Context(), control.SocketQuery{Processes: o.Processes, TCPInfo: o.Info || asJSON})
+			apiSocks, err := c.Sockets(cmd.Context(), control.SocketQuery{Processes: o.Processes, TCPInfo: o.Info || asJSON, Side: side})
 			if err != nil {
 				return err
 			}
@@ -64,8 +91,9 @@ Like ss, without -l or -a only non-listening sockets are shown.`,
 	f.BoolVarP(&o.Listening, "listening", "l", false, "only listening sockets")
 	f.BoolVarP(&o.All, "all", "a", false, "listening and non-listening sockets")
 	f.BoolVarP(&o.Numeric, "numeric", "n", false, "do not name services")
-	f.BoolVarP(&o.Processes, "processes", "p", false, "show the sandbox process owning each flow")
+	f.BoolVarP(&o.Processes, "processes", "p", false, "show the process holding each socket (stack side: the sandbox process owning the flow)")
 	f.BoolVarP(&o.Extended, "extended", "e", false, "show the sandbox socket's inode")
+	f.StringVar(&side, "side", control.SideAll, "sockets of the stack, the sandbox, or all (stack, sandbox, all)")
 	f.BoolVarP(&o.Info, "info", "i", false, "show TCP internals (rtt, cwnd, retransmits)")
 	f.BoolVarP(&v4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&v6, "ipv6", "6", false, "only IPv6 sockets")

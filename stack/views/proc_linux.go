@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,16 +13,20 @@ import (
 	"strings"
 )
 
-// ProcIndex finds, as ss -p does, the processes of a network namespace that
-// hold sockets: a socket's inode comes from the namespace's
-// /proc/net/{tcp,tcp6,udp,udp6} tables, and the processes from their
-// /proc/PID/fd links to "socket:[INODE]".
+// ProcIndex reads the sockets of a network namespace as ss does, from the
+// namespace's /proc/PID/net/{tcp,tcp6,udp,udp6} tables (readable without
+// entering the namespace, and by a process that may not ptrace the
+// namespace's processes), and finds, as ss -p does, the processes that
+// hold them: from their /proc/PID/fd links to "socket:[INODE]".
 //
 // A relayed flow has two ends: the stack's endpoint and the sandbox's
-// socket, with mirrored addresses. Annotate looks up the sandbox side.
+// socket, with mirrored addresses. Annotate looks up the sandbox side;
+// Sockets lists the namespace's sockets themselves.
 type ProcIndex struct {
+	socks   []Socket
 	inodes  map[sockKey]uint64
 	holders map[uint64][]Process
+	procErr error
 }
 
 type sockKey struct {
@@ -30,22 +35,37 @@ type sockKey struct {
 }
 
 // NewProcIndex indexes the sockets of the network namespace of process pid,
-// reading procfs at procRoot (normally "/proc").
-func NewProcIndex(procRoot string, pid int) (*ProcIndex, error) {
+// reading procfs at procRoot (normally "/proc"). With processes it also
+// finds the processes holding them; that part is best effort (a process
+// this one may not ptrace hides its descriptors), and what kept it from
+// completing is ProcessErr. An error means the tables could not be read.
+func NewProcIndex(procRoot string, pid int, processes bool) (*ProcIndex, error) {
 	x := &ProcIndex{inodes: map[sockKey]uint64{}, holders: map[uint64][]Process{}}
 	base := filepath.Join(procRoot, strconv.Itoa(pid))
-	for _, t := range []struct{ file, proto string }{{"tcp", "tcp"}, {"tcp6", "tcp"}, {"udp", "udp"}, {"udp6", "udp"}} {
-		if err := x.readTable(filepath.Join(base, "net", t.file), t.proto); err != nil && !os.IsNotExist(err) {
-			return nil, err
+	for _, t := range []struct {
+		file, proto string
+		v6          bool
+	}{{"tcp", "tcp", false}, {"tcp6", "tcp", true}, {"udp", "udp", false}, {"udp6", "udp", true}} {
+		if err := x.readTable(filepath.Join(base, "net", t.file), t.proto, t.v6); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("views: sockets of pid %d: %w", pid, err)
 		}
 	}
+	if processes {
+		x.procErr = x.indexProcesses(procRoot, base, pid)
+	}
+	return x, nil
+}
+
+// indexProcesses finds the holders of the indexed sockets among the
+// processes in the namespace of pid.
+func (x *ProcIndex) indexProcesses(procRoot, base string, pid int) error {
 	ns, err := os.Readlink(filepath.Join(base, "ns", "net"))
 	if err != nil {
-		return nil, fmt.Errorf("views: network namespace of pid %d: %w", pid, err)
+		return fmt.Errorf("views: network namespace of pid %d: %w", pid, err)
 	}
 	ents, err := os.ReadDir(procRoot)
 	if err != nil {
-		return nil, fmt.Errorf("views: list %s: %w", procRoot, err)
+		return fmt.Errorf("views: list %s: %w", procRoot, err)
 	}
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
@@ -58,11 +78,21 @@ func NewProcIndex(procRoot string, pid int) (*ProcIndex, error) {
 		}
 		x.scanFDs(dir, p)
 	}
-	return x, nil
+	return nil
 }
 
-// readTable reads one /proc/net table: "sl local rem st ... inode".
-func (x *ProcIndex) readTable(path, proto string) error {
+// ProcessErr says why the holders of the sockets could not be looked up,
+// or is nil.
+func (x *ProcIndex) ProcessErr() error { return x.procErr }
+
+// procStates are ss's names of the kernel's TCP states (the "st" column
+// of /proc/net/tcp; UDP uses ESTABLISHED and CLOSE).
+var procStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
+	6: "TIME-WAIT", 7: "UNCONN", 8: "CLOSE-WAIT", 9: "LAST-ACK", 10: "LISTEN", 11: "CLOSING"}
+
+// readTable reads one /proc/net table:
+// "sl local rem st tx_queue:rx_queue tr:when retrnsmt uid timeout inode ...".
+func (x *ProcIndex) readTable(path, proto string, v6 bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -71,23 +101,79 @@ func (x *ProcIndex) readTable(path, proto string) error {
 	sc := bufio.NewScanner(f)
 	sc.Scan() // header
 	for sc.Scan() {
-		fs := strings.Fields(sc.Text())
-		if len(fs) < 10 {
+		s, ok := parseProcLine(sc.Text(), proto, v6)
+		if !ok {
 			continue
 		}
-		l, err1 := parseProcAddr(fs[1])
-		r, err2 := parseProcAddr(fs[2])
-		ino, err3 := strconv.ParseUint(fs[9], 10, 64)
-		if err1 != nil || err2 != nil || err3 != nil || ino == 0 {
-			continue
+		if s.Inode != 0 {
+			x.inodes[sockKey{proto, unmapAP(s.Local), unmapAP(s.Peer)}] = s.Inode
 		}
-		x.inodes[sockKey{proto, l, r}] = ino
+		if s.Peer.Port() == 0 && s.Peer.Addr().IsUnspecified() {
+			s.Peer = netip.AddrPort{} // unconnected, as Socket has it
+		}
+		x.socks = append(x.socks, s)
 	}
 	return sc.Err()
 }
 
+// parseProcLine parses a row of a /proc/net table into a sandbox-side
+// socket; ok is false for a row it does not understand.
+func parseProcLine(line, proto string, v6 bool) (s Socket, ok bool) {
+	fs := strings.Fields(line)
+	if len(fs) < 10 {
+		return s, false
+	}
+	l, err1 := parseProcAddr(fs[1])
+	r, err2 := parseProcAddr(fs[2])
+	st, err3 := strconv.ParseUint(fs[3], 16, 8)
+	tx, rx, _ := strings.Cut(fs[4], ":")
+	txq, err4 := strconv.ParseUint(tx, 16, 32)
+	rxq, err5 := strconv.ParseUint(rx, 16, 32)
+	ino, err6 := strconv.ParseUint(fs[9], 10, 64)
+	if err := errors.Join(err1, err2, err3, err4, err5, err6); err != nil || st >= uint64(len(procStates)) || procStates[st] == "" {
+		return s, false
+	}
+	s = Socket{Side: SideSandbox, Netid: proto, State: procStates[st], RecvQ: int(rxq), SendQ: int(txq),
+		Local: l, Peer: r, V6: v6, Inode: ino}
+	if s.State == "LISTEN" {
+		// The kernel lists the accept queue as rx_queue and nothing
+		// in tx_queue; ss's Send-Q (the backlog) is not in the table.
+		s.SendQ = 0
+	}
+	return s, true
+}
+
+// Sockets returns the namespace's sockets (Side SideSandbox), sorted as
+// SortSockets does, with their holders when the index has them.
+func (x *ProcIndex) Sockets() []Socket {
+	// Ports an IPv4 socket is bound to on any address: an IPv6 one
+	// bound to any address and the same port must be IPV6_V6ONLY, or
+	// the two binds would have conflicted.
+	type port struct {
+		proto string
+		n     uint16
+	}
+	v4any := map[port]bool{}
+	for _, s := range x.socks {
+		if !s.V6 && s.Local.Addr().IsUnspecified() && s.Peer.Port() == 0 {
+			v4any[port{s.Netid, s.Local.Port()}] = true
+		}
+	}
+	out := make([]Socket, 0, len(x.socks))
+	for _, s := range x.socks {
+		if s.Inode != 0 {
+			s.Processes = x.holders[s.Inode]
+		}
+		s.V6Only = s.V6 && s.Local.Addr().IsUnspecified() && v4any[port{s.Netid, s.Local.Port()}]
+		out = append(out, s)
+	}
+	SortSockets(out)
+	return out
+}
+
 // parseProcAddr decodes "0100007F:0050": the address as 32-bit words in
-// host byte order (little-endian here), then the port in hex.
+// host byte order, then the port in hex. An IPv4
+// address mapped into IPv6 stays mapped, as ss shows it.
 func parseProcAddr(s string) (netip.AddrPort, error) {
 	h, p, ok := strings.Cut(s, ":")
 	if !ok {
@@ -103,10 +189,10 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 	}
 	b := make([]byte, len(raw))
 	for i := 0; i < len(raw); i += 4 {
-		binary.LittleEndian.PutUint32(b[i:], binary.BigEndian.Uint32(raw[i:]))
+		binary.NativeEndian.PutUint32(b[i:], binary.BigEndian.Uint32(raw[i:]))
 	}
 	a, _ := netip.AddrFromSlice(b)
-	return netip.AddrPortFrom(a.Unmap(), uint16(port)), nil
+	return netip.AddrPortFrom(a, uint16(port)), nil
 }
 
 func (x *ProcIndex) scanFDs(dir string, pid int) {

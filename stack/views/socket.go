@@ -13,8 +13,21 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 )
 
-// Socket is one transport endpoint of the stack, as ss shows a socket.
+// The sides a socket is on.
+const (
+	// SideStack is a socket of the userspace stack: a service of the
+	// gateway, or the stack's end of a flow it relays.
+	SideStack = "stack"
+	// SideSandbox is a socket of the sandbox's network namespace, as ss
+	// inside the namespace lists it.
+	SideSandbox = "sandbox"
+)
+
+// Socket is one transport endpoint of the stack, or a socket of the
+// sandbox's namespace, as ss shows a socket.
 type Socket struct {
+	// Side is SideStack or SideSandbox.
+	Side string `json:"side"`
 	// Netid is "tcp" or "udp".
 	Netid string `json:"netid"`
 	// State is ss's name for the state: ESTAB, LISTEN, SYN-SENT,
@@ -31,7 +44,12 @@ type Socket struct {
 	// V6 is set for IPv6 endpoints (their addresses may still be
 	// unspecified).
 	V6 bool `json:"v6,omitempty"`
-	// Processes own the sandbox side of the flow (filled in on request).
+	// V6Only is set for a sandbox IPv6 socket bound to any address that
+	// takes no IPv4: inferred from an IPv4 socket bound to the same port
+	// beside it (the tables do not carry IPV6_V6ONLY).
+	V6Only bool `json:"v6only,omitempty"`
+	// Processes hold the socket (on the stack's side: the sandbox side of
+	// the flow), filled in on request.
 	Processes []Process `json:"processes,omitempty"`
 	// Inode is the sandbox-side socket's inode, when it was looked up.
 	Inode uint64 `json:"inode,omitempty"`
@@ -95,10 +113,14 @@ func Sockets(gs *gstack.Stack, withTCPInfo bool) []Socket {
 	return out
 }
 
-// SortSockets orders sockets the way the views list them.
+// SortSockets orders sockets the way the views list them: the stack's
+// first, then by protocol, local and peer address.
 func SortSockets(ss []Socket) {
 	sort.SliceStable(ss, func(i, j int) bool {
 		a, b := ss[i], ss[j]
+		if a.Side != b.Side {
+			return a.Side == SideStack
+		}
 		if a.Netid != b.Netid {
 			return a.Netid < b.Netid
 		}
@@ -110,7 +132,7 @@ func SortSockets(ss []Socket) {
 }
 
 func socketOf(ep tcpip.Endpoint, info *gstack.TransportEndpointInfo, withTCPInfo bool) (Socket, bool) {
-	s := Socket{V6: info.NetProto == header.IPv6ProtocolNumber}
+	s := Socket{Side: SideStack, V6: info.NetProto == header.IPv6ProtocolNumber}
 	id := info.ID
 	s.Local = addrPort(id.LocalAddress, id.LocalPort, s.V6)
 	if id.RemotePort != 0 || id.RemoteAddress.Len() != 0 {

@@ -17,12 +17,17 @@ type SSOptions struct {
 	Extended  bool // -e
 	Info      bool // -i
 	Family    int  // 4 or 6 (-4, -6); 0 means both
+	// ShowSide adds a first column, Side, naming each socket's side
+	// (stack or sandbox), for a listing of both.
+	ShowSide bool
 	// ServiceName names a port for a protocol ("http"), or returns ""; it
 	// is used unless Numeric.
 	ServiceName func(port uint16, proto string) string
 }
 
-// Filter returns the sockets ss would list with these options.
+// Filter returns the sockets ss would list with these options. Without
+// -l or -a that is ss's default, the connected sockets: no listening,
+// unconnected, TIME-WAIT or SYN-RECV ones.
 func (o SSOptions) Filter(all []Socket) []Socket {
 	var out []Socket
 	bothProtos := o.TCP == o.UDP
@@ -33,7 +38,7 @@ func (o SSOptions) Filter(all []Socket) []Socket {
 			o.Family == 4 && s.V6,
 			o.Family == 6 && !s.V6,
 			!o.All && o.Listening && !s.Listening(),
-			!o.All && !o.Listening && s.Listening():
+			!o.All && !o.Listening && (s.Listening() || s.State == "TIME-WAIT" || s.State == "SYN-RECV"):
 			continue
 		}
 		out = append(out, s)
@@ -48,6 +53,9 @@ func WriteSS(w io.Writer, socks []Socket, o SSOptions) error {
 	if showNetid {
 		header = append([]string{"Netid"}, header...)
 	}
+	if o.ShowSide {
+		header = append([]string{"Side"}, header...)
+	}
 	type row struct {
 		cols                  []string
 		laddr, lport          string
@@ -59,6 +67,9 @@ func WriteSS(w io.Writer, socks []Socket, o SSOptions) error {
 		r := row{cols: []string{s.State, strconv.Itoa(s.RecvQ), strconv.Itoa(s.SendQ)}}
 		if showNetid {
 			r.cols = append([]string{s.Netid}, r.cols...)
+		}
+		if o.ShowSide {
+			r.cols = append([]string{s.Side}, r.cols...)
 		}
 		r.laddr, r.lport = o.hostPort(s, false)
 		r.paddr, r.pport = o.hostPort(s, true)
@@ -122,6 +133,11 @@ func (o SSOptions) hostPort(s Socket, peer bool) (string, string) {
 	}
 	var host string
 	switch a := ap.Addr(); {
+	case s.Side == SideSandbox && s.V6 && !s.V6Only && (!a.IsValid() || a.IsUnspecified()):
+		// ss's "*": an IPv6 socket bound to any address that also
+		// takes IPv4 (the kernel's default; with IPV6_V6ONLY ss
+		// prints [::]).
+		host = "*"
 	case !a.IsValid() && s.V6:
 		host = "[::]"
 	case !a.IsValid():

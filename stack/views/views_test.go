@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -234,7 +235,7 @@ func TestProcIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	x, err := NewProcIndex(root, 100)
+	x, err := NewProcIndex(root, 100, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,5 +268,103 @@ func TestProcIndex(t *testing.T) {
 	x.Annotate(socks)
 	if socks[0].Inode != 111 || len(socks[0].Processes) != 1 {
 		t.Errorf("Annotate: %+v", socks[0])
+	}
+}
+
+// TestProcIndexSandboxSockets: the namespace's own sockets, read from its
+// tables, print as ss inside the namespace prints them (states, queues,
+// "*" for a dual-stack IPv6 socket, mapped IPv4 addresses, holders), and
+// still list when the holders cannot be looked up.
+func TestProcIndexSandboxSockets(t *testing.T) {
+	const hdr = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	tables := map[string]string{
+		// 0.0.0.0:8123 LISTEN with 2 in the accept queue; 0.0.0.0:22
+		// LISTEN; 10.0.2.100:8123 <- 10.0.2.2:40000 ESTAB, 3 bytes to
+		// send, 7 to read; a TIME-WAIT (inode 0).
+		"tcp": hdr +
+			"   0: 00000000:1FBB 00000000:0000 0A 00000000:00000002 00:00000000 00000000     0        0 501 1\n" +
+			"   1: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 502 1\n" +
+			"   2: 6402000A:1FBB 0202000A:9C40 01 00000003:00000007 00:00000000 00000000     0        0 503 1\n" +
+			"   3: 6402000A:9C41 0202000A:0050 06 00000000:00000000 03:00000F9F 00000000     0        0 0 3\n" +
+			"garbage line\n",
+		// [::]:8000 dual-stack; [::]:22 beside 0.0.0.0:22, so V6ONLY;
+		// a mapped 10.0.2.100:8000 <- 10.0.2.2:40001.
+		"tcp6": hdr +
+			"   0: 00000000000000000000000000000000:1F40 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 601 1\n" +
+			"   1: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 602 1\n" +
+			"   2: 0000000000000000FFFF00006402000A:1F40 0000000000000000FFFF00000202000A:9C41 01 00000000:00000000 00:00000000 00000000     0        0 603 1\n",
+		"udp": hdr + "   0: 6402000A:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 701 2\n",
+	}
+	for _, withFDs := range []bool{true, false} {
+		root := t.TempDir()
+		for f, c := range tables {
+			p := filepath.Join(root, "100", "net", f)
+			os.MkdirAll(filepath.Dir(p), 0o755)
+			if err := os.WriteFile(p, []byte(c), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		os.WriteFile(filepath.Join(root, "100", "comm"), []byte("python3\n"), 0o644)
+		if withFDs {
+			os.MkdirAll(filepath.Join(root, "100", "ns"), 0o755)
+			os.MkdirAll(filepath.Join(root, "100", "fd"), 0o755)
+			os.Symlink("net:[4026532000]", filepath.Join(root, "100", "ns", "net"))
+			os.Symlink("socket:[501]", filepath.Join(root, "100", "fd", "3"))
+			os.Symlink("socket:[503]", filepath.Join(root, "100", "fd", "4"))
+		}
+		x, err := NewProcIndex(root, 100, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (x.ProcessErr() == nil) != withFDs {
+			t.Errorf("withFDs %v: ProcessErr %v", withFDs, x.ProcessErr())
+		}
+		socks := x.Sockets()
+		for _, s := range socks {
+			if s.Side != SideSandbox {
+				t.Errorf("socket %+v: side %q, want sandbox", s, s.Side)
+			}
+		}
+		for _, tc := range []struct {
+			name string
+			o    SSOptions
+			want string
+		}{
+			{"tlnp", SSOptions{TCP: true, Listening: true, Numeric: true, Processes: true}, `
+State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process
+LISTEN 0      0            0.0.0.0:22           0.0.0.0:*
+LISTEN 2      0            0.0.0.0:8123         0.0.0.0:* users:(("python3",pid=100,fd=3))
+LISTEN 0      0               [::]:22              [::]:*
+LISTEN 0      0                  *:8000               *:*
+`},
+			{"tnp", SSOptions{TCP: true, Numeric: true, Processes: true}, `
+State Recv-Q Send-Q       Local Address:Port       Peer Address:Port Process
+ESTAB 7      3               10.0.2.100:8123          10.0.2.2:40000 users:(("python3",pid=100,fd=4))
+ESTAB 0      0      [::ffff:10.0.2.100]:8000 [::ffff:10.0.2.2]:40001
+`},
+			{"tan4 with sides", SSOptions{TCP: true, All: true, Numeric: true, Family: 4, ShowSide: true}, `
+Side    State     Recv-Q Send-Q Local Address:Port Peer Address:Port Process
+sandbox LISTEN    0      0           0.0.0.0:22        0.0.0.0:*
+sandbox LISTEN    2      0           0.0.0.0:8123      0.0.0.0:*
+sandbox ESTAB     7      3        10.0.2.100:8123     10.0.2.2:40000
+sandbox TIME-WAIT 0      0        10.0.2.100:40001    10.0.2.2:80
+`},
+			{"uan", SSOptions{UDP: true, All: true, Numeric: true}, `
+State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process
+UNCONN 0      0         10.0.2.100:5353         0.0.0.0:*
+`},
+		} {
+			var b strings.Builder
+			if err := WriteSS(&b, tc.o.Filter(socks), tc.o); err != nil {
+				t.Fatal(err)
+			}
+			want := strings.TrimPrefix(tc.want, "\n")
+			if !withFDs {
+				want = regexp.MustCompile(` users:\(\(.*\)\)`).ReplaceAllString(want, "")
+			}
+			if got := b.String(); got != want {
+				t.Errorf("withFDs %v, ss -%s:\n%s\nwant:\n%s", withFDs, tc.name, got, want)
+			}
+		}
 	}
 }
