@@ -144,10 +144,11 @@ func peerNetNS(pid, pidfd int) (netNS, error) {
 			}
 			return netNS{ns: [2]uint64{st.Dev, st.Ino}}, nil
 		}
-		// EPERM: no ptrace rights over the peer (a root client of an
-		// instance that switched to nobody); /proc/PID/net/dev still
-		// names its namespace.
-		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) {
+		// EACCES or EPERM: no ptrace rights over the peer (a root
+		// client of an instance that switched to nobody), or a filter
+		// that refuses the ioctl; /proc/PID/net/dev still names its
+		// namespace.
+		if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EACCES) {
 			return netNS{}, fmt.Errorf("peer pid %d: network namespace from pidfd: %w", pid, err)
 		}
 	}

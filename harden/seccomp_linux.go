@@ -58,8 +58,10 @@ var allowlist = []string{
 var socketDomains = []uint64{unix.AF_UNIX, unix.AF_INET, unix.AF_INET6}
 
 // ioctls are the device requests made after setup: TUNGETIFF is how an
-// attached instance notices its namespace is gone.
-var ioctls = []uint64{unix.TUNGETIFF}
+// attached instance notices its namespace is gone; PIDFD_GET_NET_NAMESPACE
+// is how the control socket names a client's network namespace (package
+// control).
+var ioctls = []uint64{unix.TUNGETIFF, unix.PIDFD_GET_NET_NAMESPACE}
 
 // filterPolicy builds the seccomp policy: the allowlist, clone only for
 // threads, socket only for socketDomains, socketpair only for AF_UNIX,
