@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/tunstack/tunstack/netfilter/fqdn"
-	"github.com/tunstack/tunstack/stack/views"
 )
 
 // startAllowlist installs the --allow-host policy: deny-by-default egress
@@ -55,7 +54,7 @@ func (in *Instance) flowOwner(proto string, src, dst netip.AddrPort) (int, strin
 	if pid == 0 {
 		return 0, ""
 	}
-	idx, err := views.NewProcIndex("/proc", pid, true)
+	idx, err := in.procIndex(pid, true)
 	if err != nil {
 		return 0, ""
 	}

@@ -84,16 +84,12 @@ func (b backend) sockets(q control.SocketQuery) []views.Socket {
 	if pid == 0 || !(q.Processes || sandboxSide) {
 		return socks
 	}
-	idx, err := views.NewProcIndex("/proc", pid, q.Processes)
+	idx, err := b.in.procIndex(pid, q.Processes)
 	if err != nil {
 		// The sandbox may be exiting; the stack's sockets are still
 		// worth showing.
 		b.in.log.Debug("ss: cannot read the sandbox's sockets", "pid", pid, "err", err)
 		return socks
-	}
-	if err := idx.ProcessErr(); err != nil {
-		// Root's sandbox processes, to tunstack confined to nobody.
-		b.in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", err)
 	}
 	if q.Processes && stackSide {
 		idx.Annotate(socks)
@@ -102,6 +98,33 @@ func (b backend) sockets(q control.SocketQuery) []views.Socket {
 		socks = append(socks, idx.Sockets()...)
 	}
 	return socks
+}
+
+// procIndex indexes the sandbox's sockets (those of pid's namespace) and,
+// with processes, their holders. Where this process may not read the
+// holders' /proc entries (root's sandbox, to tunstack confined to
+// nobody), the sandbox's init names them, with the pids it sees.
+func (in *Instance) procIndex(pid int, processes bool) (*views.ProcIndex, error) {
+	idx, err := views.NewProcIndex("/proc", pid, processes)
+	if err != nil || !processes || idx.ProcessErr() == nil {
+		return idx, err
+	}
+	if in.Sandbox == nil {
+		return idx, nil
+	}
+	holders, herr := in.Sandbox.SocketHolders()
+	if herr != nil {
+		in.log.Debug("ss -p: cannot index sandbox processes", "pid", pid, "err", idx.ProcessErr(), "init", herr)
+		return idx, nil
+	}
+	h := make(map[uint64][]views.Process, len(holders))
+	for ino, hs := range holders {
+		for _, p := range hs {
+			h[ino] = append(h[ino], views.Process{PID: p.PID, Command: p.Command, FD: p.FD})
+		}
+	}
+	idx.SetHolders(h)
+	return idx, nil
 }
 
 // Links implements control.Backend.

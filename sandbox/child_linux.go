@@ -41,6 +41,9 @@ func ChildMain() {
 	}
 	switch role {
 	case roleInit:
+		// fd 4 is init's owner socket (SocketHolders): never the
+		// command's.
+		unix.CloseOnExec(4)
 		initMain(conn, ctrl)
 	case roleExec:
 		ctrl.Close()

@@ -46,6 +46,7 @@ func initMain(conn *net.UnixConn, ctrl *os.File) {
 	}
 	conn.Close()
 	ctrl.Close()
+	go serveOwners(os.NewFile(4, "sandbox-owners"))
 	os.Exit(supervise(cmd))
 }
 

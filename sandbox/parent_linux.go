@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -72,6 +73,9 @@ type Sandbox struct {
 	// attachPID is the target of an attached namespace (see Attach).
 	attachPID int
 	attached  bool
+	// owners asks the init child who holds which socket (nil when
+	// attached: there is no init).
+	owners *ownerQueries
 	// Device is the TUN device, open in this process.
 	Device *tun.Device
 	// Notes are non-fatal problems the child reported.
@@ -111,9 +115,15 @@ func Start(cfg Config) (*Sandbox, error) {
 	if err != nil {
 		return nil, err
 	}
+	ownersEnd, initOwners, err := ownersPair()
+	if err != nil {
+		ctrl.Close()
+		childEnd.Close()
+		return nil, err
+	}
 	cmd := exec.Command(self, childArg, roleInit)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
-	cmd.ExtraFiles = []*os.File{childEnd}
+	cmd.ExtraFiles = []*os.File{childEnd, initOwners}
 	if cmd.SysProcAttr, err = initAttr(mode, !cfg.NoPIDNS); err != nil {
 		ctrl.Close()
 		childEnd.Close()
@@ -123,13 +133,16 @@ func Start(cfg Config) (*Sandbox, error) {
 	// Our copy of the child's end must go now: while we hold it, a child
 	// that dies during setup never shows as EOF, and the handshake hangs.
 	childEnd.Close()
+	initOwners.Close()
 	if err != nil {
 		ctrl.Close()
+		ownersEnd.Close()
 		return nil, explainStart(mode, err)
 	}
-	sb := &Sandbox{cmd: cmd, ctrl: ctrl}
+	sb := &Sandbox{cmd: cmd, ctrl: ctrl, owners: &ownerQueries{conn: ownersEnd, rd: bufio.NewReader(ownersEnd)}}
 	if err := sb.handshake(cfg, mode); err != nil {
 		ctrl.Close()
+		ownersEnd.Close()
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
@@ -290,11 +303,21 @@ func (sb *Sandbox) Kill() {
 	sb.cmd.Process.Kill()
 }
 
+// closeOwners closes our end of init's owner socket, once init is gone.
+func (sb *Sandbox) closeOwners() {
+	if q := sb.owners; q != nil {
+		q.mu.Lock()
+		q.conn.Close()
+		q.mu.Unlock()
+	}
+}
+
 // Wait waits for the command and returns its exit status the way a shell
 // reports it: the exit code, or 128+N when killed by signal N (the init
 // child exits with that status).
 func (sb *Sandbox) Wait() (int, error) {
 	err := sb.cmd.Wait()
+	sb.closeOwners()
 	st, ok := sb.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		return 125, err
@@ -310,6 +333,23 @@ func (sb *Sandbox) Wait() (int, error) {
 
 // controlPair creates the parent↔child control socket: the parent's end as
 // a *net.UnixConn, the child's as a file to pass in ExtraFiles.
+// ownersPair is the stream socket on which init answers socket-holder
+// queries (SocketHolders): our end and the init child's.
+func ownersPair() (net.Conn, *os.File, error) {
+	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sandbox: socketpair: %w", err)
+	}
+	ours := os.NewFile(uintptr(pair[0]), "sandbox-owners")
+	c, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		unix.Close(pair[1])
+		return nil, nil, fmt.Errorf("sandbox: owners socket: %w", err)
+	}
+	return c, os.NewFile(uintptr(pair[1]), "sandbox-owners-init"), nil
+}
+
 func controlPair() (*net.UnixConn, *os.File, error) {
 	pair, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {

@@ -425,13 +425,10 @@ func TestSSNamesProcessesInPIDNamespace(t *testing.T) {
 			ctl := controlDir(t, u.uid)
 			env := []string{"TUNSTACK_CONTROL_DIR=" + ctl}
 			name := "ssp-" + u.name
-			args := []string{"run", "--name", name}
-			if u.uid == 0 {
-				// A confined root instance runs as nobody and may not
-				// read root processes' /proc/PID/fd (README, Troubleshooting).
-				args = append(args, "--no-sandbox")
-			}
-			args = append(args, "--", "sh", "-c", fmt.Sprintf("curl -sS -m 20 http://10.0.2.2:%d/; sleep 20", hold))
+			// As root, tunstack runs confined as nobody and may not read
+			// root's /proc/PID/fd: the sandbox's init names the holders,
+			// with the pids it sees (the sandbox's PID namespace).
+			args := []string{"run", "--name", name, "--", "sh", "-c", fmt.Sprintf("curl -sS -m 20 http://10.0.2.2:%d/; sleep 20", hold)}
 			p := startBG(t, u.uid, env, append([]string{binPath}, args...)...)
 			o := runOpts{uid: u.uid, env: env, timeout: 10 * time.Second}
 			waitPs(t, o, []*bgProc{p}, name)
@@ -445,9 +442,17 @@ func TestSSNamesProcessesInPIDNamespace(t *testing.T) {
 			if !strings.Contains(out, `users:(("curl",pid=`) {
 				t.Fatalf("ss -tnp does not name curl:\n%s", out)
 			}
-			// The pid shown is the host's view: curl's cmdline is there.
 			i := strings.Index(out, `("curl",pid=`) + len(`("curl",pid=`)
 			j := strings.IndexAny(out[i:], ",)")
+			if u.uid == 0 {
+				// Named by init: the pid as the sandbox sees it,
+				// small in a fresh PID namespace (1 is init).
+				if n, err := strconv.Atoi(out[i : i+j]); err != nil || n < 2 || n > 100 {
+					t.Errorf("pid %s from ss -p: want curl's pid in the sandbox's PID namespace", out[i:i+j])
+				}
+				return
+			}
+			// The pid shown is the host's view: curl's cmdline is there.
 			b, err := os.ReadFile("/proc/" + out[i:i+j] + "/cmdline")
 			if err != nil || !bytes.HasPrefix(b, []byte("curl\x00")) {
 				t.Errorf("pid %s from ss -p is not curl on the host: %q %v", out[i:i+j], b, err)

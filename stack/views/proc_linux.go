@@ -85,6 +85,13 @@ func (x *ProcIndex) indexProcesses(procRoot, base string, pid int) error {
 // or is nil.
 func (x *ProcIndex) ProcessErr() error { return x.procErr }
 
+// SetHolders supplies the holders of the sockets, by inode, from another
+// source (the sandbox's init, which may read what this process may not),
+// and clears ProcessErr.
+func (x *ProcIndex) SetHolders(h map[uint64][]Process) {
+	x.holders, x.procErr = h, nil
+}
+
 // procStates are ss's names of the kernel's TCP states (the "st" column
 // of /proc/net/tcp; UDP uses ESTABLISHED and CLOSE).
 var procStates = [...]string{1: "ESTAB", 2: "SYN-SENT", 3: "SYN-RECV", 4: "FIN-WAIT-1", 5: "FIN-WAIT-2",
