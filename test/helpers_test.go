@@ -135,7 +135,14 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	argv := append([]string{binPath}, args...)
+	setuid := o.uid != 0
 	if o.netns != "" {
+		if setuid {
+			// Only root enters the namespace; tunstack then runs as uid.
+			id := strconv.Itoa(o.uid)
+			argv = append([]string{"setpriv", "--reuid=" + id, "--regid=" + id, "--clear-groups", "--"}, argv...)
+			setuid = false
+		}
 		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -147,7 +154,9 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 	// past the timeout.
 	cmd.WaitDelay = 5 * time.Second
 	if o.uid != 0 {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+		if setuid {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
+		}
 		// Defaults for the user, which o.env may override.
 		cmd.Env = append(append(os.Environ(), "HOME=/tmp", "XDG_RUNTIME_DIR="), o.env...)
 	}

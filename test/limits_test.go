@@ -55,8 +55,9 @@ func startFlood(t *testing.T, o runOpts, shellPrefix string, flags []string, arg
 	t.Helper()
 	ctl := controlDir(t, o.uid)
 	f := &floodSandbox{t: t, lines: make(chan string, 64), done: make(chan struct{}), name: fmt.Sprintf("flood%d", time.Now().UnixNano()%1000000)}
-	// ps reaches the control socket by path: no namespace needed.
-	f.o = runOpts{uid: o.uid, env: []string{"TUNSTACK_CONTROL_DIR=" + ctl}, timeout: 20 * time.Second}
+	// ps must run in tunstack's network namespace: the control socket
+	// serves no other.
+	f.o = runOpts{uid: o.uid, netns: o.netns, env: []string{"TUNSTACK_CONTROL_DIR=" + ctl}, timeout: 20 * time.Second}
 	argv := append([]string{binPath, "run", "--name", f.name}, flags...)
 	argv = append(argv, "--", helperPath)
 	argv = append(argv, args...)
