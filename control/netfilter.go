@@ -129,11 +129,7 @@ func (s *Server) firewallRoutes(mux *http.ServeMux) {
 			return
 		}
 		out, err := fb.IPTables(f, req.Args)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, Output{Output: out})
+		writeOutput(w, out, err)
 	})
 	mux.HandleFunc("GET /v1/iptables-save", func(w http.ResponseWriter, r *http.Request) {
 		n := 0
@@ -172,12 +168,7 @@ func (s *Server) firewallRoutes(mux *http.ServeMux) {
 			return
 		}
 		req.Family = f
-		err = fb.IPTablesRestore(req)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, Output{})
+		writeOutput(w, "", fb.IPTablesRestore(req))
 	})
 	mux.HandleFunc("POST /v1/ipset", func(w http.ResponseWriter, r *http.Request) {
 		var req IPSetRequest
@@ -185,19 +176,11 @@ func (s *Server) firewallRoutes(mux *http.ServeMux) {
 			return
 		}
 		if req.Restore != "" {
-			if err := ipsetRestore(fb, req.Restore); err != nil {
-				writeError(w, http.StatusBadRequest, err)
-				return
-			}
-			writeJSON(w, http.StatusOK, Output{})
+			writeOutput(w, "", ipsetRestore(fb, req.Restore))
 			return
 		}
 		out, err := fb.IPSet(req.Args)
-		if err != nil {
-			writeError(w, http.StatusBadRequest, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, Output{Output: out})
+		writeOutput(w, out, err)
 	})
 	mux.HandleFunc("GET /v1/conntrack", func(w http.ResponseWriter, r *http.Request) {
 		flows, err := fb.Conntrack()
@@ -221,6 +204,16 @@ func ipsetRestore(fb FirewallBackend, text string) error {
 		}
 	}
 	return nil
+}
+
+// writeOutput answers a firewall command: its output, or its refusal
+// (the tool's error text) as 400.
+func writeOutput(w http.ResponseWriter, out string, err error) {
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Output{Output: out})
 }
 
 // decodeBody decodes a JSON request body of at most 64 MiB (restore

@@ -35,24 +35,16 @@ func Attach(cfg Config, target AttachTarget) (*Instance, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MTU < 1280 || cfg.MTU > 65520 {
-		return nil, fmt.Errorf("instance: MTU %d: must be between 1280 and 65520", cfg.MTU)
-	}
 	in := &Instance{cfg: cfg, log: cfg.Logger, started: time.Now()}
 	in.kind = "attach"
 	in.setDNS()
-	ac := sandbox.AttachConfig{
-		PID: target.PID, NetNS: target.NetNS, UserNS: target.UserNS,
-		Offload: cfg.Offload, MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
-		Addr4: netip.PrefixFrom(cfg.V4.Sandbox, cfg.V4.Network.Bits()), Gateway4: cfg.V4.Gateway,
-	}
-	if cfg.V6.Network.IsValid() && target.TAP == "" {
-		ac.Addr6 = netip.PrefixFrom(cfg.V6.Sandbox, cfg.V6.Network.Bits())
-		ac.Gateway6 = cfg.V6.Gateway
-	}
+	ac := sandbox.AttachConfig{PID: target.PID, NetNS: target.NetNS, UserNS: target.UserNS, Device: cfg.Device()}
 	if target.TAP != "" {
 		in.kind = "slirp4netns"
-		ac.TAP, ac.TunName, ac.Unconfigured, ac.MAC = true, target.TAP, target.Unconfigured, target.MAC
+		d := &ac.Device
+		// IPv6 on a TAP device comes from router advertisements.
+		d.Addr6, d.Gateway6 = netip.Prefix{}, netip.Addr{}
+		d.TAP, d.Name, d.Unconfigured, d.MAC = true, target.TAP, target.Unconfigured, target.MAC
 	}
 	sb, err := sandbox.Attach(ac)
 	if err != nil {

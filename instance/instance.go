@@ -35,7 +35,7 @@ type Config struct {
 	Command []string
 	// V4 and V6 are the sandbox networks (a zero V6.Network disables IPv6).
 	V4, V6 gateway.Addresses
-	// MTU of tun0 (1280..65520).
+	// MTU of tun0 (sandbox.MinMTU..sandbox.MaxMTU).
 	MTU int
 	// TxQueueLen of tun0.
 	TxQueueLen int
@@ -126,17 +126,8 @@ func Start(cfg Config) (*Instance, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MTU < 1280 || cfg.MTU > 65520 {
-		return nil, fmt.Errorf("instance: MTU %d: must be between 1280 and 65520", cfg.MTU)
-	}
 	in := &Instance{cfg: cfg, log: cfg.Logger, started: time.Now()}
-	if len(cfg.DNSUpstreams) == 0 {
-		ups, err := dnsrelay.HostUpstreams("/etc/resolv.conf")
-		if err != nil {
-			in.log.Warn("DNS: cannot read the host's resolvers; queries get SERVFAIL", "err", err)
-		}
-		in.cfg.DNSUpstreams = ups
-	}
+	in.setDNS()
 	sb, err := sandbox.Start(in.sandboxConfig())
 	if err != nil {
 		return nil, err
@@ -155,18 +146,28 @@ func Start(cfg Config) (*Instance, error) {
 
 func (in *Instance) sandboxConfig() sandbox.Config {
 	c := in.cfg
-	sc := sandbox.Config{
-		Command: c.Command, Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen, Queues: c.Queues,
-		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
+	return sandbox.Config{
+		Command: c.Command, Device: c.Device(),
 		ResolvConf: in.resolvConf(), HidePaths: in.hidePaths(),
 		Stdin: c.Stdin, Stdout: c.Stdout, Stderr: c.Stderr,
 		HostCaps: c.HostCaps, NoPIDNS: c.NoPIDNS,
 	}
-	if c.V6.Network.IsValid() {
-		sc.Addr6 = netip.PrefixFrom(c.V6.Sandbox, c.V6.Network.Bits())
-		sc.Gateway6 = c.V6.Gateway
+}
+
+// Device is the device the configuration asks for: tun0 with the
+// sandbox's addresses and default routes. sandbox.Start and
+// sandbox.Attach validate it; a command line checks its flags with
+// Device().Validate().
+func (c Config) Device() sandbox.DeviceConfig {
+	d := sandbox.DeviceConfig{
+		Offload: c.Offload, MTU: c.MTU, TxQueueLen: c.TxQueueLen, Queues: c.Queues,
+		Addr4: netip.PrefixFrom(c.V4.Sandbox, c.V4.Network.Bits()), Gateway4: c.V4.Gateway,
 	}
-	return sc
+	if c.V6.Network.IsValid() {
+		d.Addr6 = netip.PrefixFrom(c.V6.Sandbox, c.V6.Network.Bits())
+		d.Gateway6 = c.V6.Gateway
+	}
+	return d
 }
 
 func (in *Instance) serve(dev *tun.Device) error {

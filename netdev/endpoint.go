@@ -257,7 +257,7 @@ func (e *Endpoint) flatten(pkt *gstack.PacketBuffer, spare [][]byte) []byte {
 	}
 	if e.offload {
 		var h VirtioNetHdr
-		h.forPacket(pkt)
+		h.ForPacket(pkt)
 		if h.GSOType != VirtioGSONone {
 			e.Stats.TxGSO.Add(1)
 		}

@@ -74,11 +74,11 @@ func (h *VirtioNetHdr) Encode(b []byte) {
 	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
 }
 
-// forPacket describes an outbound packet of a GSO-capable endpoint. gVisor
-// leaves every such TCP packet (pure ACKs too) with only the pseudo-header
-// checksum, so all need NeedsCsum; those longer than one MSS are marked
-// for segmentation.
-func (h *VirtioNetHdr) forPacket(pkt *gstack.PacketBuffer) {
+// ForPacket describes an outbound packet of a GSO-capable endpoint (this
+// package's, or tun's). gVisor leaves every such TCP packet (pure ACKs
+// too) with only the pseudo-header checksum, so all need NeedsCsum; those
+// longer than one MSS are marked for segmentation.
+func (h *VirtioNetHdr) ForPacket(pkt *gstack.PacketBuffer) {
 	*h = VirtioNetHdr{}
 	gso := pkt.GSOOptions
 	if gso.Type == gstack.GSONone || !gso.NeedsCsum {

@@ -1,12 +1,12 @@
 package netfilter
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -20,10 +20,10 @@ import (
 // Wrap a NIC's endpoint with NewLinkEndpoint, give the result to
 // CreateNIC, and attach it with Firewall.AttachLink.
 type LinkEndpoint struct {
-	gstack.LinkEndpoint
-
-	mu         sync.Mutex // guards dispatcher
-	dispatcher gstack.NetworkDispatcher
+	// Endpoint (gVisor's) passes the link calls to lower and interposes
+	// this endpoint as lower's dispatcher.
+	nested.Endpoint
+	lower gstack.LinkEndpoint
 
 	fw atomic.Pointer[Firewall]
 }
@@ -37,7 +37,9 @@ var (
 // NewLinkEndpoint wraps lower. Until a firewall is attached, packets
 // pass untouched.
 func NewLinkEndpoint(lower gstack.LinkEndpoint) *LinkEndpoint {
-	return &LinkEndpoint{LinkEndpoint: lower}
+	e := &LinkEndpoint{lower: lower}
+	e.Endpoint.Init(lower, e)
+	return e
 }
 
 // AttachLink makes fw reassemble the fragments arriving on e (while fw
@@ -48,32 +50,6 @@ func (fw *Firewall) AttachLink(e *LinkEndpoint) {
 	e.fw.Store(fw)
 }
 
-// Attach implements stack.LinkEndpoint: the endpoint interposes itself
-// as the lower endpoint's dispatcher.
-func (e *LinkEndpoint) Attach(d gstack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
-	if d == nil {
-		e.LinkEndpoint.Attach(nil)
-		return
-	}
-	e.LinkEndpoint.Attach(e)
-}
-
-// IsAttached implements stack.LinkEndpoint.
-func (e *LinkEndpoint) IsAttached() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dispatcher != nil
-}
-
-func (e *LinkEndpoint) current() gstack.NetworkDispatcher {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dispatcher
-}
-
 // peekLen is enough of a packet to find an IPv6 fragment header behind
 // the usual extension headers; longer chains are passed to gVisor.
 const peekLen = 256
@@ -82,10 +58,10 @@ const peekLen = 256
 // endpoint: fragments are held and whole datagrams delivered in their
 // place.
 func (e *LinkEndpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
-	d := e.current()
-	if d == nil {
+	if !e.IsAttached() {
 		return
 	}
+	d := &e.Endpoint // delivers to the stack's dispatcher
 	fw := e.fw.Load()
 	if fw == nil {
 		d.DeliverNetworkPacket(proto, pkt)
@@ -148,7 +124,7 @@ func (e *LinkEndpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Er
 			fw.flows.observeBytes(buf[:n], now)
 		}
 	}
-	return e.LinkEndpoint.WritePackets(pkts)
+	return e.lower.WritePackets(pkts)
 }
 
 // hasV6ExtHeaders reports whether b is IPv6 with an extension header
@@ -162,30 +138,6 @@ func hasV6ExtHeaders(b []byte) bool {
 		return true
 	}
 	return false
-}
-
-// DeliverLinkPacket implements stack.NetworkDispatcher.
-func (e *LinkEndpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
-	if d := e.current(); d != nil {
-		d.DeliverLinkPacket(proto, pkt)
-	}
-}
-
-// GSOMaxSize implements stack.GSOEndpoint, passing the lower endpoint's
-// offload through.
-func (e *LinkEndpoint) GSOMaxSize() uint32 {
-	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
-		return g.GSOMaxSize()
-	}
-	return 0
-}
-
-// SupportedGSO implements stack.GSOEndpoint.
-func (e *LinkEndpoint) SupportedGSO() gstack.SupportedGSO {
-	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
-		return g.SupportedGSO()
-	}
-	return gstack.GSONotSupported
 }
 
 // Stats are a firewall's counters of work done and dropped at its

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -27,25 +26,9 @@ type AttachConfig struct {
 	NetNS string
 	// UserNS, if set, is the user namespace to join with NetNS.
 	UserNS string
-	// TunName, Offload, MTU, TxQueueLen, Addr4/Gateway4, Addr6/Gateway6
-	// configure the device as for Start.
-	TunName    string
-	Offload    tun.OffloadMode
-	MTU        int
-	TxQueueLen int
-	Queues     int
-	Addr4      netip.Prefix
-	Gateway4   netip.Addr
-	Addr6      netip.Prefix
-	Gateway6   netip.Addr
-	// TAP opens (or creates) an Ethernet TAP device named TunName
-	// instead of a TUN device, as slirp4netns does.
-	TAP bool
-	// Unconfigured leaves lo, the device's addresses, routes and MTU
-	// alone: its creator configures it (rootlesskit does).
-	Unconfigured bool
-	// MAC, if set, is the device's hardware address (TAP only).
-	MAC string
+	// Device is the device to create (or, TAP, open) and configure
+	// there.
+	Device DeviceConfig
 }
 
 // Attach creates and configures a TUN device in an existing namespace and
@@ -54,6 +37,11 @@ type AttachConfig struct {
 // binary's child side there; the child passes the device back (SCM_RIGHTS)
 // and exits.
 func Attach(cfg AttachConfig) (*Sandbox, error) {
+	dev, err := cfg.Device.prepared()
+	if err != nil {
+		return nil, err
+	}
+	cfg.Device = dev
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: attach needs nsenter (util-linux): %w", err)
@@ -161,16 +149,7 @@ func idMapsToRoot(path string, id int) bool {
 }
 
 func (sb *Sandbox) handshakeAttach(cfg AttachConfig) error {
-	cc := childConfig{
-		Attach: true, TunName: cfg.TunName, Offload: cfg.Offload.String(), MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
-		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
-		TAP: cfg.TAP, Unconfigured: cfg.Unconfigured, MAC: cfg.MAC,
-	}
-	if err := sb.exchange(cc); err != nil {
-		return err
-	}
-	sb.Device.TAP = cfg.TAP
-	return nil
+	return sb.exchange(childConfig{Attach: true, Device: cfg.Device})
 }
 
 // attachSetup is the child side of Attach: it runs inside the namespace,

@@ -155,8 +155,9 @@ func execSetup(conn *net.UnixConn, cfg *childConfig) (string, error) {
 
 // configureNetwork brings lo up and creates and configures the TUN device.
 func configureNetwork(cfg *childConfig) (*tun.Device, error) {
-	if cfg.Unconfigured {
-		return openUnconfigured(cfg)
+	d := &cfg.Device
+	if d.Unconfigured {
+		return openUnconfigured(d)
 	}
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
@@ -165,46 +166,42 @@ func configureNetwork(cfg *childConfig) (*tun.Device, error) {
 	if err := netlink.LinkSetUp(lo); err != nil {
 		return nil, fmt.Errorf("set lo up: %w", err)
 	}
-	mode, err := tun.ParseOffloadMode(cfg.Offload)
+	dev, err := tun.Open(d.tunConfig())
 	if err != nil {
 		return nil, err
 	}
-	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues, TAP: cfg.TAP})
-	if err != nil {
-		return nil, err
-	}
-	if err := configureLink(dev.Name, cfg); err != nil {
+	if err := configureLink(dev.Name, d); err != nil {
 		dev.Close()
 		return nil, err
 	}
 	return dev, nil
 }
 
-func configureLink(name string, cfg *childConfig) error {
+func configureLink(name string, d *DeviceConfig) error {
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		return fmt.Errorf("find %s: %w", name, err)
 	}
-	if err := netlink.LinkSetMTU(link, cfg.MTU); err != nil {
-		return fmt.Errorf("set %s mtu %d: %w", name, cfg.MTU, err)
+	if err := netlink.LinkSetMTU(link, d.MTU); err != nil {
+		return fmt.Errorf("set %s mtu %d: %w", name, d.MTU, err)
 	}
 	// Via netlink: the SIOCSIFTXQLEN ioctl is refused in a user namespace.
-	if err := netlink.LinkSetTxQLen(link, cfg.TxQueueLen); err != nil {
-		return fmt.Errorf("set %s txqueuelen %d: %w", name, cfg.TxQueueLen, err)
+	if err := netlink.LinkSetTxQLen(link, d.TxQueueLen); err != nil {
+		return fmt.Errorf("set %s txqueuelen %d: %w", name, d.TxQueueLen, err)
 	}
-	if cfg.MAC != "" {
-		mac, err := net.ParseMAC(cfg.MAC)
+	if d.MAC != "" {
+		mac, err := net.ParseMAC(d.MAC)
 		if err != nil {
-			return fmt.Errorf("MAC address %q: %w", cfg.MAC, err)
+			return fmt.Errorf("MAC address %q: %w", d.MAC, err)
 		}
 		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
-			return fmt.Errorf("set %s address %s: %w", name, cfg.MAC, err)
+			return fmt.Errorf("set %s address %s: %w", name, d.MAC, err)
 		}
 	}
 	for _, p := range []struct {
 		addr  netip.Prefix
 		flags int
-	}{{cfg.Addr4, 0}, {cfg.Addr6, unix.IFA_F_NODAD}} {
+	}{{d.Addr4, 0}, {d.Addr6, unix.IFA_F_NODAD}} {
 		if !p.addr.IsValid() {
 			continue
 		}
@@ -216,7 +213,7 @@ func configureLink(name string, cfg *childConfig) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
-	for _, gw := range []netip.Addr{cfg.Gateway4, cfg.Gateway6} {
+	for _, gw := range []netip.Addr{d.Gateway4, d.Gateway6} {
 		if !gw.IsValid() {
 			continue
 		}
@@ -230,17 +227,13 @@ func configureLink(name string, cfg *childConfig) error {
 
 // openUnconfigured opens a device its creator configures (rootlesskit's
 // persistent tap0): only the transmit queue is lengthened, best effort.
-func openUnconfigured(cfg *childConfig) (*tun.Device, error) {
-	mode, err := tun.ParseOffloadMode(cfg.Offload)
+func openUnconfigured(d *DeviceConfig) (*tun.Device, error) {
+	dev, err := tun.Open(d.tunConfig())
 	if err != nil {
 		return nil, err
 	}
-	dev, err := tun.Open(tun.Config{Name: cfg.TunName, Offload: mode, Queues: cfg.Queues, TAP: cfg.TAP})
-	if err != nil {
-		return nil, err
-	}
-	if link, err := netlink.LinkByName(dev.Name); err == nil && link.Attrs().TxQLen < cfg.TxQueueLen {
-		netlink.LinkSetTxQLen(link, cfg.TxQueueLen)
+	if link, err := netlink.LinkByName(dev.Name); err == nil && link.Attrs().TxQLen < d.TxQueueLen {
+		netlink.LinkSetTxQLen(link, d.TxQueueLen)
 	}
 	return dev, nil
 }
@@ -251,7 +244,7 @@ func openUnconfigured(cfg *childConfig) (*tun.Device, error) {
 // path through a file) is "not executable" (126).
 func lookPathReply(name string, err error) (childReply, int) {
 	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
-		return childReply{Error: notFoundPrefix + name}, 127
+		return childReply{NotFound: name}, 127
 	}
 	var reason error = err
 	var pe *fs.PathError
@@ -263,5 +256,5 @@ func lookPathReply(name string, err error) (childReply, int) {
 	if errors.Is(reason, fs.ErrPermission) {
 		reason = syscall.EACCES // "permission denied", as the shell says
 	}
-	return childReply{Error: notExecPrefix + name + ": " + reason.Error()}, 126
+	return childReply{NotExecutable: name + ": " + reason.Error()}, 126
 }

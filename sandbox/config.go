@@ -1,7 +1,8 @@
 package sandbox
 
 import (
-	"net/netip"
+	"errors"
+	"fmt"
 )
 
 // childArg is argv[1] of the re-executed binary. The program's main must
@@ -28,18 +29,20 @@ const (
 	modeHost = "host"
 )
 
+// ErrNotFound is returned (wrapped) when the command does not exist.
+var ErrNotFound = errors.New("command not found")
+
+// ErrNotExecutable is returned (wrapped) when the command exists but
+// cannot be executed: no execute permission, or a directory. Shells and
+// podman exit 126 for it, 127 being for ErrNotFound.
+var ErrNotExecutable = errors.New("not executable")
+
 // childConfig is what the parent tells the child.
 type childConfig struct {
-	Command    []string     `json:"command"`
-	TunName    string       `json:"tun_name"`
-	Offload    string       `json:"offload"`
-	MTU        int          `json:"mtu"`
-	TxQueueLen int          `json:"txqueuelen"`
-	Queues     int          `json:"queues"`
-	Addr4      netip.Prefix `json:"addr4"`
-	Gateway4   netip.Addr   `json:"gateway4"`
-	Addr6      netip.Prefix `json:"addr6"`
-	Gateway6   netip.Addr   `json:"gateway6"`
+	Command []string `json:"command"`
+	// Device is the device to create and configure, defaults filled in
+	// and validated by the parent.
+	Device DeviceConfig `json:"device"`
 	// ResolvConf is the content for the sandbox's /etc/resolv.conf; empty
 	// leaves the host's in place.
 	ResolvConf string `json:"resolv_conf"`
@@ -56,16 +59,32 @@ type childConfig struct {
 	// Attach configures an existing namespace (the child was started in
 	// it by nsenter) and exits instead of running a command.
 	Attach bool `json:"attach,omitempty"`
-	// TAP, Unconfigured and MAC are AttachConfig's.
-	TAP          bool   `json:"tap,omitempty"`
-	Unconfigured bool   `json:"unconfigured,omitempty"`
-	MAC          string `json:"mac,omitempty"`
 }
 
-// childReply is the child's answer.
+// childReply is the child's answer: the device (passed with it), or why
+// there is none.
 type childReply struct {
-	Error   string   `json:"error,omitempty"`
-	TunName string   `json:"tun_name,omitempty"`
-	Offload bool     `json:"offload,omitempty"`
-	Notes   []string `json:"notes,omitempty"`
+	// Error is a setup failure (the child exits 125).
+	Error string `json:"error,omitempty"`
+	// NotFound is the command that does not exist (the child exits 127).
+	NotFound string `json:"not_found,omitempty"`
+	// NotExecutable is the command that exists but cannot be executed,
+	// with the reason (the child exits 126).
+	NotExecutable string   `json:"not_executable,omitempty"`
+	TunName       string   `json:"tun_name,omitempty"`
+	Offload       bool     `json:"offload,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
+}
+
+// err is the failure the reply reports, or nil.
+func (r childReply) err() error {
+	switch {
+	case r.NotFound != "":
+		return fmt.Errorf("%s: %w", r.NotFound, ErrNotFound)
+	case r.NotExecutable != "":
+		return fmt.Errorf("%s (%w)", r.NotExecutable, ErrNotExecutable)
+	case r.Error != "":
+		return fmt.Errorf("sandbox: %s", r.Error)
+	}
+	return nil
 }

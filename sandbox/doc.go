@@ -29,7 +29,9 @@
 //	                 (its SCM_CREDENTIALS give the parent the command's pid)
 //	parent → exec    "go"
 //
-// A child that fails sends a childReply with Error set and exits 125.
+// A child that fails sends a childReply with Error set and exits 125; one
+// that does not find the command sends NotFound set to its name and exits
+// 127.
 //
 // Attach instead runs the child through nsenter(1) in an existing
 // namespace, where it only creates and passes the device.

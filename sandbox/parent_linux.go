@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -23,24 +21,8 @@ import (
 type Config struct {
 	// Command is the program and its arguments.
 	Command []string
-	// TunName is the interface name inside (default "tun0").
-	TunName string
-	// Offload selects the TUN path (see tun.OffloadMode).
-	Offload tun.OffloadMode
-	// MTU of the TUN device.
-	MTU int
-	// TxQueueLen of the TUN device (default 10000: a short queue
-	// overflows at small MTUs, as pasta's does at 1500).
-	TxQueueLen int
-	// Queues is the number of TUN queues (IFF_MULTI_QUEUE above 1), each
-	// read by its own goroutine.
-	Queues int
-	// Addr4/Gateway4 and Addr6/Gateway6 configure the device and default
-	// routes; zero values skip a family.
-	Addr4    netip.Prefix
-	Gateway4 netip.Addr
-	Addr6    netip.Prefix
-	Gateway6 netip.Addr
+	// Device is the TUN device to create in the sandbox.
+	Device DeviceConfig
 	// ResolvConf, if not empty, replaces /etc/resolv.conf for the command.
 	ResolvConf string
 	// HidePaths are directories the command must not see into (they are
@@ -82,26 +64,18 @@ type Sandbox struct {
 	Notes []string
 }
 
-// ErrNotFound is returned (wrapped) when the command does not exist.
-var ErrNotFound = errors.New("command not found")
-
-// ErrNotExecutable is returned (wrapped) when the command exists but
-// cannot be executed: no execute permission, or a directory. Shells and
-// podman exit 126 for it, 127 being for ErrNotFound.
-var ErrNotExecutable = errors.New("not executable")
-
-// The prefixes of childReply.Error for a command that was not found and
-// one that is not executable.
-const (
-	notFoundPrefix = "notfound:"
-	notExecPrefix  = "notexec:"
-)
-
 // Start creates the namespace and the TUN device and returns once the
 // device is in this process. The command waits for Release.
 func Start(cfg Config) (*Sandbox, error) {
 	if len(cfg.Command) == 0 {
 		return nil, errors.New("sandbox: no command")
+	}
+	var err error
+	if cfg.Device, err = cfg.Device.prepared(); err != nil {
+		return nil, err
+	}
+	if cfg.Device.TAP || cfg.Device.Unconfigured {
+		return nil, errors.New("sandbox: a TAP or unconfigured device is for Attach only")
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -229,25 +203,15 @@ func isNamespaceRefusal(err error) bool {
 }
 
 func (sb *Sandbox) handshake(cfg Config, mode string) error {
-	cc := childConfig{
-		Mode: mode, PIDNS: !cfg.NoPIDNS,
-		Command: cfg.Command, TunName: cfg.TunName, Offload: cfg.Offload.String(),
-		MTU: cfg.MTU, TxQueueLen: cfg.TxQueueLen, Queues: cfg.Queues,
-		Addr4: cfg.Addr4, Gateway4: cfg.Gateway4, Addr6: cfg.Addr6, Gateway6: cfg.Gateway6,
+	return sb.exchange(childConfig{
+		Mode: mode, PIDNS: !cfg.NoPIDNS, Command: cfg.Command, Device: cfg.Device,
 		ResolvConf: cfg.ResolvConf, HidePaths: cfg.HidePaths,
-	}
-	return sb.exchange(cc)
+	})
 }
 
-// exchange sends the child its configuration (with defaults filled in) and
+// exchange sends the child its configuration (cc.Device prepared) and
 // receives the device.
 func (sb *Sandbox) exchange(cc childConfig) error {
-	if cc.TunName == "" {
-		cc.TunName = "tun0"
-	}
-	if cc.TxQueueLen == 0 {
-		cc.TxQueueLen = 10000
-	}
 	b, err := json.Marshal(cc)
 	if err != nil {
 		return err
@@ -259,15 +223,10 @@ func (sb *Sandbox) exchange(cc childConfig) error {
 	if err != nil {
 		return err
 	}
-	if reply.Error != "" {
-		if name, ok := strings.CutPrefix(reply.Error, notFoundPrefix); ok {
-			return fmt.Errorf("%s: %w", name, ErrNotFound)
-		}
-		if what, ok := strings.CutPrefix(reply.Error, notExecPrefix); ok {
-			return fmt.Errorf("%s (%w)", what, ErrNotExecutable)
-		}
-		return fmt.Errorf("sandbox: %s", reply.Error)
+	if err := reply.err(); err != nil {
+		return err
 	}
+	dev.TAP = cc.Device.TAP
 	sb.Device = dev
 	sb.Notes = reply.Notes
 	sb.pid = pid
@@ -374,8 +333,8 @@ func controlPair() (*net.UnixConn, *os.File, error) {
 }
 
 // receiveDevice reads the child's reply, the TUN queues passed with it,
-// and the sender's pid. A reply with Error set comes back with no device
-// and no error.
+// and the sender's pid. A reply that reports a failure comes back with no
+// device and no error.
 func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, int, error) {
 	var reply childReply
 	buf := make([]byte, 64<<10)
@@ -386,14 +345,14 @@ func receiveDevice(ctrl *net.UnixConn) (*tun.Device, childReply, int, error) {
 		}
 		return nil, reply, 0, fmt.Errorf("sandbox: %w", err)
 	}
-	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.Error != "" || len(files) == 0 {
+	if err := json.Unmarshal(buf[:n], &reply); err != nil || reply.err() != nil || len(files) == 0 {
 		for _, f := range files {
 			f.Close()
 		}
 		switch {
 		case err != nil:
 			return nil, reply, 0, fmt.Errorf("sandbox: bad reply from child: %w", err)
-		case reply.Error != "":
+		case reply.err() != nil:
 			return nil, reply, 0, nil
 		}
 		return nil, reply, 0, errors.New("sandbox: child sent no TUN device")

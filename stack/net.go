@@ -164,23 +164,33 @@ func dialErr(network string, laddr, raddr netip.AddrPort, err error) error {
 // "tcp", "tcp4" and "tcp6". An empty or unspecified host listens on every
 // address of the stack; for "tcp" that includes IPv4 (a dual-stack socket).
 func (s *Stack) Listen(network, address string) (net.Listener, error) {
-	fam, stream, err := parseNetwork(network)
-	if err == nil && !stream {
+	fam, laddr, err := s.listenAddr(network, address, true)
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.listenTCP(network, fam, laddr)
+	if err != nil {
+		return nil, err // not a nil *TCPListener in a non-nil interface
+	}
+	return l, nil
+}
+
+// listenAddr resolves the local address of Listen (stream) or
+// ListenPacket, and its family; errors are *net.OpError.
+func (s *Stack) listenAddr(network, address string, stream bool) (int, netip.AddrPort, error) {
+	fam, isStream, err := parseNetwork(network)
+	if err == nil && isStream != stream {
 		err = net.UnknownNetworkError(network)
 	}
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return 0, netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
 	d := Dialer{Stack: s}
 	addrs, err := d.resolve(context.Background(), network, address, fam, true)
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return 0, netip.AddrPort{}, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
-	l, err := s.listenTCP(network, familyOf(addrs[0].Addr()), addrs[0])
-	if err != nil {
-		return nil, err
-	}
-	return l, nil
+	return familyOf(addrs[0].Addr()), addrs[0], nil
 }
 
 // ListenTCP listens on laddr; an unspecified IPv6 address gives a
@@ -206,19 +216,15 @@ func (s *Stack) listenTCP(network string, fam int, laddr netip.AddrPort) (*TCPLi
 // ListenPacket announces on the local network address for "udp", "udp4"
 // and "udp6", like net.ListenPacket.
 func (s *Stack) ListenPacket(network, address string) (net.PacketConn, error) {
-	fam, stream, err := parseNetwork(network)
-	if err == nil && stream {
-		err = net.UnknownNetworkError(network)
-	}
+	fam, laddr, err := s.listenAddr(network, address, false)
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return nil, err
 	}
-	d := Dialer{Stack: s}
-	addrs, err := d.resolve(context.Background(), network, address, fam, true)
+	c, err := s.listenUDP(network, fam, laddr)
 	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+		return nil, err // not a nil *UDPConn in a non-nil interface
 	}
-	return s.listenUDP(network, familyOf(addrs[0].Addr()), addrs[0])
+	return c, nil
 }
 
 // ListenUDP binds an unconnected UDP socket to laddr.

@@ -87,3 +87,38 @@ func TestReadDeadline(t *testing.T) {
 var netipZero netip.AddrPort
 
 func mustAP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// Listen and ListenPacket refuse what they cannot serve with a
+// *net.OpError and a nil interface (not a nil pointer inside one).
+func TestListenErrors(t *testing.T) {
+	_, a, _, _ := stacktest.NewPair(t, stacktest.Options{})
+	for _, tc := range []struct {
+		name, network, address string
+		packet                 bool
+	}{
+		{"stream network to ListenPacket", "tcp", ":80", true},
+		{"packet network to Listen", "udp", ":53", false},
+		{"unknown network", "sctp", ":80", false},
+		{"address not on the stack, TCP", "tcp4", "192.0.2.1:80", false},
+		{"address not on the stack, UDP", "udp4", "192.0.2.1:53", true},
+		{"bad port", "tcp", ":x", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			var isNil bool
+			if tc.packet {
+				var pc net.PacketConn
+				pc, err = a.Stack.ListenPacket(tc.network, tc.address)
+				isNil = pc == nil
+			} else {
+				var l net.Listener
+				l, err = a.Stack.Listen(tc.network, tc.address)
+				isNil = l == nil
+			}
+			var oe *net.OpError
+			if !errors.As(err, &oe) || oe.Op != "listen" || !isNil {
+				t.Fatalf("%s %q: err = %v (nil result: %v), want a listen *net.OpError and a nil result", tc.network, tc.address, err, isNil)
+			}
+		})
+	}
+}

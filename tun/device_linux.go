@@ -91,19 +91,17 @@ func (d *Device) Close() error {
 // Files returns every queue's file, File first.
 func (d *Device) Files() []*os.File { return append([]*os.File{d.File}, d.Queues...) }
 
-// Open creates a TUN device (IFF_TUN|IFF_NO_PI) in the calling process's
-// network namespace, with cfg.Queues queues.
+// Open creates a TUN device (IFF_TUN|IFF_NO_PI), or with cfg.TAP an
+// Ethernet TAP device (see tap_linux.go), in the calling process's network
+// namespace, with cfg.Queues queues.
 func Open(cfg Config) (*Device, error) {
-	if cfg.TAP {
-		return openTAP(cfg)
-	}
 	n := max(cfg.Queues, 1)
 	d, err := openFirst(cfg, n > 1)
 	if err != nil {
 		return nil, err
 	}
 	for i := 1; i < n; i++ {
-		q, err := openQueue(d.Name, d.Offload, true)
+		q, err := openQueue(d.Name, d.TAP, d.Offload, true)
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("tun: queue %d of %s: %w", i, d.Name, err)
@@ -116,7 +114,7 @@ func Open(cfg Config) (*Device, error) {
 // openFirst opens the first queue, choosing the path as cfg.Offload says.
 func openFirst(cfg Config, multi bool) (*Device, error) {
 	if cfg.Offload != OffloadOff {
-		d, err := openOffload(cfg.Name, multi)
+		d, err := openOffload(cfg.Name, cfg.TAP, multi)
 		if err == nil {
 			return d, nil
 		}
@@ -124,7 +122,7 @@ func openFirst(cfg Config, multi bool) (*Device, error) {
 			return nil, explain(err)
 		}
 	}
-	d, err := openPlain(cfg.Name, multi)
+	d, err := openPlain(cfg.Name, cfg.TAP, multi)
 	if err != nil {
 		return nil, explain(err)
 	}
@@ -132,16 +130,21 @@ func openFirst(cfg Config, multi bool) (*Device, error) {
 }
 
 // openQueue opens one more queue of an existing multiqueue device.
-func openQueue(name string, offload, multi bool) (*Device, error) {
+func openQueue(name string, tap, offload, multi bool) (*Device, error) {
 	if offload {
-		return openOffload(name, multi)
+		return openOffload(name, tap, multi)
 	}
-	return openPlain(name, multi)
+	return openPlain(name, tap, multi)
 }
 
-func openPlain(name string, multi bool) (*Device, error) {
+// openPlain opens a queue without the virtio-net header, through water.
+func openPlain(name string, tap, multi bool) (*Device, error) {
+	typ := water.DeviceType(water.TUN)
+	if tap {
+		typ = water.TAP
+	}
 	ifc, err := water.New(water.Config{
-		DeviceType:             water.TUN,
+		DeviceType:             typ,
 		PlatformSpecificParams: water.PlatformSpecificParams{Name: name, MultiQueue: multi},
 	})
 	if err != nil {
@@ -152,7 +155,7 @@ func openPlain(name string, multi bool) (*Device, error) {
 		ifc.Close()
 		return nil, errors.New("tun: water returned a device that is not a file")
 	}
-	return &Device{File: f, Name: ifc.Name(), Offload: false}, nil
+	return &Device{File: f, Name: ifc.Name(), TAP: tap}, nil
 }
 
 // explain turns the common failures of opening /dev/net/tun into errors that
@@ -167,12 +170,17 @@ func explain(err error) error {
 	return fmt.Errorf("tun: %w", err)
 }
 
-func openOffload(name string, multi bool) (*Device, error) {
+// openOffload opens a TUN (or, with tap, a TAP) queue with the virtio-net
+// header, checksum offload and TSO.
+func openOffload(name string, tap, multi bool) (*Device, error) {
 	req, err := unix.NewIfreq(name)
 	if err != nil {
 		return nil, fmt.Errorf("interface name %q: %w", name, err)
 	}
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if tap {
+		flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	}
 	if multi {
 		flags |= unix.IFF_MULTI_QUEUE
 	}
@@ -181,23 +189,26 @@ func openOffload(name string, multi bool) (*Device, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: "/dev/net/tun", Err: err}
 	}
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, req); err != nil {
+	fail := func(what string, err error) (*Device, error) {
 		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETIFF: %w", err)
+		if name != "" {
+			return nil, fmt.Errorf("%s on %s: %w", what, name, err)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, req); err != nil {
+		return fail("TUNSETIFF", err)
 	}
 	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, virtioNetHdrLen); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETVNETHDRSZ: %w", err)
+		return fail("TUNSETVNETHDRSZ", err)
 	}
 	// No USO: gVisor's UDP would not split the kernel's UDP super-packets.
 	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("TUNSETOFFLOAD: %w", err)
+		return fail("TUNSETOFFLOAD", err)
 	}
 	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("set non-blocking: %w", err)
+		return fail("set non-blocking", err)
 	}
 	ifname := req.Name()
-	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true}, nil
+	return &Device{File: os.NewFile(uintptr(fd), "/dev/net/tun:"+ifname), Name: ifname, Offload: true, TAP: tap}, nil
 }

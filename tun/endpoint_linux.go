@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tunstack/tunstack/netdev"
 )
 
 const (
@@ -385,9 +387,9 @@ func (e *Endpoint) deliver(vh []byte, head, tail *buffer.View, n int) (tailUsed 
 		return false
 	}
 	if e.dev.Offload {
-		var h virtioHdr
-		h.decode(vh)
-		if h.gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
+		var h netdev.VirtioNetHdr
+		h.Decode(vh)
+		if h.GSOType != unix.VIRTIO_NET_HDR_GSO_NONE {
 			e.Stats.RxGSO.Add(1)
 		}
 	}
@@ -494,12 +496,12 @@ func (e *Endpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) 
 func (e *Endpoint) writePacket(wb *writeBuf, pkt *stack.PacketBuffer) tcpip.Error {
 	wb.iov = wb.iov[:0]
 	if e.dev.Offload {
-		var h virtioHdr
-		h.forPacket(pkt)
-		if h.gsoType != unix.VIRTIO_NET_HDR_GSO_NONE {
+		var h netdev.VirtioNetHdr
+		h.ForPacket(pkt)
+		if h.GSOType != unix.VIRTIO_NET_HDR_GSO_NONE {
 			e.Stats.TxGSO.Add(1)
 		}
-		h.encode(wb.vh[:])
+		h.Encode(wb.vh[:])
 		wb.iov = append(wb.iov, unix.Iovec{Base: &wb.vh[0], Len: virtioNetHdrLen})
 	}
 	if e.dev.TAP {

@@ -1,72 +1,12 @@
 package tun
 
 import (
-	"encoding/binary"
-
-	"golang.org/x/sys/unix"
-	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"github.com/tunstack/tunstack/netdev"
 )
 
 // virtioNetHdrLen is sizeof(struct virtio_net_hdr) (linux/virtio_net.h):
 // the header without the num_buffers field, little-endian on a TUN. Its
-// flag and GSO type values are x/sys/unix's VIRTIO_NET_HDR_* constants.
-const virtioNetHdrLen = 10
-
-// virtioHdr is the decoded form of a virtio_net_hdr.
-type virtioHdr struct {
-	flags      uint8
-	gsoType    uint8
-	hdrLen     uint16
-	gsoSize    uint16
-	csumStart  uint16
-	csumOffset uint16
-}
-
-// decode reads a header. gVisor's header.VirtioNetHeader getters read the
-// u16 fields big-endian, which is wrong for a TUN, so this is done by hand.
-func (h *virtioHdr) decode(b []byte) {
-	h.flags = b[0]
-	h.gsoType = b[1]
-	h.hdrLen = binary.LittleEndian.Uint16(b[2:])
-	h.gsoSize = binary.LittleEndian.Uint16(b[4:])
-	h.csumStart = binary.LittleEndian.Uint16(b[6:])
-	h.csumOffset = binary.LittleEndian.Uint16(b[8:])
-}
-
-func (h *virtioHdr) encode(b []byte) {
-	b[0] = h.flags
-	b[1] = h.gsoType
-	binary.LittleEndian.PutUint16(b[2:], h.hdrLen)
-	binary.LittleEndian.PutUint16(b[4:], h.gsoSize)
-	binary.LittleEndian.PutUint16(b[6:], h.csumStart)
-	binary.LittleEndian.PutUint16(b[8:], h.csumOffset)
-}
-
-// forPacket fills h for an outbound packet. gVisor marks every TCP packet of
-// a GSO-capable endpoint (pure ACKs too) as carrying only the pseudo-header
-// checksum, so all of them need NEEDS_CSUM; only those longer than one MSS
-// are segmented by the kernel.
-func (h *virtioHdr) forPacket(pkt *stack.PacketBuffer) {
-	*h = virtioHdr{}
-	gso := pkt.GSOOptions
-	if gso.Type == stack.GSONone || !gso.NeedsCsum {
-		return
-	}
-	l3 := len(pkt.NetworkHeader().Slice())
-	h.flags = unix.VIRTIO_NET_HDR_F_NEEDS_CSUM
-	h.csumStart = uint16(l3)
-	h.csumOffset = gso.CsumOffset
-	if pkt.Data().Size() <= int(gso.MSS) || gso.MSS == 0 {
-		return
-	}
-	switch gso.Type {
-	case stack.GSOTCPv4:
-		h.gsoType = unix.VIRTIO_NET_HDR_GSO_TCPV4
-	case stack.GSOTCPv6:
-		h.gsoType = unix.VIRTIO_NET_HDR_GSO_TCPV6
-	default:
-		return
-	}
-	h.gsoSize = gso.MSS
-	h.hdrLen = uint16(pkt.HeaderSize())
-}
+// codec is netdev.VirtioNetHdr, shared with netdev's endpoint (gVisor's
+// header.VirtioNetHeader getters read the u16 fields big-endian, which is
+// wrong for a TUN).
+const virtioNetHdrLen = netdev.VirtioNetHdrLen

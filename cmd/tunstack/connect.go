@@ -50,20 +50,28 @@ was not found); 125 when the connection could not be made.`,
 			}
 			code, err := fdserve.Run(args[1:], f, os.Stderr)
 			f.Close()
-			if errors.Is(err, fdserve.ErrNotFound) {
-				fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
-				return exitError{code}
-			}
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return exitError{code}
-			}
-			return nil
+			return servedStatus(code, err)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "instance name (default: the only running instance)")
 	cmd.Flags().BoolVar(&udp, "udp", false, "a connected UDP socket instead of a TCP connection")
 	return cmd
+}
+
+// servedStatus is tunstack's result for a command it ran on a connection
+// (connect, listen --once): a program that does not exist is reported and
+// exits with code (127, as a shell's), another error is returned, and a
+// nonzero status becomes tunstack's.
+func servedStatus(code int, err error) error {
+	if errors.Is(err, fdserve.ErrNotFound) {
+		fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
+		return exitError{code}
+	}
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitError{code}
+	}
+	return nil
 }

@@ -76,12 +76,40 @@ func commandFailed(cmd *cobra.Command, err error) error {
 	return exitError{1}
 }
 
+// passThrough is the RunE of a command whose arguments are the tool's own
+// (iptables, ipset): --help, or --name NAME taken out and run called on
+// that instance with the rest; its output is printed, its refusal printed
+// as the tool's (commandFailed).
+func passThrough(run func(cmd *cobra.Command, c *control.Client, args []string) (string, error)) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if wantsHelp(args) {
+			return cmd.Help()
+		}
+		c, rest, err := connectByArgs(cmd, args)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		out, err := run(cmd, c, rest)
+		if err != nil {
+			return commandFailed(cmd, err)
+		}
+		io.WriteString(cmd.OutOrStdout(), out)
+		return nil
+	}
+}
+
+// familyNumber is f as the control API names it (4 or 6).
+func familyNumber(f netfilter.Family) int {
+	if f == netfilter.IPv6 {
+		return 6
+	}
+	return 4
+}
+
 func newIPTablesCmd(f netfilter.Family) *cobra.Command {
 	prog := f.String()
-	fam := 4
-	if f == netfilter.IPv6 {
-		fam = 6
-	}
+	fam := familyNumber(f)
 	return &cobra.Command{
 		Use:   prog + " [--name NAME] [-t TABLE] COMMAND [ARGS...]",
 		Short: fmt.Sprintf("Run %s on a running instance's firewall", prog),
@@ -98,31 +126,15 @@ and POSTROUTING. DNAT in PREROUTING changes where the host side dials.`, prog, p
   tunstack %[1]s -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.2.2:8080
   tunstack %[1]s -L -v -n`, prog),
 		DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if wantsHelp(args) {
-				return cmd.Help()
-			}
-			c, rest, err := connectByArgs(cmd, args)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			out, err := c.IPTables(cmd.Context(), fam, rest)
-			if err != nil {
-				return commandFailed(cmd, err)
-			}
-			io.WriteString(cmd.OutOrStdout(), out)
-			return nil
-		},
+		RunE: passThrough(func(cmd *cobra.Command, c *control.Client, args []string) (string, error) {
+			return c.IPTables(cmd.Context(), fam, args)
+		}),
 	}
 }
 
 func newIPTablesSaveCmd(f netfilter.Family) *cobra.Command {
 	prog := f.String() + "-save"
-	fam := 4
-	if f == netfilter.IPv6 {
-		fam = 6
-	}
+	fam := familyNumber(f)
 	var name, table string
 	var counters bool
 	cmd := &cobra.Command{
@@ -178,10 +190,7 @@ func saveTable(text, table string) string {
 
 func newIPTablesRestoreCmd(f netfilter.Family) *cobra.Command {
 	prog := f.String() + "-restore"
-	fam := 4
-	if f == netfilter.IPv6 {
-		fam = 6
-	}
+	fam := familyNumber(f)
 	var name string
 	var test, noflush, counters bool
 	cmd := &cobra.Command{
@@ -271,32 +280,16 @@ reads commands, one per line, from standard input.`,
   tunstack ipset restore < blocklist.ipset
   tunstack iptables -A FORWARD -m set --match-set blocklist dst -j DROP`,
 		DisableFlagParsing: true,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if wantsHelp(args) {
-				return cmd.Help()
-			}
-			c, rest, err := connectByArgs(cmd, args)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if len(rest) > 0 && (rest[0] == "restore" || rest[0] == "-R") {
+		RunE: passThrough(func(cmd *cobra.Command, c *control.Client, args []string) (string, error) {
+			if len(args) > 0 && (args[0] == "restore" || args[0] == "-R") {
 				text, err := io.ReadAll(cmd.InOrStdin())
 				if err != nil {
-					return err
+					return "", err
 				}
-				if err := c.IPSetRestore(cmd.Context(), string(text)); err != nil {
-					return commandFailed(cmd, err)
-				}
-				return nil
+				return "", c.IPSetRestore(cmd.Context(), string(text))
 			}
-			out, err := c.IPSet(cmd.Context(), rest)
-			if err != nil {
-				return commandFailed(cmd, err)
-			}
-			io.WriteString(cmd.OutOrStdout(), out)
-			return nil
-		},
+			return c.IPSet(cmd.Context(), args)
+		}),
 	}
 }
 

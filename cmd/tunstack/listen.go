@@ -73,17 +73,10 @@ status.`,
 				serve = srv.ServeUDP
 			}
 			code, err := serve(cmd.Context(), uc)
-			if once && errors.Is(err, fdserve.ErrNotFound) {
-				fmt.Fprintf(os.Stderr, "tunstack: %v\n", err)
-				return exitError{code}
+			if !once {
+				return err // serving ended: no command's status to report
 			}
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return exitError{code}
-			}
-			return nil
+			return servedStatus(code, err)
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "instance name (default: the only running instance)")

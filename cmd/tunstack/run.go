@@ -110,9 +110,9 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.cidr, "cidr", gateway.DefaultCIDR.String(), "IPv4 network of the sandbox (sandbox .100, gateway .2, DNS .3)")
 	f.StringVar(&o.cidr6, "cidr6", gateway.DefaultCIDR6.String(), "IPv6 network of the sandbox (::100, ::2, ::3)")
 	f.BoolVar(&o.noIPv6, "no-ipv6", false, "configure no IPv6 in the sandbox")
-	f.IntVar(&o.mtu, "mtu", 65520, "MTU of tun0 (1280..65520)")
-	f.IntVar(&o.txQueueLen, "txqueuelen", 10000, "transmit queue length of tun0")
-	f.IntVar(&o.queues, "queues", 1, "TUN queues, each read by its own goroutine (1..16; more than 1 helps only with spare cores)")
+	f.IntVar(&o.mtu, "mtu", sandbox.MaxMTU, fmt.Sprintf("MTU of tun0 (%d..%d)", sandbox.MinMTU, sandbox.MaxMTU))
+	f.IntVar(&o.txQueueLen, "txqueuelen", sandbox.DefaultTxQueueLen, "transmit queue length of tun0")
+	f.IntVar(&o.queues, "queues", 1, fmt.Sprintf("TUN queues, each read by its own goroutine (1..%d; more than 1 helps only with spare cores)", sandbox.MaxQueues))
 	f.StringVar(&o.offload, "offload", "auto", "TUN offloads (virtio-net header, TSO): auto, on or off")
 	f.BoolVar(&o.disableHostLoopback, "disable-host-loopback", false, "refuse connections to the gateway instead of reaching the host's loopback")
 	f.StringArrayVar(&o.dnsUpstreams, "dns-upstream", nil, "DNS resolver ADDR[:PORT] to relay to (repeatable; default: the host's /etc/resolv.conf)")
@@ -159,11 +159,9 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
 		Confine: o.harden.options(true),
 	}
-	if o.mtu < 1280 || o.mtu > 65520 {
-		return c, fmt.Errorf("--mtu %d: must be between 1280 and 65520", o.mtu)
-	}
-	if o.queues < 1 || o.queues > 16 {
-		return c, fmt.Errorf("--queues %d: must be between 1 and 16", o.queues)
+	// The flags as given: an explicit --queues 0 is refused, not defaulted.
+	if err := c.Device().Validate(); err != nil {
+		return c, fmt.Errorf("tun0: %w", err)
 	}
 	var err error
 	if c.Offload, err = tun.ParseOffloadMode(o.offload); err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/tunstack/tunstack/harden"
 	"github.com/tunstack/tunstack/instance"
 	"github.com/tunstack/tunstack/netfilter"
+	"github.com/tunstack/tunstack/sandbox"
 	"github.com/tunstack/tunstack/slirp4netns"
 	"github.com/tunstack/tunstack/stack/gateway"
 )
@@ -176,11 +177,12 @@ func watchExitFD(parent context.Context, exit *os.File) context.Context {
 // slirpConfig builds the instance: slirp4netns's addresses, MTU and
 // loopback policy, and a control socket named after the namespace.
 func slirpConfig(opts *slirp4netns.Options, log *slog.Logger) (instance.Config, error) {
-	mtu := min(opts.MTU, 65520)
-	if mtu < 1280 {
-		return instance.Config{}, fmt.Errorf("--mtu %d: tunstack needs at least 1280", opts.MTU)
+	// slirp4netns takes up to 65521; tunstack's device up to MaxMTU.
+	c := instance.Config{MTU: min(opts.MTU, sandbox.MaxMTU), TxQueueLen: sandbox.DefaultTxQueueLen, Queues: 1,
+		DisableHostLoopback: opts.DisableHostLoopback, Logger: log}
+	if err := c.Device().Validate(); err != nil {
+		return c, fmt.Errorf("--mtu %d: %w", opts.MTU, err)
 	}
-	c := instance.Config{MTU: mtu, TxQueueLen: 10000, Queues: 1, DisableHostLoopback: opts.DisableHostLoopback, Logger: log}
 	var err error
 	if c.V4, err = gateway.AddressesFor(opts.CIDR); err != nil {
 		return c, fmt.Errorf("--cidr: %w", err)

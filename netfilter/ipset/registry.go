@@ -113,130 +113,21 @@ func (r *Registry) Exec(args []string) (string, error) {
 		return "", errors.New("ipset: no command specified")
 	}
 	cmd, rest := rest[0], rest[1:]
-	need := func(n int) error {
-		if len(rest) < n {
-			return fmt.Errorf("ipset %s: missing arguments", cmd)
-		}
-		return nil
-	}
 	switch cmd {
 	case "create", "-N", "n":
-		if err := need(2); err != nil {
-			return "", err
+		if len(rest) < 2 {
+			return "", fmt.Errorf("ipset %s: missing arguments", cmd)
 		}
-		typ, err := ParseType(rest[1])
-		if err != nil {
-			return "", err
-		}
-		var opts Options
-		for i := 2; i < len(rest); i++ {
-			if i+1 >= len(rest) {
-				return "", fmt.Errorf("ipset create: option %q needs a value", rest[i])
-			}
-			v := rest[i+1]
-			switch rest[i] {
-			case "family":
-				switch v {
-				case "inet", "ipv4":
-					opts.Family = Inet
-				case "inet6", "ipv6":
-					opts.Family = Inet6
-				default:
-					return "", fmt.Errorf("ipset create: unknown family %q", v)
-				}
-			case "timeout":
-				n, err := parseTimeout(v)
-				if err != nil {
-					return "", fmt.Errorf("ipset create: %w", err)
-				}
-				// "timeout 0" still enables timeout support, with
-				// entries that never expire unless added with one.
-				opts.Timeout, opts.HasTimeout = n, true
-			case "hashsize", "maxelem":
-				n, err := strconv.Atoi(v)
-				if err != nil || n <= 0 {
-					return "", fmt.Errorf("ipset create: bad %s %q", rest[i], v)
-				}
-				if rest[i] == "hashsize" {
-					opts.HashSize = n
-				} else {
-					opts.MaxElem = n
-				}
-			default:
-				return "", fmt.Errorf("ipset create: unknown option %q", rest[i])
-			}
-			i++
-		}
-		_, err = r.Create(rest[0], typ, opts, exist)
-		return "", err
+		return "", r.execCreate(rest, exist)
 	case "add", "del", "test", "-A", "-D", "-T", "a", "d", "t":
-		if err := need(2); err != nil {
-			return "", err
+		if len(rest) < 2 {
+			return "", fmt.Errorf("ipset %s: missing arguments", cmd)
 		}
-		s := r.Get(rest[0])
-		if s == nil {
-			return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, rest[0])
-		}
-		p, err := s.ParseEntry(rest[1])
-		if err != nil {
-			return "", err
-		}
-		switch cmd {
-		case "add", "-A", "a":
-			return "", addEntry(s, p, rest[2:], exist)
-		case "del", "-D", "d":
-			return "", s.Del(p, exist)
-		}
-		if s.Contains(p.Addr()) && p.Bits() == p.Addr().BitLen() || s.hasPrefix(p) {
-			return fmt.Sprintf("%s is in set %s.\n", rest[1], s.name), nil
-		}
-		return "", fmt.Errorf("ipset: %s is NOT in set %s", rest[1], s.name)
+		return r.execEntry(cmd, rest, exist)
 	case "list", "-L", "l", "save", "-S":
-		names := r.Names()
-		terse := false
-		for _, a := range rest {
-			switch a {
-			case "-n", "-name", "-t", "-terse":
-				terse = true
-			default:
-				if strings.HasPrefix(a, "-") {
-					continue
-				}
-				if r.Get(a) == nil {
-					return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, a)
-				}
-				names = []string{a}
-			}
-		}
-		var b strings.Builder
-		for i, n := range names {
-			s := r.Get(n)
-			if s == nil {
-				continue
-			}
-			if cmd == "save" || cmd == "-S" {
-				s.save(&b)
-				continue
-			}
-			if i > 0 {
-				b.WriteString("\n")
-			}
-			s.list(&b, terse)
-		}
-		return b.String(), nil
+		return r.execList(cmd, rest)
 	case "flush", "-F", "f":
-		if len(rest) == 0 {
-			for _, n := range r.Names() {
-				r.Get(n).Flush()
-			}
-			return "", nil
-		}
-		s := r.Get(rest[0])
-		if s == nil {
-			return "", fmt.Errorf("ipset flush: the set with the given name %q does not exist", rest[0])
-		}
-		s.Flush()
-		return "", nil
+		return "", r.execFlush(rest)
 	case "destroy", "-X", "x":
 		name := ""
 		if len(rest) > 0 {
@@ -245,6 +136,139 @@ func (r *Registry) Exec(args []string) (string, error) {
 		return "", r.Destroy(name)
 	}
 	return "", fmt.Errorf("ipset: unknown command %q", cmd)
+}
+
+// execCreate runs "create SET TYPE [OPTION VALUE]...".
+func (r *Registry) execCreate(args []string, exist bool) error {
+	typ, err := ParseType(args[1])
+	if err != nil {
+		return err
+	}
+	opts, err := parseCreateOptions(args[2:])
+	if err != nil {
+		return err
+	}
+	_, err = r.Create(args[0], typ, opts, exist)
+	return err
+}
+
+// parseCreateOptions parses create's OPTION VALUE pairs.
+func parseCreateOptions(args []string) (Options, error) {
+	var opts Options
+	for i := 0; i < len(args); i += 2 {
+		if i+1 >= len(args) {
+			return opts, fmt.Errorf("ipset create: option %q needs a value", args[i])
+		}
+		name, v := args[i], args[i+1]
+		switch name {
+		case "family":
+			switch v {
+			case "inet", "ipv4":
+				opts.Family = Inet
+			case "inet6", "ipv6":
+				opts.Family = Inet6
+			default:
+				return opts, fmt.Errorf("ipset create: unknown family %q", v)
+			}
+		case "timeout":
+			n, err := parseTimeout(v)
+			if err != nil {
+				return opts, fmt.Errorf("ipset create: %w", err)
+			}
+			// "timeout 0" still enables timeout support, with
+			// entries that never expire unless added with one.
+			opts.Timeout, opts.HasTimeout = n, true
+		case "hashsize", "maxelem":
+			n, err := strconv.Atoi(v)
+			if err != nil || n <= 0 {
+				return opts, fmt.Errorf("ipset create: bad %s %q", name, v)
+			}
+			if name == "hashsize" {
+				opts.HashSize = n
+			} else {
+				opts.MaxElem = n
+			}
+		default:
+			return opts, fmt.Errorf("ipset create: unknown option %q", name)
+		}
+	}
+	return opts, nil
+}
+
+// execEntry runs "add|del|test SET ENTRY [timeout N]".
+func (r *Registry) execEntry(cmd string, args []string, exist bool) (string, error) {
+	s := r.Get(args[0])
+	if s == nil {
+		return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, args[0])
+	}
+	p, err := s.ParseEntry(args[1])
+	if err != nil {
+		return "", err
+	}
+	switch cmd {
+	case "add", "-A", "a":
+		return "", addEntry(s, p, args[2:], exist)
+	case "del", "-D", "d":
+		return "", s.Del(p, exist)
+	}
+	if s.Contains(p.Addr()) && p.Bits() == p.Addr().BitLen() || s.hasPrefix(p) {
+		return fmt.Sprintf("%s is in set %s.\n", args[1], s.name), nil
+	}
+	return "", fmt.Errorf("ipset: %s is NOT in set %s", args[1], s.name)
+}
+
+// execList runs "list|save [SET] [-name|-terse]".
+func (r *Registry) execList(cmd string, args []string) (string, error) {
+	names := r.Names()
+	terse := false
+	for _, a := range args {
+		switch a {
+		case "-n", "-name", "-t", "-terse":
+			terse = true
+		default:
+			if strings.HasPrefix(a, "-") {
+				continue
+			}
+			if r.Get(a) == nil {
+				return "", fmt.Errorf("ipset %s: the set with the given name %q does not exist", cmd, a)
+			}
+			names = []string{a}
+		}
+	}
+	var b strings.Builder
+	for i, n := range names {
+		s := r.Get(n)
+		if s == nil {
+			continue
+		}
+		if cmd == "save" || cmd == "-S" {
+			s.save(&b)
+			continue
+		}
+		if i > 0 {
+			b.WriteString("\n")
+		}
+		s.list(&b, terse)
+	}
+	return b.String(), nil
+}
+
+// execFlush runs "flush [SET]".
+func (r *Registry) execFlush(args []string) error {
+	if len(args) == 0 {
+		for _, n := range r.Names() {
+			if s := r.Get(n); s != nil { // not destroyed meanwhile
+				s.Flush()
+			}
+		}
+		return nil
+	}
+	s := r.Get(args[0])
+	if s == nil {
+		return fmt.Errorf("ipset flush: the set with the given name %q does not exist", args[0])
+	}
+	s.Flush()
+	return nil
 }
 
 // addEntry runs "add SET ENTRY [timeout N]".

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/nested"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -36,11 +37,12 @@ type Packet struct {
 
 // Endpoint is a link endpoint that copies packets to subscribers.
 type Endpoint struct {
-	gstack.LinkEndpoint
+	// Endpoint (gVisor's) passes the link calls to lower and interposes
+	// this endpoint as lower's dispatcher.
+	nested.Endpoint
+	lower gstack.LinkEndpoint
 
-	mu sync.Mutex // guards dispatcher and the replacement of subs
-	// +checklocks:mu
-	dispatcher gstack.NetworkDispatcher
+	mu sync.Mutex // guards the replacement of subs
 	// subs is replaced (copy on write) under mu and read without it on
 	// the packet path; nil or empty means nobody listens.
 	subs atomic.Pointer[[]*Subscription]
@@ -57,37 +59,13 @@ var (
 
 // NewEndpoint wraps lower. Give the result to the stack instead of lower.
 func NewEndpoint(lower gstack.LinkEndpoint) *Endpoint {
-	return &Endpoint{LinkEndpoint: lower}
+	e := &Endpoint{lower: lower}
+	e.Endpoint.Init(lower, e)
+	return e
 }
 
 // Lower returns the wrapped endpoint.
-func (e *Endpoint) Lower() gstack.LinkEndpoint { return e.LinkEndpoint }
-
-// Attach implements stack.LinkEndpoint: the endpoint interposes itself as
-// the lower endpoint's dispatcher.
-func (e *Endpoint) Attach(d gstack.NetworkDispatcher) {
-	e.mu.Lock()
-	e.dispatcher = d
-	e.mu.Unlock()
-	if d == nil {
-		e.LinkEndpoint.Attach(nil)
-		return
-	}
-	e.LinkEndpoint.Attach(e)
-}
-
-// IsAttached implements stack.LinkEndpoint.
-func (e *Endpoint) IsAttached() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dispatcher != nil
-}
-
-func (e *Endpoint) current() gstack.NetworkDispatcher {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.dispatcher
-}
+func (e *Endpoint) Lower() gstack.LinkEndpoint { return e.lower }
 
 // DeliverNetworkPacket implements stack.NetworkDispatcher for the lower
 // endpoint: inbound packets are copied before the stack parses (and may
@@ -96,16 +74,7 @@ func (e *Endpoint) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *
 	if subs := e.subs.Load(); subs != nil && len(*subs) > 0 {
 		e.tap(*subs, pkt, In)
 	}
-	if d := e.current(); d != nil {
-		d.DeliverNetworkPacket(proto, pkt)
-	}
-}
-
-// DeliverLinkPacket implements stack.NetworkDispatcher.
-func (e *Endpoint) DeliverLinkPacket(proto tcpip.NetworkProtocolNumber, pkt *gstack.PacketBuffer) {
-	if d := e.current(); d != nil {
-		d.DeliverLinkPacket(proto, pkt)
-	}
+	e.Endpoint.DeliverNetworkPacket(proto, pkt)
 }
 
 // WritePackets implements stack.LinkEndpoint.
@@ -115,24 +84,7 @@ func (e *Endpoint) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error)
 			e.tap(*subs, pkt, Out)
 		}
 	}
-	return e.LinkEndpoint.WritePackets(pkts)
-}
-
-// GSOMaxSize implements stack.GSOEndpoint, passing the lower endpoint's
-// offload through.
-func (e *Endpoint) GSOMaxSize() uint32 {
-	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
-		return g.GSOMaxSize()
-	}
-	return 0
-}
-
-// SupportedGSO implements stack.GSOEndpoint.
-func (e *Endpoint) SupportedGSO() gstack.SupportedGSO {
-	if g, ok := e.LinkEndpoint.(gstack.GSOEndpoint); ok {
-		return g.SupportedGSO()
-	}
-	return gstack.GSONotSupported
+	return e.lower.WritePackets(pkts)
 }
 
 // tap copies pkt once, up to the largest snapshot length, and offers it to
