@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -79,9 +78,29 @@ func Apply(o Options) error {
 }
 
 // dropRoot starts the cleanup helper for o.RemoveAtExit and switches to
-// o.User with only the capabilities the running instance needs; it returns
-// what every thread must show.
+// o.User with only the capabilities the running instance needs (root of a
+// user namespace keeps its user and drops the rest); it returns what every
+// thread must show.
 func dropRoot(o Options) (status, error) {
+	keep := []uintptr{unix.CAP_NET_BIND_SERVICE}
+	if o.Signals {
+		keep = append(keep, unix.CAP_KILL)
+	}
+	var mask uint64
+	for _, c := range keep {
+		mask |= 1 << c
+	}
+	if inUserNS() {
+		// Root of a user namespace (podman's, rootlesskit's, "unshare
+		// -r") is an unprivileged user outside it, and the files it
+		// works with (an API socket in the caller's directory) are
+		// owned by it: keep the user, hold only the kept capabilities.
+		caps, err := lowerCaps(mask)
+		if err != nil {
+			return status{}, err
+		}
+		return status{caps: caps}, nil
+	}
 	id, err := lookupUser(o.User)
 	if err != nil {
 		return status{}, err
@@ -91,27 +110,8 @@ func dropRoot(o Options) (status, error) {
 			return status{}, err
 		}
 	}
-	keep := []uintptr{unix.CAP_NET_BIND_SERVICE}
-	if o.Signals {
-		keep = append(keep, unix.CAP_KILL)
-	}
-	var mask uint64
-	for _, c := range keep {
-		mask |= 1 << c
-	}
 	if err := switchUser(id, keep); err != nil {
-		if !inUserNS() || !(errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL)) {
-			return status{}, fmt.Errorf("switch to uid %d gid %d: %w", id.uid, id.gid, err)
-		}
-		// Root of a user namespace that cannot become o.User (setgroups
-		// denied, or the uid not mapped, as under "unshare -r"): stay its
-		// root, which is an unprivileged user outside it, holding only
-		// the capabilities kept.
-		caps, err := lowerCaps(mask)
-		if err != nil {
-			return status{}, err
-		}
-		return status{caps: caps}, nil
+		return status{}, fmt.Errorf("switch to uid %d gid %d: %w", id.uid, id.gid, err)
 	}
 	return status{uid: id.uid, checkUID: true, caps: mask}, nil
 }

@@ -408,29 +408,50 @@ func TestNOFILERaised(t *testing.T) {
 	pid := p.cmd.Process.Pid
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		// The sandbox child becomes the command once the network is up.
-		kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
-		if f := strings.Fields(string(kids)); len(f) > 0 {
-			comm, _ := os.ReadFile("/proc/" + f[0] + "/comm")
-			if strings.TrimSpace(string(comm)) == "sleep" {
-				child, _ := strconv.Atoi(f[0])
-				soft, hard := nofile(t, pid)
-				s, _ := strconv.Atoi(soft)
-				h, _ := strconv.Atoi(hard)
-				if s < h-1 {
-					t.Errorf("tunstack's RLIMIT_NOFILE: soft %s, hard %s; want the soft limit raised to the hard", soft, hard)
-				}
-				if cs, _ := nofile(t, child); cs != "300" {
-					t.Errorf("the sandboxed command's soft RLIMIT_NOFILE is %s, want the 300 it was started with", cs)
-				}
-				return
+		// The command runs once the network is up, beneath the
+		// sandbox's init.
+		if child := descendant(pid, "sleep"); child != 0 {
+			soft, hard := nofile(t, pid)
+			s, _ := strconv.Atoi(soft)
+			h, _ := strconv.Atoi(hard)
+			if s < h-1 {
+				t.Errorf("tunstack's RLIMIT_NOFILE: soft %s, hard %s; want the soft limit raised to the hard", soft, hard)
 			}
+			if cs, _ := nofile(t, child); cs != "300" {
+				t.Errorf("the sandboxed command's soft RLIMIT_NOFILE is %s, want the 300 it was started with", cs)
+			}
+			return
 		}
 		if p.exited() || time.Now().After(deadline) {
 			t.Fatalf("tunstack did not start its command: %s", p.stderr.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// descendant returns the pid of the first descendant of pid whose command
+// is comm, or 0.
+func descendant(pid int, comm string) int {
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		for _, task := range tasks {
+			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", p, task.Name()))
+			for _, k := range strings.Fields(string(kids)) {
+				n, err := strconv.Atoi(k)
+				if err != nil {
+					continue
+				}
+				if c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", n)); strings.TrimSpace(string(c)) == comm {
+					return n
+				}
+				queue = append(queue, n)
+			}
+		}
+	}
+	return 0
 }
 
 // nofile returns the "Max open files" limits of pid.
