@@ -338,7 +338,9 @@ if [ "${1:-}" = __stack ]; then
 			off+=(-p "$TSB_PF_ADDR:$TSB_FPORT:$TSB_FPORT" -p "$TSB_PF_ADDR:$TSB_FRRPORT:$TSB_FRRPORT")
 		fi
 		# shellcheck disable=SC2086
-		"$bin" run --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
+		# --no-pidns: the workload reads the stack's /proc/PID/stat for
+		# its CPU figures, which a PID namespace would hide from it.
+		"$bin" run --no-pidns --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
