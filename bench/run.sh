@@ -17,6 +17,10 @@
 #   tunstack1500off  $BIN run --mtu 1500 --offload off      (ablation)
 #   tunstack65520q2  $BIN run --mtu 65520 --queues 2        (any row + q2: two TUN queues)
 # Any tunstackMTU[off] name works in STACKS (e.g. tunstack9000).
+# Suffixes for A/B runs in one run: ...base runs $BASE_BIN instead of $BIN
+# (tunstack65520base: a before/after pair in alternating rounds), ...gm1
+# runs the stack with --procs 1 (GOMAXPROCS=1 for the stack only; e.g.
+# tunstack65520gm1).
 #
 # Per stack run, inside the sandbox: iperf3 sandbox->host (fwd) and
 # host->sandbox (rev, -R), each with 1 and with P parallel streams (-P 4);
@@ -55,7 +59,8 @@
 #   pasta cannot splice)  VETH_MTU=1500  TUNSTACK_ARGS="" (extra
 #   flags for every tunstack row)  KEEP=1 (keep the run directory, raw logs)
 #   BIN (tunstack binary; default ./bin/tunstack, built into the run
-#   directory if missing)
+#   directory if missing)  BASE_BIN (the binary of ...base rows)
+#   IPERF=0 (skip the four sandbox iperf3 runs: latency rows only, quicker)
 # Needs: iproute2 (ip, ifb), util-linux (unshare, nsenter), coreutils timeout,
 # iperf3, go (to build bench/tcprr). slirp4netns and pasta (apt: slirp4netns,
 # passt) are optional: rows whose binaries are missing are skipped with a note.
@@ -174,7 +179,9 @@ if [ "${1:-}" = __inner ]; then
 		fi
 	fi
 	tck=$(getconf CLK_TCK)
-	for t in fwd rev fwdP revP; do
+	bulk="fwd rev fwdP revP"
+	[ "$TSB_IPERF" = 0 ] && bulk=
+	for t in $bulk; do
 		flags=()
 		case $t in rev*) flags+=(-R) ;; esac
 		case $t in *P) flags+=(-P "$TSB_PARALLEL") ;; esac
@@ -305,6 +312,18 @@ if [ "${1:-}" = __stack ]; then
 	tunstack*)
 		mtu=${stack#tunstack}
 		off=()
+		bin=$TSB_BIN
+		gm=()
+		case $mtu in *gm1)
+			gm=(--procs 1)
+			mtu=${mtu%gm1}
+			;;
+		esac
+		case $mtu in *base)
+			bin=${TSB_BASE_BIN:?set BASE_BIN for a ...base row}
+			mtu=${mtu%base}
+			;;
+		esac
 		case $mtu in *q2)
 			off=(--queues 2)
 			mtu=${mtu%q2}
@@ -319,7 +338,9 @@ if [ "${1:-}" = __stack ]; then
 			off+=(-p "$TSB_PF_ADDR:$TSB_FPORT:$TSB_FPORT" -p "$TSB_PF_ADDR:$TSB_FRRPORT:$TSB_FRRPORT")
 		fi
 		# shellcheck disable=SC2086
-		"$TSB_BIN" run --mtu "$mtu" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
+		# --no-pidns: the workload reads the stack's /proc/PID/stat for
+		# its CPU figures, which a PID namespace would hide from it.
+		"$bin" run --no-pidns --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
@@ -551,6 +572,7 @@ done
 
 export TSB_RUN=$RUN TSB_PIDS TSB_DURATION=$DURATION TSB_PARALLEL=$PARALLEL TSB_PORT=$PORT TSB_RRPORT=$RRPORT
 export TSB_RR_N=$RR_N TSB_CRR_N=$CRR_N TSB_TCPRR=$TCPRR TSB_BIN=$BIN TSB_VETH_MTU=$VETH_MTU
+export TSB_BASE_BIN=${BASE_BIN:-} TSB_IPERF=${IPERF:-1}
 export TSB_TUNSTACK_ARGS=$TUNSTACK_ARGS TSB_FORWARD=$FORWARD TSB_PF_ADDR=$PF_ADDR TSB_STACK_TIMEOUT=$STACK_TIMEOUT TSB_FPORT=$FPORT TSB_FRRPORT=$FRRPORT
 
 RES=$RUN/results
@@ -674,7 +696,7 @@ END {
 	print "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
 	for (i = 1; i <= ns; i++) { s = st[i]
 		if (s !~ /^(tunstack|tsslirp)/) continue
-		mtu = s; gsub(/[^0-9]/, "", mtu)
+		mtu = s; sub(/^(tunstack|tsslirp)/, "", mtu); sub(/[^0-9].*$/, "", mtu)
 		np = split("pasta" mtu " slirp" mtu, peers, " ")
 		for (k = 1; k <= np; k++) { q = peers[k]
 			if (cnt[q, "fwd_mbps"] == 0 && cnt[q, "rr_p50_us"] == 0) continue

@@ -13,14 +13,18 @@ func TestDownloadFromHostLoopback(t *testing.T) {
 	_, sum := testPayload()
 	port := startHTTP(t, "127.0.0.1:0")
 	for _, u := range users {
-		t.Run(u.name, func(t *testing.T) {
-			needTun(t, u.uid)
-			r := mustRun(t, runOpts{uid: u.uid}, "run", "--", "sh", "-c",
-				fmt.Sprintf("curl -sS --fail http://10.0.2.2:%d/file | sha256sum", port))
-			if got := strings.Fields(r.stdout); len(got) == 0 || got[0] != sum {
-				t.Fatalf("sha256 of the download = %q, want %s\nstderr: %s", r.stdout, sum, r.stderr)
-			}
-		})
+		// --procs 1: the stack on one OS thread (GOMAXPROCS=1) carries
+		// the same bytes.
+		for _, procs := range []string{"0", "1"} {
+			t.Run(u.name+"/procs"+procs, func(t *testing.T) {
+				needTun(t, u.uid)
+				r := mustRun(t, runOpts{uid: u.uid}, "run", "--procs", procs, "--", "sh", "-c",
+					fmt.Sprintf("curl -sS --fail http://10.0.2.2:%d/file | sha256sum", port))
+				if got := strings.Fields(r.stdout); len(got) == 0 || got[0] != sum {
+					t.Fatalf("sha256 of the download = %q, want %s\nstderr: %s", r.stdout, sum, r.stderr)
+				}
+			})
+		}
 	}
 }
 
@@ -113,6 +117,9 @@ func TestExitStatus(t *testing.T) {
 		{"bad mtu is tunstack's failure", []string{"run", "--mtu", "100", "--", "true"}, 125},
 		{"bad cidr", []string{"run", "--cidr", "10.0.2.0/30", "--", "true"}, 125},
 		{"bad queue count", []string{"run", "--queues", "0", "--", "true"}, 125},
+		{"bad procs", []string{"run", "--procs", "-1", "--", "true"}, 125},
+		// --procs is the stack's GOMAXPROCS, not the command's environment.
+		{"procs not inherited", []string{"run", "--procs", "1", "--", "sh", "-c", `test -z "${GOMAXPROCS:-}"`}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,6 +71,9 @@ func newAttachCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if err := o.applyProcs(); err != nil {
+				return err
+			}
 			cfg.Stdin, cfg.Stdout, cfg.Stderr = nil, nil, nil
 			// No command to signal: CAP_KILL is not kept.
 			cfg.Confine = o.harden.options(false)
