@@ -184,14 +184,15 @@ func TestFirewallLiveChange(t *testing.T) {
 	rule := fmt.Sprintf("-A INPUT -p tcp -m tcp --dport %d -j REJECT --reject-with tcp-reset", port)
 	mustRun(t, o, append([]string{"iptables", "--name", "fw"}, strings.Fields(rule)...)...)
 
-	// A bad rule: exit 1 with iptables' error, nothing changes, the
-	// instance keeps running.
+	// A bad rule: exit 2 (a bad command line, as iptables-legacy 1.8.9
+	// exits) with iptables' error, nothing changes, the instance keeps
+	// running.
 	r := tunstack(t, o, "iptables", "--name", "fw", "-A", "INPUT", "-p", "tcp", "--dportx", "1", "-j", "DROP")
-	if r.code != 1 || !strings.Contains(r.stderr, "iptables") || !strings.Contains(r.stderr, "--dportx") {
-		t.Fatalf("bad rule: exit %d, stderr %q (want 1 with iptables' error)", r.code, r.stderr)
+	if r.code != 2 || !strings.Contains(r.stderr, "iptables") || !strings.Contains(r.stderr, "--dportx") {
+		t.Fatalf("bad rule: exit %d, stderr %q (want 2 with iptables' error)", r.code, r.stderr)
 	}
 	r = tunstack(t, o, "iptables", "--name", "fw", "-A", "INPUT", "-j", "NOSUCHCHAIN")
-	if r.code != 1 || r.stderr == "" {
+	if r.code != 2 || r.stderr == "" {
 		t.Fatalf("rule jumping to a missing chain: exit %d, stderr %q", r.code, r.stderr)
 	}
 
