@@ -337,10 +337,15 @@ if [ "${1:-}" = __stack ]; then
 		if [ "$TSB_FORWARD" = 1 ]; then
 			off+=(-p "$TSB_PF_ADDR:$TSB_FPORT:$TSB_FPORT" -p "$TSB_PF_ADDR:$TSB_FRRPORT:$TSB_FRRPORT")
 		fi
-		# shellcheck disable=SC2086
 		# --no-pidns: the workload reads the stack's /proc/PID/stat for
-		# its CPU figures, which a PID namespace would hide from it.
-		"$bin" run --no-pidns --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
+		# its CPU figures, which a PID namespace would hide from it (a
+		# ...base binary from before PID namespaces has no such flag).
+		pidns=()
+		if "$bin" run --help 2>&1 | grep -q -- --no-pidns; then
+			pidns=(--no-pidns)
+		fi
+		# shellcheck disable=SC2086
+		"$bin" run "${pidns[@]}" --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
 		d=$!
 		track "$d"
 		echo "$d" >"$pidfile"
