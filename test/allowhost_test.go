@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -134,18 +133,7 @@ func allowNS(t *testing.T) string {
 // startNSHelper runs a helper mode in ns until the test ends.
 func startNSHelper(t *testing.T, ns, mode string, args ...string) {
 	t.Helper()
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, helperPath}, args...)...)
-	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s helper: %v", mode, err)
-	}
-	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		t.Fatalf("%s helper did not start: %q %v", mode, line, err)
-	}
+	startHelper(t, []string{"ip", "netns", "exec", ns}, mode, args...)
 }
 
 // allowRun runs script in a sandbox of ns with the allowlist flags.

@@ -157,29 +157,7 @@ func freePorts(t *testing.T) (int, int) {
 // exec) until the test ends.
 func startCTServer(t *testing.T, prefix []string, tcpAddr, udpAddr string) {
 	t.Helper()
-	argv := append(append([]string{}, prefix...), helperPath, tcpAddr, udpAddr)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), helperEnv+"=ctserver")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start ctserver: %v", err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
-		t.Fatalf("ctserver did not start: %q %v", line, err)
-	}
+	startHelper(t, prefix, "ctserver", tcpAddr, udpAddr)
 }
 
 // linuxConntrack runs the traffic between two test-made namespaces and

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -195,6 +196,37 @@ var users = []struct {
 	name string
 	uid  int
 }{{"root", 0}, {"nobody", 65534}}
+
+// startHelper runs the test binary as helper mode with args, after the
+// argv prefix (e.g. ip netns exec NS; none for this namespace), waits for
+// it to print "ready", and stops it when the test ends: stdin closes,
+// then SIGKILL after 5 s.
+func startHelper(t *testing.T, prefix []string, mode string, args ...string) {
+	t.Helper()
+	argv := append(append(append([]string{}, prefix...), helperPath), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s helper: %v", mode, err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+	})
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) != "ready" {
+		t.Fatalf("%s helper did not start: %q %v", mode, line, err)
+	}
+}
 
 // helperMain runs the test binary as a helper program.
 func helperMain(mode string, args []string) int {

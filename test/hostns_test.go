@@ -1,7 +1,6 @@
 package test
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -54,29 +53,7 @@ func hostNS(t *testing.T, port int) string {
 	// ping sockets for the stack's echo relay, in this namespace only.
 	exec.Command("ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ping_group_range=0 2147483647").Run()
 
-	cmd := exec.Command("ip", "netns", "exec", name, helperPath,
+	startHelper(t, []string{"ip", "netns", "exec", name}, "server",
 		fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("%s:%d", hostAddr, port))
-	cmd.Env = append(os.Environ(), helperEnv+"=server")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start host server: %v", err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		t.Fatalf("host server did not start: %q %v", line, err)
-	}
 	return name
 }
