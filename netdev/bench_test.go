@@ -60,6 +60,7 @@ func BenchmarkLibrary(b *testing.B) {
 		}{
 			{"netdev", func(b *testing.B, mtu int) *benchEnv { return pipeEnv(b, mtu, false) }},
 			{"netdev-nocsum", func(b *testing.B, mtu int) *benchEnv { return pipeEnv(b, mtu, true) }},
+			{"netdev-offload", offloadPipeEnv},
 			{"vnet", vnetEnv},
 			{kernelLabel, kernelEnv},
 		}
@@ -195,6 +196,13 @@ func pipeEnv(b *testing.B, mtu int, noCsum bool) *benchEnv {
 	da, db := netdev.Pipe(mtu)
 	o := netdev.EndpointOptions{NoChecksums: noCsum}
 	return twoStacks(b, netdev.NewEndpoint(da, o), netdev.NewEndpoint(db, o))
+}
+
+// offloadPipeEnv joins the stacks with an OffloadPipe: TCP super-packets
+// cross whole, as on the kernel's loopback with TSO.
+func offloadPipeEnv(b *testing.B, mtu int) *benchEnv {
+	da, db := netdev.OffloadPipe(mtu)
+	return twoStacks(b, netdev.NewEndpoint(da, netdev.EndpointOptions{}), netdev.NewEndpoint(db, netdev.EndpointOptions{}))
 }
 
 func vnetEnv(b *testing.B, mtu int) *benchEnv {
