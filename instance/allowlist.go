@@ -50,16 +50,17 @@ func (in *Instance) startAllowlist() error {
 // flowOwner names the sandbox process holding the socket of a flow from
 // src to dst, as ss -p finds it.
 func (in *Instance) flowOwner(proto string, src, dst netip.AddrPort) (int, string) {
+	if proto == "icmp" || proto == "icmpv6" {
+		// Ping sockets list no ports; the flow's identity is lost here,
+		// so the sandbox's /proc is not worth scanning.
+		return 0, ""
+	}
 	pid := in.sandboxPID()
 	if pid == 0 {
 		return 0, ""
 	}
 	idx, err := in.procIndex(pid, true)
 	if err != nil {
-		return 0, ""
-	}
-	if proto == "icmp" || proto == "icmpv6" {
-		// Ping sockets list no ports; the flow's identity is lost here.
 		return 0, ""
 	}
 	if _, procs := idx.Lookup(proto, src, dst); len(procs) > 0 {
