@@ -127,7 +127,7 @@ func (o *runOptions) addFlags(f *pflag.FlagSet) {
 	o.limits.addFlags(f)
 	f.IntVar(&o.conntrackMax, "conntrack-max", netfilter.DefaultMaxFlows, "most tracked connections (nf_conntrack_max); past it unreplied ones are evicted, then new ones go untracked")
 	o.harden.add(f)
-	f.IntVar(&o.procs, "procs", 0, "OS threads running Go code at once (GOMAXPROCS) for the stack; 0 = adaptive: 1 while the stack uses under half a CPU (small flows hand off on one thread), all CPUs under load")
+	f.IntVar(&o.procs, "procs", 0, "OS threads running Go code at once (GOMAXPROCS) for the stack; 0 = adaptive: 1 while tun0 moves under 32 MiB/s (small flows hand off on one thread), all CPUs for bulk")
 }
 
 // applyProcs sets GOMAXPROCS from --procs before the stack exists: gVisor
@@ -149,6 +149,15 @@ func (o *runOptions) applyProcs() error {
 // it and waits for it.
 func (o *runOptions) governProcs(in *instance.Instance, log *slog.Logger) (stop func()) {
 	if o.procs != 0 {
+		return func() {}
+	}
+	return startGovernor(in, log)
+}
+
+// startGovernor runs a procs.Governor on the byte counters of in's TUN
+// device until stop, which waits for it.
+func startGovernor(in *instance.Instance, log *slog.Logger) (stop func()) {
+	if in.Endpoint == nil {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
