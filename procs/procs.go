@@ -37,7 +37,9 @@ type Governor struct {
 	Up float64
 	// Down is the rate under which Max Ps go back to one (default
 	// 8 MiB/s), once it has stayed under for Hold intervals in a row
-	// (default 20, two seconds: bulk transfers pause briefly).
+	// (default 5, half a second: a pause in a bulk transfer costs at most
+	// one interval at one P when it resumes, while small flows right
+	// after bulk should not wait long for the faster setting).
 	Down float64
 	// Hold is the number of quiet intervals before going back to one P.
 	Hold int
@@ -62,7 +64,7 @@ func (g *Governor) defaults() {
 		g.Down = 8 << 20
 	}
 	if g.Hold <= 0 {
-		g.Hold = 20
+		g.Hold = 5
 	}
 	if g.Logger == nil {
 		g.Logger = slog.New(slog.DiscardHandler)
