@@ -17,29 +17,22 @@ import (
 
 // tcpRelay answers sandbox SYNs only once the host connection is up.
 //
-// A SYN that no endpoint claims reaches handle, which passes it to gVisor's
-// TCP forwarder and swallows its retransmissions meanwhile. The forwarder
-// starts one goroutine for the flow, in which complete dials the host;
-// when the dial succeeds, it completes the handshake and relays the flow in
-// that same goroutine, so that a flow costs two goroutines (the forwarder's
-// and the relay's second direction), each start a wake-up of another OS
-// thread on a small host. When the dial fails, the saved SYN is answered
-// with an RST or an ICMP error.
+// A SYN that no endpoint claims reaches handle, which starts a host dial and
+// swallows the SYN (and its retransmissions) meanwhile. When the dial
+// succeeds, the saved SYN is replayed into gVisor's TCP forwarder, whose
+// handler completes the handshake and starts the relay. When it fails, the
+// saved SYN is answered with an RST or an ICMP error.
 type tcpRelay struct {
 	e   *Egress
 	fwd *tcp.Forwarder
 
 	mu sync.Mutex // guards pending
-	// pending are the flows handed to the forwarder whose request is not
-	// completed yet. It holds every id the forwarder has in flight, so a
-	// SYN handle passes on always starts complete.
 	// +checklocks:mu
 	pending map[gstack.TransportEndpointID]*pendingConn
 }
 
 type pendingConn struct {
-	// syn is the sandbox's SYN, kept to answer a failed dial.
-	syn *gstack.PacketBuffer
+	host net.Conn
 	// release frees the flow's TCP slot and host descriptor; it runs
 	// once, when the flow ends however it ends.
 	release func()
@@ -48,7 +41,7 @@ type pendingConn struct {
 func newTCPRelay(e *Egress) *tcpRelay {
 	t := &tcpRelay{e: e, pending: make(map[gstack.TransportEndpointID]*pendingConn)}
 	// Our own pending limit governs; the forwarder's must never drop a
-	// SYN we pass on.
+	// replayed SYN.
 	t.fwd = tcp.NewForwarder(e.gs, 0, 1<<30, t.complete)
 	return t
 }
@@ -76,20 +69,12 @@ func (t *tcpRelay) handle(id gstack.TransportEndpointID, pkt *gstack.PacketBuffe
 		t.forget(id)
 		return true
 	}
-	// Close waits for the dial; complete ends the count.
-	if !t.e.flows.Add() {
+	pc.release = release
+	syn := pkt.Clone()
+	if !t.e.flows.Go(func() { t.dial(id, syn, pc) }) {
 		t.forget(id)
+		syn.DecRef()
 		release()
-		return true
-	}
-	pc.release, pc.syn = release, pkt.Clone()
-	if !t.fwd.HandlePacket(id, pkt) {
-		// Not a SYN the forwarder takes (a bad checksum): dropped, as
-		// the stack drops it.
-		t.forget(id)
-		pc.syn.DecRef()
-		release()
-		t.e.flows.Done()
 	}
 	return true
 }
@@ -129,79 +114,78 @@ func (t *tcpRelay) forget(id gstack.TransportEndpointID) {
 	t.mu.Unlock()
 }
 
-// complete runs in the forwarder's goroutine for each SYN handle passed
-// on, counted in the flow group until the dial is over: it dials the host,
-// then completes the handshake and relays the flow, or answers the SYN.
+func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer, pc *pendingConn) {
+	defer syn.DecRef()
+	established := false
+	defer func() {
+		if !established {
+			pc.release()
+		}
+	}()
+	src, dst := idString(id)
+	to, v := t.e.cfg.Translate("tcp", dst)
+	if v == Dial {
+		ctx, cancel := context.WithTimeout(t.e.ctx, t.e.cfg.DialTimeout)
+		c, err := t.e.cfg.Dialer.DialContext(ctx, networkOf("tcp", to.Addr()), to.String())
+		cancel()
+		if err == nil {
+			pc.host = c
+			// The forwarder's handler (complete) takes over from here,
+			// unless the forwarder refuses the SYN (a bad checksum).
+			if !t.fwd.HandlePacket(id, syn) {
+				t.forget(id)
+				c.Close()
+				return
+			}
+			established = true
+			return
+		}
+		if outOfFDs(err) {
+			t.e.cfg.FDs.Drop()
+		}
+		v = verdictFor(err)
+		t.e.log.Debug("egress: tcp dial failed", "src", src, "dst", dst, "host", to, "err", err)
+	}
+	t.forget(id)
+	if v != Drop {
+		t.e.reject(syn, v, true)
+	}
+}
+
+// complete runs in a forwarder goroutine for each replayed SYN.
 func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	t.mu.Lock()
 	pc := t.pending[id]
 	t.mu.Unlock()
-	if pc == nil { // not ours (cannot happen: handle passes on every SYN)
+	if pc == nil || pc.host == nil {
 		r.Complete(true)
 		return
 	}
-	host, v := t.dial(id)
-	// The handshake is not counted: Close comes before the stack's, and
-	// a sandbox that never answers the SYN-ACK would hold it for minutes.
-	t.e.flows.Done()
-	if host == nil {
-		// Complete before forget: a retransmitted SYN must find the
-		// flow pending, not the forwarder still busy with it.
-		r.Complete(false)
-		t.forget(id)
-		pc.release()
-		if v != Drop {
-			t.e.reject(pc.syn, v, true)
-		}
-		pc.syn.DecRef()
-		return
-	}
-	pc.syn.DecRef()
 	var wq waiter.Queue
 	ep, err := r.CreateEndpoint(&wq)
-	// Until the endpoint is registered (or the request completed), a
-	// retransmitted SYN must not start a second dial.
-	r.Complete(err != nil)
+	// Forget only now: until the endpoint is registered, a retransmitted
+	// SYN must not start a second dial.
 	t.forget(id)
 	if err != nil {
 		// The handshake failed or the sandbox reset the connection
-		// before it was accepted: the host connection is aborted too.
-		closeReset(host)
+		// before it was accepted: the host connection was aborted too.
+		r.Complete(true)
+		closeReset(pc.host)
 		pc.release()
 		return
 	}
+	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
 	guest := &guestConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
-	defer pc.release()
-	if !t.e.flows.Add() {
+	if !t.e.flows.Go(func() {
+		defer pc.release()
+		t.e.flows.Pipe(guest, relay.AsConn(pc.host))
+	}) {
 		relay.Reset(guest)
-		relay.Reset(host)
-		return
+		relay.Reset(pc.host)
+		pc.release()
 	}
-	defer t.e.flows.Done()
-	t.e.flows.Pipe(guest, relay.AsConn(host))
-}
-
-// dial opens the host connection for flow id, or says how to answer the
-// SYN when it cannot.
-func (t *tcpRelay) dial(id gstack.TransportEndpointID) (net.Conn, Verdict) {
-	src, dst := idString(id)
-	to, v := t.e.cfg.Translate("tcp", dst)
-	if v != Dial {
-		return nil, v
-	}
-	ctx, cancel := context.WithTimeout(t.e.ctx, t.e.cfg.DialTimeout)
-	c, err := t.e.cfg.Dialer.DialContext(ctx, networkOf("tcp", to.Addr()), to.String())
-	cancel()
-	if err == nil {
-		return c, Dial
-	}
-	if outOfFDs(err) {
-		t.e.cfg.FDs.Drop()
-	}
-	t.e.log.Debug("egress: tcp dial failed", "src", src, "dst", dst, "host", to, "err", err)
-	return nil, verdictFor(err)
 }
 
 // guestConn is the sandbox side of a relayed connection; relay.Reset

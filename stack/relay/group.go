@@ -64,23 +64,6 @@ func (g *Group) Go(f func()) bool {
 	return true
 }
 
-// Add counts a goroutine the caller does not start with Go (one that a
-// library starts for it, such as gVisor's TCP forwarder handler) so that
-// Close waits for it; that goroutine must call Done when it ends. It
-// reports false, counting nothing, once the group is closing.
-func (g *Group) Add() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.closed {
-		return false
-	}
-	g.wg.Add(1)
-	return true
-}
-
-// Done ends a goroutine counted by Add.
-func (g *Group) Done() { g.wg.Done() }
-
 // Closed reports whether Close has been called.
 func (g *Group) Closed() bool {
 	g.mu.Lock()
