@@ -82,6 +82,7 @@ func newAttachCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer in.Close()
+			defer o.governProcs(in, log)()
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log.Info("attached", "name", cfg.Name, "control", in.ControlPath())

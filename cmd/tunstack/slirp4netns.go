@@ -113,6 +113,8 @@ func serveSlirp(opts *slirp4netns.Options, log *slog.Logger) error {
 		return err
 	}
 	defer in.Close()
+	// GOMAXPROCS adapts as with tunstack run's default --procs 0.
+	defer startGovernor(in, log)()
 	if opts.APISocket != "" {
 		api := slirp4netns.NewAPI(in.Forwards, cfg.V4.Sandbox, log)
 		srv, err := slirp4netns.Listen(opts.APISocket, api)
