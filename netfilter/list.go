@@ -52,21 +52,32 @@ func references(t *table, name string) int {
 	return n
 }
 
+// addrColumn is one address column of -L: the "!" or a space, then the
+// address left-aligned in 19 columns and a space, as iptables prints it.
 func addrColumn(f Family, a Addr, numeric bool) string {
-	s := bang(a.Invert)
-	if !a.Prefix.IsValid() || a.Prefix.Bits() == 0 {
-		if numeric {
-			if f == IPv6 {
-				return s + "::/0"
-			}
-			return s + "0.0.0.0/0"
+	s := "any"
+	switch {
+	case (!a.Prefix.IsValid() || a.Prefix.Bits() == 0) && !numeric:
+		s = "anywhere"
+	case !a.Prefix.IsValid() || a.Prefix.Bits() == 0:
+		s = "0.0.0.0/0"
+		if f == IPv6 {
+			s = "::/0"
 		}
-		return s + "anywhere"
+	case a.Prefix.Bits() == a.Prefix.Addr().BitLen():
+		s = a.Prefix.Addr().String()
+	default:
+		s = a.Prefix.String()
 	}
-	if a.Prefix.Bits() == a.Prefix.Addr().BitLen() {
-		return s + a.Prefix.Addr().String()
+	return fmt.Sprintf("%s%-19s ", invChar(a.Invert), s)
+}
+
+// invChar is the one-column negation mark of -L: "!" or a space.
+func invChar(inv bool) string {
+	if inv {
+		return "!"
 	}
-	return s + a.Prefix.String()
+	return " "
 }
 
 func ifaceColumn(i Iface, numeric bool) string {
@@ -124,21 +135,24 @@ func listChain(b *strings.Builder, f Family, t *table, c *Chain, o listOpts) {
 		if o.numeric {
 			proto = fmt.Sprint(r.Protocol)
 		}
-		fmt.Fprintf(b, "%-10s%s%-5s%-4s", tname, map[bool]string{false: " ", true: "!"}[r.ProtocolInvert], proto, "--")
+		fmt.Fprintf(b, "%-9s %s%-4s -- ", tname, invChar(r.ProtocolInvert), proto)
 		if o.verbose {
-			fmt.Fprintf(b, "%-7s%-8s", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
+			fmt.Fprintf(b, " %-6s %-6s ", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
 		}
-		fmt.Fprintf(b, "%-21s%-20s", addrColumn(f, r.Src, o.numeric), addrColumn(f, r.Dst, o.numeric))
+		b.WriteString(addrColumn(f, r.Src, o.numeric))
+		b.WriteString(addrColumn(f, r.Dst, o.numeric))
+		// iptables prints "[goto] " after the addresses, before the
+		// matches; every other target's text comes last.
+		_, isGoto := r.Target.(Goto)
+		if isGoto {
+			b.WriteString("[goto] ")
+		}
 		for _, m := range r.Matches {
 			b.WriteString(" " + m.listInfo(f, o.numeric))
 		}
-		if r.Target != nil {
+		if r.Target != nil && !isGoto {
 			if info := r.Target.listInfo(f, o.numeric); info != "" {
-				if _, isGoto := r.Target.(Goto); isGoto {
-					b.WriteString(info)
-				} else {
-					b.WriteString(" " + info)
-				}
+				b.WriteString(" " + info)
 			}
 		}
 		b.WriteString("\n")

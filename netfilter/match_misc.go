@@ -134,9 +134,11 @@ func (m *ICMP) listInfo(_ Family, numeric bool) string {
 			}
 		}
 	}
-	s := fmt.Sprintf("%stype %s%d", label, bang(m.Invert), m.Type)
-	if m.V6 {
-		s = fmt.Sprintf("ipv6-icmptype %s%d", bang(m.Invert), m.Type)
+	// libxt_icmp prints " icmp", then " !" when inverted, then "type N"
+	// with no space before it.
+	s := label + "type " + strconv.Itoa(int(m.Type))
+	if m.Invert {
+		s = label + " !type " + strconv.Itoa(int(m.Type))
 	}
 	if !m.AnyCode {
 		s += fmt.Sprintf(" code %d", m.Code)

@@ -188,12 +188,9 @@ func (p *ruleParser) header(opt string, inv bool, r *argReader) error {
 		}
 		// iptables only warns about '/' and ' ' ("not allowed by the
 		// kernel") and accepts the rule; so does tunstack.
-		if v == "+" && !inv {
-			// Matches every interface: iptables stores nothing.
-			return nil
-		}
-		// "! -i +" is kept: it matches nothing, though iptables-save
-		// does not print it (see ruleArgs).
+		// "+" is kept, as iptables stores it: it matches every interface
+		// ("! -i +" none), iptables-save does not print it (see
+		// ruleArgs) but iptables -L -v does.
 		if opt == "-i" {
 			p.rule.In = Iface{Name: v, Invert: inv}
 		} else {

@@ -212,8 +212,31 @@ func (t *TOS) saveArgs(Family) []string {
 	return []string{"--set-tos", fmt.Sprintf("0x%02x/0x%02x", t.Value, t.Mask)}
 }
 
-func (t *TOS) listInfo(Family, bool) string {
+// listInfo is libxt_TOS's text: numeric "set VALUE/MASK"; otherwise a
+// symbolic name, or the and/or/xor the value and mask amount to.
+func (t *TOS) listInfo(_ Family, numeric bool) string {
+	switch {
+	case numeric:
+	case t.Mask == 0x3f && tosName(t.Value) != "":
+		return "TOS set " + tosName(t.Value)
+	case t.Value == 0:
+		return fmt.Sprintf("TOS and 0x%02x", ^t.Mask)
+	case t.Value == t.Mask:
+		return fmt.Sprintf("TOS or 0x%02x", t.Value)
+	case t.Mask == 0:
+		return fmt.Sprintf("TOS xor 0x%02x", t.Value)
+	}
 	return fmt.Sprintf("TOS set 0x%02x/0x%02x", t.Value, t.Mask)
+}
+
+// tosName is the symbolic name of a TOS value, or "".
+func tosName(v uint8) string {
+	for n, x := range tosNames {
+		if x == v {
+			return n
+		}
+	}
+	return ""
 }
 
 func (t *TOS) check(_ *Rule, _ Family, tb TableID) error { return onlyTable("TOS", tb, Mangle) }

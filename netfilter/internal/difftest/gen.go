@@ -22,6 +22,27 @@ func (c Case) Table() string {
 	return "filter"
 }
 
+// Chain returns the chain the command names (the new name for -E), or
+// "" when it names none.
+func (c Case) Chain() string {
+	for i, a := range c.Args {
+		if i+1 >= len(c.Args) || strings.HasPrefix(c.Args[i+1], "-") {
+			continue
+		}
+		switch a {
+		case "-E", "--rename-chain":
+			if i+2 < len(c.Args) {
+				return c.Args[i+2]
+			}
+		case "-A", "-I", "-D", "-R", "-C", "-N", "-P", "-F", "-Z", "-X", "-L", "-S",
+			"--append", "--insert", "--delete", "--replace", "--check", "--new-chain", "--policy",
+			"--flush", "--zero", "--delete-chain", "--list", "--list-rules":
+			return c.Args[i+1]
+		}
+	}
+	return ""
+}
+
 // String formats c as a corpus line: the family, then the arguments,
 // quoted where they hold spaces or are empty.
 func (c Case) String() string {
