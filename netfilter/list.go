@@ -119,44 +119,54 @@ func listChain(b *strings.Builder, f Family, t *table, c *Chain, o listOpts) {
 		fmt.Fprintf(b, "%-7s%-8s", "in", "out")
 	}
 	fmt.Fprintf(b, "%-21s%-20s\n", "source", "destination")
-	for i, r := range c.Rules {
-		if o.lineNumbers {
-			fmt.Fprintf(b, "%-4d ", i+1)
-		}
-		if o.verbose {
-			b.WriteString(o.num(r.counters.Packets()))
-			b.WriteString(o.num(r.counters.Bytes()))
-		}
-		tname := ""
-		if r.Target != nil {
-			tname = r.Target.Name()
-		}
-		proto := protoName(r.Protocol)
-		if o.numeric {
-			proto = fmt.Sprint(r.Protocol)
-		}
-		fmt.Fprintf(b, "%-9s %s%-4s -- ", tname, invChar(r.ProtocolInvert), proto)
-		if o.verbose {
-			fmt.Fprintf(b, " %-6s %-6s ", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
-		}
-		b.WriteString(addrColumn(f, r.Src, o.numeric))
-		b.WriteString(addrColumn(f, r.Dst, o.numeric))
-		// iptables prints "[goto] " after the addresses, before the
-		// matches; every other target's text comes last.
-		_, isGoto := r.Target.(Goto)
-		if isGoto {
-			b.WriteString("[goto] ")
-		}
-		for _, m := range r.Matches {
-			b.WriteString(" " + m.listInfo(f, o.numeric))
-		}
-		if r.Target != nil && !isGoto {
-			if info := r.Target.listInfo(f, o.numeric); info != "" {
-				b.WriteString(" " + info)
-			}
-		}
-		b.WriteString("\n")
+	for i := range c.Rules {
+		listRule(b, f, c, i+1, o)
 	}
+}
+
+// listRule writes rule n (from 1) of c as a line of iptables -L, or
+// nothing when there is no such rule.
+func listRule(b *strings.Builder, f Family, c *Chain, n int, o listOpts) {
+	if n < 1 || n > len(c.Rules) {
+		return
+	}
+	r := c.Rules[n-1]
+	if o.lineNumbers {
+		fmt.Fprintf(b, "%-4d ", n)
+	}
+	if o.verbose {
+		b.WriteString(o.num(r.counters.Packets()))
+		b.WriteString(o.num(r.counters.Bytes()))
+	}
+	tname := ""
+	if r.Target != nil {
+		tname = r.Target.Name()
+	}
+	proto := protoName(r.Protocol)
+	if o.numeric {
+		proto = fmt.Sprint(r.Protocol)
+	}
+	fmt.Fprintf(b, "%-9s %s%-4s -- ", tname, invChar(r.ProtocolInvert), proto)
+	if o.verbose {
+		fmt.Fprintf(b, " %-6s %-6s ", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
+	}
+	b.WriteString(addrColumn(f, r.Src, o.numeric))
+	b.WriteString(addrColumn(f, r.Dst, o.numeric))
+	// iptables prints "[goto] " after the addresses, before the
+	// matches; every other target's text comes last.
+	_, isGoto := r.Target.(Goto)
+	if isGoto {
+		b.WriteString("[goto] ")
+	}
+	for _, m := range r.Matches {
+		b.WriteString(" " + m.listInfo(f, o.numeric))
+	}
+	if r.Target != nil && !isGoto {
+		if info := r.Target.listInfo(f, o.numeric); info != "" {
+			b.WriteString(" " + info)
+		}
+	}
+	b.WriteString("\n")
 }
 
 // specChain writes one chain's rules as iptables -S does.

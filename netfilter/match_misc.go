@@ -405,12 +405,18 @@ type SetMatch struct {
 	Invert bool
 
 	set *ipset.Set
+	// dirs are the directions as given ("src,dst"): the kernel keeps
+	// all (one per dimension of the set) and iptables prints them.
+	dirs string
 }
 
 // Name implements Match.
 func (*SetMatch) Name() string { return "set" }
 
 func (m *SetMatch) dir() string {
+	if m.dirs != "" {
+		return m.dirs
+	}
 	if m.Dst {
 		return "dst"
 	}
@@ -535,7 +541,12 @@ func (m *IPRange) parseOpt(c *optCtx) (bool, error) {
 }
 
 func (m *SetMatch) parseOpt(c *optCtx) (bool, error) {
-	if c.opt != "--match-set" && c.opt != "--set" {
+	switch c.opt {
+	case "--match-set", "--set":
+	case "--return-nomatch", "--update-counters", "--update-subcounters", "--packets-eq", "--packets-lt",
+		"--packets-gt", "--bytes-eq", "--bytes-lt", "--bytes-gt":
+		return true, fmt.Errorf("set: option %s is not supported: tunstack's sets keep no per-entry counters or nomatch entries", c.opt)
+	default:
 		return false, nil
 	}
 	v, err := c.val()
@@ -546,7 +557,10 @@ func (m *SetMatch) parseOpt(c *optCtx) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	m.SetName, m.Invert = v, c.inv
+	m.SetName, m.Invert, m.dirs = v, c.inv, dirs
+	if n := strings.Count(dirs, ",") + 1; n > 6 {
+		return true, fmt.Errorf("--match-set %s: too many directions %q (at most 6)", v, dirs)
+	}
 	for i, d := range strings.Split(dirs, ",") {
 		if d != "src" && d != "dst" {
 			return true, fmt.Errorf("--match-set %s: bad direction %q (want src or dst)", v, d)

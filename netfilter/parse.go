@@ -330,6 +330,9 @@ func (p *ruleParser) loadTarget(name string, isGoto bool) error {
 	if name == "QUEUE" || name == "NFQUEUE" {
 		return fmt.Errorf("target %s is not supported: tunstack has no queue to userspace", name)
 	}
+	if name == "SET" {
+		return fmt.Errorf("target %s is not supported: rules cannot change ipsets in tunstack (use tunstack ipset)", name)
+	}
 	// Anything else is a jump to a user chain; whether the chain exists
 	// is checked against the table when the rule is added.
 	if err := checkChainName(name); err != nil {

@@ -28,15 +28,17 @@ func (t *Mark) saveArgs(Family) []string {
 }
 
 func xmarkList(v, m uint32) string {
+	// In libxt_MARK's order: --set-mark 0 lists as "and 0x0" and
+	// --set-xmark 0xffffffff as "or 0xffffffff".
 	switch {
-	case m == 0xffffffff:
-		return "set " + hex(v)
 	case v == 0:
 		return "and " + hex(^m)
 	case v == m:
 		return "or " + hex(v)
 	case m == 0:
 		return "xor " + hex(v)
+	case m == 0xffffffff:
+		return "set " + hex(v)
 	}
 	return "xset " + hex(v) + "/" + hex(m)
 }
@@ -218,7 +220,8 @@ func (t *TOS) listInfo(_ Family, numeric bool) string {
 	switch {
 	case numeric:
 	case t.Mask == 0x3f && tosName(t.Value) != "":
-		return "TOS set " + tosName(t.Value)
+		// libxt_TOS prints "  TOS set" and the name with no space.
+		return " TOS set" + tosName(t.Value)
 	case t.Value == 0:
 		return fmt.Sprintf("TOS and 0x%02x", ^t.Mask)
 	case t.Value == t.Mask:

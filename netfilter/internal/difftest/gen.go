@@ -100,6 +100,9 @@ var matches4 = []ext{
 	{name: "comment", opts: []opt{{"--comment", []string{"hello", "with space", "", strings.Repeat("c", 256), strings.Repeat("c", 255), `q"uote`}, false}}},
 	{name: "iprange", opts: []opt{{"--src-range", []string{"10.0.0.1-10.0.0.9", "10.0.0.9-10.0.0.1", "10.0.0.1", "~fd00::1-fd00::2", "~bad"}, true},
 		{"--dst-range", []string{"192.168.0.1-192.168.0.200", "~fd00::1-fd00::9"}, true}}},
+	{name: "set", opts: []opt{{"--match-set", []string{"s4 src", "s4 src,dst", "n4 dst", "s6 src", "n6 dst,src", "s4 src,dst,src",
+		"~nosuch src", "~s4 bogus", "~s4 src,dst,src,dst,src,dst,src", "~n4"}, true},
+		{"--return-nomatch", nil, false}, {"--update-counters", nil, true}, {"--packets-gt", []string{"5"}, false}}},
 	{name: "nosuchmatch", opts: nil},
 }
 
@@ -123,6 +126,7 @@ var targets = []ext{
 	{name: "TOS", opts: []opt{{"--set-tos", []string{"0x10", "0x10/0x3f", "Minimize-Delay", "Normal-Service", "~0x100", "~bogus"}, false},
 		{"--and-tos", []string{"0x0f", "~300"}, false}, {"--or-tos", []string{"0x01"}, false}, {"--xor-tos", []string{"0x02"}, false}}},
 	{name: "DSCP", opts: []opt{{"--set-dscp", []string{"0", "10", "63", "~64", "0x3f", "~abc"}, false}, {"--set-dscp-class", []string{"EF", "AF11", "cs1", "~bogus", "af41"}, false}}},
+	{name: "SET", opts: []opt{{"--add-set", []string{"s4 src", "n4 dst,src"}, false}, {"--del-set", []string{"s4 dst"}, false}, {"--exist", nil, false}}},
 }
 
 // value picks one of vals: mostly a valid one; values written "~V" are
@@ -352,7 +356,7 @@ func (g *Gen) options(e ext, fam int, n int) []string {
 		}
 		if len(vals) > 0 {
 			v := g.value(vals)
-			if o.name == "--tcp-flags" {
+			if o.name == "--tcp-flags" || strings.HasSuffix(o.name, "-set") {
 				out = append(out, strings.Fields(v)...)
 			} else {
 				out = append(out, v)

@@ -21,6 +21,11 @@ func RunOurs(c Case) Result {
 		return Result{Err: err.Error(), Code: -1}
 	}
 	f := family(c.Fam)
+	for _, s := range Sets {
+		if _, err := fw.IPSet(s); err != nil {
+			return Result{Err: "ipset: " + err.Error(), Code: -1}
+		}
+	}
 	if err := fw.Restore(f, Base(c.Table()), netfilter.RestoreOptions{}); err != nil {
 		return Result{Err: "base: " + err.Error(), Code: -1}
 	}

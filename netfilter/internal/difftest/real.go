@@ -51,7 +51,7 @@ func Listings(c Case) [][]string {
 const refused = "refused\n"
 
 // Tools are the programs of the real side.
-var Tools = []string{"unshare", "iptables-legacy", "ip6tables-legacy",
+var Tools = []string{"unshare", "ipset", "iptables-legacy", "ip6tables-legacy",
 	"iptables-legacy-save", "iptables-legacy-restore", "ip6tables-legacy-save", "ip6tables-legacy-restore"}
 
 // Missing returns the first tool not in PATH, or "".
@@ -72,6 +72,15 @@ func prog(fam int, suffix string) string {
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Sets are the ipset create commands both sides run first, so that
+// -m set --match-set has sets of each family and type to name.
+var Sets = [][]string{
+	{"create", "s4", "hash:ip"},
+	{"create", "n4", "hash:net"},
+	{"create", "s6", "hash:ip", "family", "inet6"},
+	{"create", "n6", "hash:net", "family", "inet6"},
+}
 
 // Base returns the restore text every command starts from, for one
 // table: the built-in chains, a user chain "uc" holding one rule and
@@ -95,6 +104,9 @@ func Base(table string) string {
 func RunReal(ctx context.Context, dir string, cases []Case) ([]Result, error) {
 	var sc strings.Builder
 	sc.WriteString("E=" + shq(filepath.Join(dir, "err")) + "\nO=" + shq(filepath.Join(dir, "out")) + "\n")
+	for _, s := range Sets {
+		fmt.Fprintf(&sc, "ipset %s || echo 'ipset %s failed' >&2\n", quoteAll(s), s[1])
+	}
 	for _, fam := range []int{4, 6} {
 		for _, t := range tables {
 			f := filepath.Join(dir, fmt.Sprintf("base%d.%s", fam, t))
