@@ -226,18 +226,41 @@ func (g *Gen) Next() Case {
 		c.Args = append(c.Args, "-E", g.pick([]string{"uc", "uc2", ch}), g.pick([]string{"renamed", "uc2", "INPUT", "DROP"}))
 	case x < 97:
 		c.Args = append(c.Args, "-P", ch, g.pick([]string{"ACCEPT", "DROP", "RETURN", "REJECT", "uc"}))
-	case x < 99:
+	case x < 97:
 		c.Args = append(c.Args, "-F")
 		if g.chance(0.5) {
 			c.Args = append(c.Args, ch)
 		}
-	default:
+	case x < 98:
 		c.Args = append(c.Args, "-Z")
 		if g.chance(0.5) {
 			c.Args = append(c.Args, ch)
 		}
+	default:
+		c.Args = append(c.Args, g.list(ch)...)
 	}
 	return c
+}
+
+// list builds a listing command: -L or -S, maybe with a chain and a
+// rule number, maybe with -Z, and some of -L's formatting flags.
+func (g *Gen) list(ch string) []string {
+	a := []string{g.pick([]string{"-L", "-L", "-S"})}
+	if g.chance(0.6) {
+		a = append(a, ch)
+		if g.chance(0.4) {
+			a = append(a, g.pick([]string{"1", "2", "0"}))
+		}
+	}
+	for _, f := range []string{"-n", "-v", "-x", "--line-numbers", "-Z"} {
+		if g.chance(0.3) {
+			a = append(a, f)
+		}
+	}
+	if g.chance(0.2) {
+		g.r.Shuffle(len(a), func(i, j int) { a[i], a[j] = a[j], a[i] })
+	}
+	return a
 }
 
 // rule builds a rule specification as groups of arguments (header
