@@ -106,6 +106,18 @@ func parseCommand(fam Family, args []string) (*command, error) {
 	if c.hasNum && c.num < 1 {
 		return nil, fmt.Errorf("invalid rule number `%d'", c.num)
 	}
+	// As iptables' option/command table: the formatting flags go with
+	// -L only (-L -Z included).
+	if c.op != "-L" {
+		for _, f := range []struct {
+			set  bool
+			name string
+		}{{c.opts.numeric, "-n"}, {c.opts.exact, "-x"}, {c.opts.lineNumbers, "--line-numbers"}} {
+			if f.set {
+				return nil, fmt.Errorf("illegal option `%s' with this command", f.name)
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -229,7 +241,9 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 		if err == nil && c.zero {
 			z := *c
 			z.hasNum = false
-			_, _, err = z.execZero(t, sets)
+			var zout string
+			zout, _, err = z.execZero(t, sets)
+			out += zout
 		}
 		return out, false, err
 	}
@@ -333,9 +347,13 @@ func (c *command) execFlush(t *table, sets func(string) *ipset.Set) (string, boo
 
 func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool, error) {
 	// Counters are shared objects, so zeroing needs no new ruleset.
+	var out strings.Builder
 	for _, ch := range t.chains {
 		if c.chain != "" && ch.Name != c.chain {
 			continue
+		}
+		if c.opts.verbose && !c.hasNum {
+			fmt.Fprintf(&out, "Zeroing chain `%s'\n", ch.Name)
 		}
 		for i, r := range ch.Rules {
 			if !c.hasNum || i+1 == c.num {
@@ -349,7 +367,7 @@ func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool
 	if c.chain != "" && t.chain(c.chain) == nil {
 		return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
 	}
-	return "", false, nil
+	return out.String(), false, nil
 }
 
 func (c *command) execNewChain(t *table, sets func(string) *ipset.Set) (string, bool, error) {
@@ -463,7 +481,9 @@ func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool
 		if c.hasNum {
 			continue
 		}
-		if ch.Builtin {
+		if ch.Builtin && c.opts.verbose {
+			fmt.Fprintf(&b, "-P %s %s -c %d %d\n", ch.Name, ch.Policy, ch.policyCounters.Packets(), ch.policyCounters.Bytes())
+		} else if ch.Builtin {
 			fmt.Fprintf(&b, "-P %s %s\n", ch.Name, ch.Policy)
 		} else {
 			fmt.Fprintf(&b, "-N %s\n", ch.Name)
@@ -479,7 +499,7 @@ func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool
 		if c.hasNum && c.num > len(ch.Rules) {
 			return "", false, fmt.Errorf("index of rule %d too big in chain %s", c.num, ch.Name)
 		}
-		specRules(&b, c.fam, ch, c.num)
+		specRules(&b, c.fam, ch, c.num, c.opts.verbose)
 	}
 	return b.String(), false, nil
 }

@@ -170,13 +170,21 @@ func listRule(b *strings.Builder, f Family, c *Chain, n int, o listOpts) {
 }
 
 // specChain writes one chain's rules as iptables -S does.
-func specRules(b *strings.Builder, f Family, c *Chain, only int) {
+// With counters (-S -v) each rule has "-c PACKETS BYTES" before its
+// target, as iptables prints it.
+func specRules(b *strings.Builder, f Family, c *Chain, only int, counters bool) {
 	for i, r := range c.Rules {
 		if only > 0 && i+1 != only {
 			continue
 		}
 		fmt.Fprintf(b, "-A %s", c.Name)
-		if s := RuleString(f, r); s != "" {
+		a := ruleArgs(f, r)
+		if counters {
+			tgt := len(targetArgs(f, r))
+			rest := append([]string{"-c", fmt.Sprint(r.counters.Packets()), fmt.Sprint(r.counters.Bytes())}, a[len(a)-tgt:]...)
+			a = append(a[:len(a)-tgt:len(a)-tgt], rest...)
+		}
+		if s := strings.Join(a, " "); s != "" {
 			b.WriteString(" " + s)
 		}
 		b.WriteString("\n")

@@ -378,10 +378,10 @@ func (m *IPRange) saveArgs(Family) []string {
 func (m *IPRange) listInfo(Family, bool) string {
 	var parts []string
 	if m.Src.Set {
-		parts = append(parts, fmt.Sprintf("%ssource IP range %s-%s", map[bool]string{true: "! "}[m.Src.Invert], m.Src.From, m.Src.To))
+		parts = append(parts, fmt.Sprintf("source IP range %s%s-%s", map[bool]string{true: "! "}[m.Src.Invert], m.Src.From, m.Src.To))
 	}
 	if m.Dst.Set {
-		parts = append(parts, fmt.Sprintf("%sdestination IP range %s-%s", map[bool]string{true: "! "}[m.Dst.Invert], m.Dst.From, m.Dst.To))
+		parts = append(parts, fmt.Sprintf("destination IP range %s%s-%s", map[bool]string{true: "! "}[m.Dst.Invert], m.Dst.From, m.Dst.To))
 	}
 	return strings.Join(parts, " ")
 }

@@ -219,7 +219,12 @@ func (m *Multiport) saveArgs(Family) []string {
 }
 
 func (m *Multiport) listInfo(_ Family, numeric bool) string {
-	return fmt.Sprintf("multiport %s %s%s", multiportOpts[m.Dir][2:], bang(m.Invert), m.portList(numeric))
+	// libxt_multiport prints " multiport dports ", then " !" when
+	// inverted, then the ports.
+	if m.Invert {
+		return fmt.Sprintf("multiport %s  !%s", multiportOpts[m.Dir][2:], m.portList(numeric))
+	}
+	return fmt.Sprintf("multiport %s %s", multiportOpts[m.Dir][2:], m.portList(numeric))
 }
 
 func (m *Multiport) check(r *Rule, _ Family) error {

@@ -84,21 +84,21 @@ func (t *Connmark) saveArgs(Family) []string {
 }
 
 func (t *Connmark) listInfo(Family, bool) string {
-	masks := func() string {
-		s := ""
-		if t.CTMask != 0xffffffff {
-			s += " ctmask " + hex(t.CTMask)
-		}
-		if t.NFMask != 0xffffffff {
-			s += " nfmask ~" + hex(t.NFMask)
-		}
-		return s
-	}
-	switch t.Mode {
-	case ConnmarkSave:
-		return "CONNMARK save" + masks()
-	case ConnmarkRestore:
-		return "CONNMARK restore" + masks()
+	// As libxt_CONNMARK: one mask when both are equal, else both (the
+	// mask that is not applied with a "~").
+	switch {
+	case t.Mode == ConnmarkSave && t.NFMask == 0xffffffff && t.CTMask == 0xffffffff:
+		return "CONNMARK save"
+	case t.Mode == ConnmarkSave && t.NFMask == t.CTMask:
+		return "CONNMARK save mask " + hex(t.NFMask)
+	case t.Mode == ConnmarkSave:
+		return "CONNMARK save nfmask " + hex(t.NFMask) + " ctmask ~" + hex(t.CTMask)
+	case t.Mode == ConnmarkRestore && t.NFMask == 0xffffffff && t.CTMask == 0xffffffff:
+		return "CONNMARK restore"
+	case t.Mode == ConnmarkRestore && t.NFMask == t.CTMask:
+		return "CONNMARK restore mask " + hex(t.CTMask)
+	case t.Mode == ConnmarkRestore:
+		return "CONNMARK restore ctmask " + hex(t.CTMask) + " nfmask ~" + hex(t.NFMask)
 	}
 	return "CONNMARK " + xmarkList(t.Value, t.Mask)
 }
