@@ -103,11 +103,14 @@ func Sockets(gs *gstack.Stack, withTCPInfo bool) []Socket {
 // not report.
 func SocketsWithBacklog(gs *gstack.Stack, withTCPInfo bool, backlog func(tcpip.Endpoint) (int, bool)) []Socket {
 	var out []Socket
+	// A dual-stack endpoint is registered for IPv4 and IPv6: list it once.
+	seen := map[tcpip.Endpoint]bool{}
 	for _, te := range gs.RegisteredEndpoints() {
 		ep, ok := te.(tcpip.Endpoint)
-		if !ok {
+		if !ok || seen[ep] {
 			continue
 		}
+		seen[ep] = true
 		info, ok := ep.Info().(*gstack.TransportEndpointInfo)
 		if !ok {
 			continue
