@@ -9,7 +9,7 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # The Debian packages the tests drive: without them the end-to-end tests
 # that need them skip. The one list: .ci/run installs it with make deps.
 DEPS := curl iperf3 iproute2 iputils-ping dnsutils tcpdump iptables slirp4netns passt \
-	util-linux ca-certificates gcc python3 conntrack podman rootlesskit runc uidmap busybox-static buildah socat
+	util-linux ca-certificates gcc python3 conntrack ipset podman rootlesskit runc uidmap busybox-static buildah socat
 
 .PHONY: all build install test testdeps unit e2e fuzz bench demo lint clean deps
 

@@ -78,7 +78,7 @@ func (b backend) sockets(q control.SocketQuery) []views.Socket {
 	var socks []views.Socket
 	stackSide, sandboxSide := q.Side != control.SideSandbox, q.Side == control.SideSandbox || q.Side == control.SideAll
 	if stackSide {
-		socks = views.Sockets(b.in.Stack.GVisor(), q.TCPInfo)
+		socks = views.SocketsWithBacklog(b.in.Stack.GVisor(), q.TCPInfo, b.in.Stack.Backlog)
 	}
 	pid := b.in.sandboxPID()
 	if pid == 0 || !(q.Processes || sandboxSide) {

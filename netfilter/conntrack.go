@@ -632,12 +632,30 @@ func (p *Packet) updateConnmark(mask, value uint32) {
 	}
 }
 
+// ConntrackFormat selects conntrack -L's output options.
+type ConntrackFormat struct {
+	// Extended is -o extended: each line starts with the layer 3
+	// protocol's name and number ("ipv4     2 ").
+	Extended bool
+}
+
 // FormatConntrack formats flows as conntrack -L does (its default
 // output: no family column, no counters, as with nf_conntrack_acct off),
 // then its summary line.
-func FormatConntrack(flows []Flow) string {
+func FormatConntrack(flows []Flow) string { return FormatConntrackWith(flows, ConntrackFormat{}) }
+
+// FormatConntrackWith is FormatConntrack with conntrack's -o options.
+func FormatConntrackWith(flows []Flow, o ConntrackFormat) string {
 	var b strings.Builder
 	for _, f := range flows {
+		if o.Extended {
+			// AF_INET and AF_INET6, as libnetfilter_conntrack prints them.
+			if f.Family == IPv6 {
+				fmt.Fprintf(&b, "%-8s %d ", "ipv6", 10)
+			} else {
+				fmt.Fprintf(&b, "%-8s %d ", "ipv4", 2)
+			}
+		}
 		fmt.Fprintf(&b, "%-8s %d %d ", protoName(f.Protocol), f.Protocol, max(0, int(f.Timeout.Seconds())))
 		if f.State != "" {
 			b.WriteString(f.State + " ")

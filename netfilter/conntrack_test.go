@@ -2,6 +2,7 @@ package netfilter
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -182,5 +183,30 @@ func TestConntrackConcurrent(t *testing.T) {
 	flows := ft.list()
 	if st := ft.stats(); st.Entries != len(flows) || st.Entries > 256 {
 		t.Fatalf("count %d, listed %d, max 256 (%+v)", st.Entries, len(flows), st)
+	}
+}
+
+// TestFormatConntrackExtended checks conntrack -o extended's layer 3
+// column: name in 8 columns, then the address family's number.
+func TestFormatConntrackExtended(t *testing.T) {
+	v4 := Flow{Family: IPv4, Protocol: 17, Timeout: 30 * time.Second, Unreplied: true,
+		Orig:  Tuple{netip.MustParseAddr("198.18.0.1"), netip.MustParseAddr("198.18.0.2"), 1000, 53},
+		Reply: Tuple{netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.1"), 53, 1000}}
+	v6 := Flow{Family: IPv6, Protocol: 6, State: "ESTABLISHED", Timeout: 100 * time.Second, ReplyPackets: 1, Assured: true,
+		Orig:  Tuple{netip.MustParseAddr("2001:2::1"), netip.MustParseAddr("2001:2::2"), 40000, 80},
+		Reply: Tuple{netip.MustParseAddr("2001:2::2"), netip.MustParseAddr("2001:2::1"), 80, 40000}}
+	for _, tc := range []struct {
+		f        Flow
+		extended bool
+		want     string
+	}{
+		{v4, false, "udp      17 30 src=198.18.0.1 dst=198.18.0.2 sport=1000 dport=53 [UNREPLIED] src=198.18.0.2 dst=198.18.0.1 sport=53 dport=1000 mark=0 use=1"},
+		{v4, true, "ipv4     2 udp      17 30 src=198.18.0.1 dst=198.18.0.2 sport=1000 dport=53 [UNREPLIED] src=198.18.0.2 dst=198.18.0.1 sport=53 dport=1000 mark=0 use=1"},
+		{v6, true, "ipv6     10 tcp      6 100 ESTABLISHED src=2001:2::1 dst=2001:2::2 sport=40000 dport=80 src=2001:2::2 dst=2001:2::1 sport=80 dport=40000 [ASSURED] mark=0 use=1"},
+	} {
+		got, _, _ := strings.Cut(FormatConntrackWith([]Flow{tc.f}, ConntrackFormat{Extended: tc.extended}), "\n")
+		if got != tc.want {
+			t.Errorf("extended=%v:\n got %q\nwant %q", tc.extended, got, tc.want)
+		}
 	}
 }

@@ -58,20 +58,27 @@
 // tunstack's iptables is checked against the real iptables-legacy 1.8.9
 // (on Linux 6.18) by netfilter/internal/difftest: every command of a
 // corpus and of a grammar-driven generator runs through both, in a
-// network namespace the test makes, and is compared (accepted or
-// refused, exit status, and the table's iptables -S text byte for
-// byte); whole rulesets are restored and saved (with and without -c)
-// and compared per table. Figures at the last count:
+// network namespace the test makes (with the same ipsets on both sides,
+// for -m set), and is compared: accepted or refused, exit status, what
+// the command printed, and the table's iptables -S text byte for byte;
+// after each accepted command also -L -n, -L -n -v, -L -n -v -x
+// --line-numbers, -L without -n (where no host name would be looked
+// up), -L CHAIN -v --line-numbers and -S CHAIN, byte for byte. Whole
+// rulesets are restored and saved (with and without -c) and compared
+// per table. Figures at the last count:
 //
 //   - Generated run (DIFFTEST_SEED=6 DIFFTEST_N=3000) plus the corpus:
-//     3,077 commands compared, 3,055 agreed, 22 deliberate differences
-//     (below), no other disagreement; exit status (0, 1 kernel refusal,
-//     2 parameter problem) agreed for 3,025.
-//   - CI run (600 generated, seed 1, plus the corpus): 677 compared, 669
-//     agreed, 8 deliberate, no other disagreement.
-//   - Earlier seeds (2 to 5, about 10,000 commands) found the
-//     disagreements now fixed and kept in difftest/testdata/corpus.txt.
-//   - Rulesets: 8 files, 16 round trips (with and without -c), all
+//     3,149 commands compared (713 accepted by iptables), 3,103 agreed,
+//     46 deliberate differences (below), no other disagreement; exit
+//     status (0, 1 kernel refusal, 2 parameter problem) agreed for
+//     3,072; 4,435 listings compared, all byte-identical.
+//   - CI run (go test, DIFFTEST_SEED=1 DIFFTEST_N=600, plus the corpus):
+//     749 compared (225 accepted), 740 agreed, 9 deliberate, no other
+//     disagreement; 1,448 listings, all byte-identical.
+//   - Earlier seeds (2 to 5, about 10,000 commands) and the first runs
+//     of the listing differential (seed 1 and 6) found the disagreements
+//     now fixed and kept in difftest/testdata/corpus.txt.
+//   - Rulesets: 7 files, 14 round trips (with and without -c), all
 //     byte-identical per table.
 //   - Packet path (test/firewall_diff_test.go, two namespaces joined by
 //     a veth pair against tunstack run): 28 scenarios, all give the
@@ -83,6 +90,10 @@
 // (with an error naming the limitation), never the other way round:
 //
 //   - -j QUEUE and -j NFQUEUE: there is no queue to userspace.
+//   - -j SET, and -m set's --return-nomatch, --update-counters,
+//     --update-subcounters, --packets-* and --bytes-*: tunstack's sets
+//     (hash:ip, hash:net) keep no per-entry counters or nomatch entries,
+//     and rules do not change them.
 //   - Non-contiguous netmasks (-s 10.0.0.0/255.0.255.0): rules match
 //     prefixes only.
 //   - udp ports above 65535: iptables-legacy 1.8.9 truncates them
@@ -109,8 +120,10 @@
 //   - LOG goes to the configured slog.Logger, not the kernel log, through
 //     a queue: at most 1000 lines a second, and lines a slow logger
 //     cannot take are dropped and counted (Stats), never blocking.
-//   - Service names in ports come from a built-in table, not
-//     /etc/services; -L does not resolve host names.
+//   - -L does not resolve host names (without -n, addresses print as
+//     numbers). Service names in ports come from /etc/services, as in
+//     iptables (read once, when the firewall is made; a built-in table
+//     of common names when it cannot be read).
 //   - xt_limit's overflow check assumes HZ*CREDITS_PER_JIFFY = 32000
 //     (HZ 1000 or 250), so at the edge a rate may be refused on other
 //     kernels' terms.

@@ -21,6 +21,8 @@ type command struct {
 	rule   []string
 	opts   listOpts
 	hasNum bool
+	// zero is -Z given with -L or -S: list, then zero the counters.
+	zero bool
 }
 
 var longCommands = map[string]string{
@@ -71,11 +73,14 @@ func parseCommand(fam Family, args []string) (*command, error) {
 				i++
 			}
 		case isCommandOpt(a):
+			var err error
 			if c.op != "" {
-				return nil, fmt.Errorf("cannot use %s with %s", a, c.op)
+				if i, err = c.combine(a, args, i); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			c.op = a
-			var err error
 			if i, err = c.positional(args, i); err != nil {
 				return nil, err
 			}
@@ -98,10 +103,54 @@ func parseCommand(fam Family, args []string) (*command, error) {
 			return nil, fmt.Errorf("%s: unexpected argument %q", c.op, rest[0])
 		}
 	}
-	if c.hasNum && c.num < 1 && c.op != "-S" && c.op != "-L" && c.op != "-Z" {
-		return nil, fmt.Errorf("invalid rule number %d", c.num)
+	if c.hasNum && c.num < 1 {
+		return nil, fmt.Errorf("invalid rule number `%d'", c.num)
+	}
+	// As iptables' option/command table: the formatting flags go with
+	// -L only (-L -Z included).
+	if c.op != "-L" {
+		for _, f := range []struct {
+			set  bool
+			name string
+		}{{c.opts.numeric, "-n"}, {c.opts.exact, "-x"}, {c.opts.lineNumbers, "--line-numbers"}} {
+			if f.set {
+				return nil, fmt.Errorf("illegal option `%s' with this command", f.name)
+			}
+		}
 	}
 	return c, nil
+}
+
+// combine handles a second command option op at args[i]: iptables
+// allows -Z with -L or -S (list, then zero). As there, a rule number
+// given to a -Z that follows -L makes the command -Z alone, and one
+// given to -L zeroes the whole chain.
+func (c *command) combine(op string, args []string, i int) (int, error) {
+	first := c.op
+	pair := (first == "-L" || first == "-S") && op == "-Z" || first == "-Z" && (op == "-L" || op == "-S")
+	if !pair || c.zero {
+		return i, fmt.Errorf("cannot use %s with %s", op, first)
+	}
+	prev := *c
+	c.op, c.chain, c.hasNum, c.num = op, "", false, 0
+	i, err := c.positional(args, i)
+	if err != nil {
+		return i, err
+	}
+	if c.chain == "" {
+		c.chain = prev.chain
+	}
+	if op == "-Z" {
+		if c.hasNum {
+			// CMD_ZERO_NUM replaces the listing.
+			return i, nil
+		}
+		c.op, c.hasNum, c.num = first, prev.hasNum, prev.num
+	} else if !c.hasNum {
+		c.hasNum, c.num = prev.hasNum, prev.num
+	}
+	c.zero = true
+	return i, nil
 }
 
 func isCommandOpt(a string) bool {
@@ -183,10 +232,20 @@ func (c *command) exec(rs *Ruleset, sets func(string) *ipset.Set) (string, bool,
 		return c.execRename(t, sets)
 	case "-P":
 		return c.execPolicy(t, sets)
-	case "-L":
-		return c.execList(t, sets)
-	case "-S":
-		return c.execSpec(t, sets)
+	case "-L", "-S":
+		list := c.execList
+		if c.op == "-S" {
+			list = c.execSpec
+		}
+		out, _, err := list(t, sets)
+		if err == nil && c.zero {
+			z := *c
+			z.hasNum = false
+			var zout string
+			zout, _, err = z.execZero(t, sets)
+			out += zout
+		}
+		return out, false, err
 	}
 	return "", false, fmt.Errorf("unknown command %s", c.op)
 }
@@ -288,9 +347,13 @@ func (c *command) execFlush(t *table, sets func(string) *ipset.Set) (string, boo
 
 func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool, error) {
 	// Counters are shared objects, so zeroing needs no new ruleset.
+	var out strings.Builder
 	for _, ch := range t.chains {
 		if c.chain != "" && ch.Name != c.chain {
 			continue
+		}
+		if c.opts.verbose && !c.hasNum {
+			fmt.Fprintf(&out, "Zeroing chain `%s'\n", ch.Name)
 		}
 		for i, r := range ch.Rules {
 			if !c.hasNum || i+1 == c.num {
@@ -304,7 +367,7 @@ func (c *command) execZero(t *table, sets func(string) *ipset.Set) (string, bool
 	if c.chain != "" && t.chain(c.chain) == nil {
 		return "", false, fmt.Errorf("chain %q does not exist in table %s", c.chain, t.id)
 	}
-	return "", false, nil
+	return out.String(), false, nil
 }
 
 func (c *command) execNewChain(t *table, sets func(string) *ipset.Set) (string, bool, error) {
@@ -389,6 +452,12 @@ func (c *command) execList(t *table, sets func(string) *ipset.Set) (string, bool
 		if c.chain != "" && ch.Name != c.chain {
 			continue
 		}
+		if c.hasNum {
+			// -L CHAIN N prints rule N alone, or nothing.
+			first = false
+			listRule(&b, c.fam, ch, c.num, c.opts)
+			continue
+		}
 		if !first {
 			b.WriteString("\n")
 		}
@@ -412,7 +481,9 @@ func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool
 		if c.hasNum {
 			continue
 		}
-		if ch.Builtin {
+		if ch.Builtin && c.opts.verbose {
+			fmt.Fprintf(&b, "-P %s %s -c %d %d\n", ch.Name, ch.Policy, ch.policyCounters.Packets(), ch.policyCounters.Bytes())
+		} else if ch.Builtin {
 			fmt.Fprintf(&b, "-P %s %s\n", ch.Name, ch.Policy)
 		} else {
 			fmt.Fprintf(&b, "-N %s\n", ch.Name)
@@ -428,7 +499,7 @@ func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool
 		if c.hasNum && c.num > len(ch.Rules) {
 			return "", false, fmt.Errorf("index of rule %d too big in chain %s", c.num, ch.Name)
 		}
-		specRules(&b, c.fam, ch, c.num)
+		specRules(&b, c.fam, ch, c.num, c.opts.verbose)
 	}
 	return b.String(), false, nil
 }
@@ -436,7 +507,7 @@ func (c *command) execSpec(t *table, sets func(string) *ipset.Set) (string, bool
 func isTargetName(s string) bool {
 	switch s {
 	case "ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "DNAT", "SNAT", "MASQUERADE", "REDIRECT",
-		"MARK", "CONNMARK", "TTL", "HL", "TOS", "DSCP", "QUEUE", "NFQUEUE":
+		"MARK", "CONNMARK", "TTL", "HL", "TOS", "DSCP", "QUEUE", "NFQUEUE", "SET":
 		return true
 	}
 	return false

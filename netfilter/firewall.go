@@ -85,6 +85,9 @@ func New(s *stack.Stack, cfg Config) (*Firewall, error) {
 // stack), such as a test's hand-built stack.
 func NewGVisor(s *gstack.Stack, cfg Config) (*Firewall, error) {
 	fw := &Firewall{gs: s, cfg: cfg, log: cfg.Logger, rs: NewRuleset()}
+	// Read the services database now, while files can still be opened
+	// (a sandbox's instance drops privileges after setup).
+	services()
 	if fw.log == nil {
 		fw.log = slog.New(slog.DiscardHandler)
 	}

@@ -52,21 +52,32 @@ func references(t *table, name string) int {
 	return n
 }
 
+// addrColumn is one address column of -L: the "!" or a space, then the
+// address left-aligned in 19 columns and a space, as iptables prints it.
 func addrColumn(f Family, a Addr, numeric bool) string {
-	s := bang(a.Invert)
-	if !a.Prefix.IsValid() || a.Prefix.Bits() == 0 {
-		if numeric {
-			if f == IPv6 {
-				return s + "::/0"
-			}
-			return s + "0.0.0.0/0"
+	s := "any"
+	switch {
+	case (!a.Prefix.IsValid() || a.Prefix.Bits() == 0) && !numeric:
+		s = "anywhere"
+	case !a.Prefix.IsValid() || a.Prefix.Bits() == 0:
+		s = "0.0.0.0/0"
+		if f == IPv6 {
+			s = "::/0"
 		}
-		return s + "anywhere"
+	case a.Prefix.Bits() == a.Prefix.Addr().BitLen():
+		s = a.Prefix.Addr().String()
+	default:
+		s = a.Prefix.String()
 	}
-	if a.Prefix.Bits() == a.Prefix.Addr().BitLen() {
-		return s + a.Prefix.Addr().String()
+	return fmt.Sprintf("%s%-19s ", invChar(a.Invert), s)
+}
+
+// invChar is the one-column negation mark of -L: "!" or a space.
+func invChar(inv bool) string {
+	if inv {
+		return "!"
 	}
-	return s + a.Prefix.String()
+	return " "
 }
 
 func ifaceColumn(i Iface, numeric bool) string {
@@ -108,51 +119,72 @@ func listChain(b *strings.Builder, f Family, t *table, c *Chain, o listOpts) {
 		fmt.Fprintf(b, "%-7s%-8s", "in", "out")
 	}
 	fmt.Fprintf(b, "%-21s%-20s\n", "source", "destination")
-	for i, r := range c.Rules {
-		if o.lineNumbers {
-			fmt.Fprintf(b, "%-4d ", i+1)
-		}
-		if o.verbose {
-			b.WriteString(o.num(r.counters.Packets()))
-			b.WriteString(o.num(r.counters.Bytes()))
-		}
-		tname := ""
-		if r.Target != nil {
-			tname = r.Target.Name()
-		}
-		proto := protoName(r.Protocol)
-		if o.numeric {
-			proto = fmt.Sprint(r.Protocol)
-		}
-		fmt.Fprintf(b, "%-10s%s%-5s%-4s", tname, map[bool]string{false: " ", true: "!"}[r.ProtocolInvert], proto, "--")
-		if o.verbose {
-			fmt.Fprintf(b, "%-7s%-8s", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
-		}
-		fmt.Fprintf(b, "%-21s%-20s", addrColumn(f, r.Src, o.numeric), addrColumn(f, r.Dst, o.numeric))
-		for _, m := range r.Matches {
-			b.WriteString(" " + m.listInfo(f, o.numeric))
-		}
-		if r.Target != nil {
-			if info := r.Target.listInfo(f, o.numeric); info != "" {
-				if _, isGoto := r.Target.(Goto); isGoto {
-					b.WriteString(info)
-				} else {
-					b.WriteString(" " + info)
-				}
-			}
-		}
-		b.WriteString("\n")
+	for i := range c.Rules {
+		listRule(b, f, c, i+1, o)
 	}
 }
 
+// listRule writes rule n (from 1) of c as a line of iptables -L, or
+// nothing when there is no such rule.
+func listRule(b *strings.Builder, f Family, c *Chain, n int, o listOpts) {
+	if n < 1 || n > len(c.Rules) {
+		return
+	}
+	r := c.Rules[n-1]
+	if o.lineNumbers {
+		fmt.Fprintf(b, "%-4d ", n)
+	}
+	if o.verbose {
+		b.WriteString(o.num(r.counters.Packets()))
+		b.WriteString(o.num(r.counters.Bytes()))
+	}
+	tname := ""
+	if r.Target != nil {
+		tname = r.Target.Name()
+	}
+	proto := protoName(r.Protocol)
+	if o.numeric {
+		proto = fmt.Sprint(r.Protocol)
+	}
+	fmt.Fprintf(b, "%-9s %s%-4s -- ", tname, invChar(r.ProtocolInvert), proto)
+	if o.verbose {
+		fmt.Fprintf(b, " %-6s %-6s ", ifaceColumn(r.In, o.numeric), ifaceColumn(r.Out, o.numeric))
+	}
+	b.WriteString(addrColumn(f, r.Src, o.numeric))
+	b.WriteString(addrColumn(f, r.Dst, o.numeric))
+	// iptables prints "[goto] " after the addresses, before the
+	// matches; every other target's text comes last.
+	_, isGoto := r.Target.(Goto)
+	if isGoto {
+		b.WriteString("[goto] ")
+	}
+	for _, m := range r.Matches {
+		b.WriteString(" " + m.listInfo(f, o.numeric))
+	}
+	if r.Target != nil && !isGoto {
+		if info := r.Target.listInfo(f, o.numeric); info != "" {
+			b.WriteString(" " + info)
+		}
+	}
+	b.WriteString("\n")
+}
+
 // specChain writes one chain's rules as iptables -S does.
-func specRules(b *strings.Builder, f Family, c *Chain, only int) {
+// With counters (-S -v) each rule has "-c PACKETS BYTES" before its
+// target, as iptables prints it.
+func specRules(b *strings.Builder, f Family, c *Chain, only int, counters bool) {
 	for i, r := range c.Rules {
 		if only > 0 && i+1 != only {
 			continue
 		}
 		fmt.Fprintf(b, "-A %s", c.Name)
-		if s := RuleString(f, r); s != "" {
+		a := ruleArgs(f, r)
+		if counters {
+			tgt := len(targetArgs(f, r))
+			rest := append([]string{"-c", fmt.Sprint(r.counters.Packets()), fmt.Sprint(r.counters.Bytes())}, a[len(a)-tgt:]...)
+			a = append(a[:len(a)-tgt:len(a)-tgt], rest...)
+		}
+		if s := strings.Join(a, " "); s != "" {
 			b.WriteString(" " + s)
 		}
 		b.WriteString("\n")

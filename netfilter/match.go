@@ -39,19 +39,12 @@ func (r PortRange) String() string {
 	return fmt.Sprintf("%d:%d", r.Lo, r.Hi)
 }
 
-// serviceNames are the /etc/services names iptables users commonly write;
-// tunstack must not depend on the host's /etc/services at run time.
-var serviceNames = map[string]uint16{
-	"ftp-data": 20, "ftp": 21, "ssh": 22, "telnet": 23, "smtp": 25, "domain": 53,
-	"bootps": 67, "bootpc": 68, "tftp": 69, "http": 80, "www": 80, "kerberos": 88,
-	"pop3": 110, "sunrpc": 111, "ntp": 123, "imap": 143, "imap2": 143, "snmp": 161,
-	"ldap": 389, "https": 443, "microsoft-ds": 445, "submission": 587, "ldaps": 636,
-	"imaps": 993, "pop3s": 995, "openvpn": 1194, "mysql": 3306, "postgresql": 5432,
-	"isakmp": 500, "syslog": 514, "rsync": 873, "dns": 53,
-}
-
-// parsePort parses one port: a number 0-65535 or a service name.
-func parsePort(s string) (uint16, error) {
+// parsePort parses one port: a number 0-65535 or a service name of
+// protocol proto ("tcp", "udp", ...), or of any protocol when proto is
+// "" (libxt_tcp and libxt_udp look names up with getaddrinfo, which
+// tries TCP, then UDP, then SCTP; multiport with getservbyname and the
+// rule's protocol).
+func parsePort(s, proto string) (uint16, error) {
 	if s == "" {
 		return 0, fmt.Errorf("invalid port/service %q specified", s)
 	}
@@ -61,28 +54,34 @@ func parsePort(s string) (uint16, error) {
 		}
 		return uint16(n), nil
 	}
-	if p, ok := serviceNames[s]; ok {
-		return p, nil
+	protos := []string{proto}
+	if proto == "" {
+		protos = []string{"tcp", "udp", "sctp"}
+	}
+	for _, pr := range protos {
+		if p, ok := services().byName[s+"/"+pr]; ok {
+			return p, nil
+		}
 	}
 	return 0, fmt.Errorf("invalid port/service %q specified", s)
 }
 
 // parsePortRange parses "P", "LO:HI", ":HI" or "LO:" as iptables does.
-func parsePortRange(s string) (PortRange, error) {
+func parsePortRange(s, proto string) (PortRange, error) {
 	lo, hi, isRange := strings.Cut(s, ":")
 	if !isRange {
-		p, err := parsePort(s)
+		p, err := parsePort(s, proto)
 		return PortRange{p, p}, err
 	}
 	r := PortRange{0, 65535}
 	var err error
 	if lo != "" {
-		if r.Lo, err = parsePort(lo); err != nil {
+		if r.Lo, err = parsePort(lo, proto); err != nil {
 			return r, err
 		}
 	}
 	if hi != "" {
-		if r.Hi, err = parsePort(hi); err != nil {
+		if r.Hi, err = parsePort(hi, proto); err != nil {
 			return r, err
 		}
 	}
@@ -91,12 +90,12 @@ func parsePortRange(s string) (PortRange, error) {
 	return r, nil
 }
 
-func portName(p uint16, numeric bool) string {
+// portName is p as iptables -L prints it: the service's name for
+// protocol proto, unless numeric or the port has none.
+func portName(p uint16, proto string, numeric bool) string {
 	if !numeric {
-		for _, n := range []string{"ftp-data", "ftp", "ssh", "telnet", "smtp", "domain", "http", "https"} {
-			if serviceNames[n] == p {
-				return n
-			}
+		if n, ok := services().byPort[strconv.Itoa(int(p))+"/"+proto]; ok {
+			return n
 		}
 	}
 	return strconv.Itoa(int(p))

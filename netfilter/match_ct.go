@@ -95,7 +95,11 @@ func (m *MarkMatch) saveArgs(Family) []string {
 }
 
 func (m *MarkMatch) listInfo(Family, bool) string {
-	return "mark match " + bang(m.Invert) + markString(m.Value, m.Mask)
+	// libxt_mark prints " mark match", " !" and " VALUE".
+	if m.Invert {
+		return "mark match ! " + markString(m.Value, m.Mask)
+	}
+	return "mark match " + markString(m.Value, m.Mask)
 }
 
 func (m *MarkMatch) check(*Rule, Family) error { return nil }
@@ -117,7 +121,8 @@ func (m *ConnmarkMatch) saveArgs(Family) []string {
 }
 
 func (m *ConnmarkMatch) listInfo(Family, bool) string {
-	return "connmark match " + bang(m.Invert) + markString(m.Value, m.Mask)
+	// libxt_connmark prints " connmark match ", "!" and " VALUE".
+	return "connmark match " + bang(m.Invert) + " " + markString(m.Value, m.Mask)
 }
 
 func (m *ConnmarkMatch) check(*Rule, Family) error { return nil }

@@ -134,9 +134,11 @@ func (m *ICMP) listInfo(_ Family, numeric bool) string {
 			}
 		}
 	}
-	s := fmt.Sprintf("%stype %s%d", label, bang(m.Invert), m.Type)
-	if m.V6 {
-		s = fmt.Sprintf("ipv6-icmptype %s%d", bang(m.Invert), m.Type)
+	// libxt_icmp prints " icmp", then " !" when inverted, then "type N"
+	// with no space before it.
+	s := label + "type " + strconv.Itoa(int(m.Type))
+	if m.Invert {
+		s = label + " !type " + strconv.Itoa(int(m.Type))
 	}
 	if !m.AnyCode {
 		s += fmt.Sprintf(" code %d", m.Code)
@@ -376,10 +378,10 @@ func (m *IPRange) saveArgs(Family) []string {
 func (m *IPRange) listInfo(Family, bool) string {
 	var parts []string
 	if m.Src.Set {
-		parts = append(parts, fmt.Sprintf("%ssource IP range %s-%s", map[bool]string{true: "! "}[m.Src.Invert], m.Src.From, m.Src.To))
+		parts = append(parts, fmt.Sprintf("source IP range %s%s-%s", map[bool]string{true: "! "}[m.Src.Invert], m.Src.From, m.Src.To))
 	}
 	if m.Dst.Set {
-		parts = append(parts, fmt.Sprintf("%sdestination IP range %s-%s", map[bool]string{true: "! "}[m.Dst.Invert], m.Dst.From, m.Dst.To))
+		parts = append(parts, fmt.Sprintf("destination IP range %s%s-%s", map[bool]string{true: "! "}[m.Dst.Invert], m.Dst.From, m.Dst.To))
 	}
 	return strings.Join(parts, " ")
 }
@@ -403,12 +405,18 @@ type SetMatch struct {
 	Invert bool
 
 	set *ipset.Set
+	// dirs are the directions as given ("src,dst"): the kernel keeps
+	// all (one per dimension of the set) and iptables prints them.
+	dirs string
 }
 
 // Name implements Match.
 func (*SetMatch) Name() string { return "set" }
 
 func (m *SetMatch) dir() string {
+	if m.dirs != "" {
+		return m.dirs
+	}
 	if m.Dst {
 		return "dst"
 	}
@@ -533,7 +541,12 @@ func (m *IPRange) parseOpt(c *optCtx) (bool, error) {
 }
 
 func (m *SetMatch) parseOpt(c *optCtx) (bool, error) {
-	if c.opt != "--match-set" && c.opt != "--set" {
+	switch c.opt {
+	case "--match-set", "--set":
+	case "--return-nomatch", "--update-counters", "--update-subcounters", "--packets-eq", "--packets-lt",
+		"--packets-gt", "--bytes-eq", "--bytes-lt", "--bytes-gt":
+		return true, fmt.Errorf("set: option %s is not supported: tunstack's sets keep no per-entry counters or nomatch entries", c.opt)
+	default:
 		return false, nil
 	}
 	v, err := c.val()
@@ -544,7 +557,10 @@ func (m *SetMatch) parseOpt(c *optCtx) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	m.SetName, m.Invert = v, c.inv
+	m.SetName, m.Invert, m.dirs = v, c.inv, dirs
+	if n := strings.Count(dirs, ",") + 1; n > 6 {
+		return true, fmt.Errorf("--match-set %s: too many directions %q (at most 6)", v, dirs)
+	}
 	for i, d := range strings.Split(dirs, ",") {
 		if d != "src" && d != "dst" {
 			return true, fmt.Errorf("--match-set %s: bad direction %q (want src or dst)", v, d)

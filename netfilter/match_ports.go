@@ -15,14 +15,16 @@ type Ports struct {
 
 func (p Ports) ok(port uint16) bool { return !p.Set || p.Range.contains(port) != p.Invert }
 
-func (p Ports) list(name string, numeric bool) string {
-	if !p.Set {
+// list is the -L text of p for protocol proto; like iptables, it omits
+// the whole range 0:65535 (which matches every port) unless inverted.
+func (p Ports) list(name, proto string, numeric bool) string {
+	if !p.Set || p.Range == (PortRange{0, 65535}) && !p.Invert {
 		return ""
 	}
 	if p.Range.Lo == p.Range.Hi {
-		return fmt.Sprintf(" %s:%s%s", name, bang(p.Invert), portName(p.Range.Lo, numeric))
+		return fmt.Sprintf(" %s:%s%s", name, bang(p.Invert), portName(p.Range.Lo, proto, numeric))
 	}
-	return fmt.Sprintf(" %ss:%s%s:%s", name, bang(p.Invert), portName(p.Range.Lo, numeric), portName(p.Range.Hi, numeric))
+	return fmt.Sprintf(" %ss:%s%s:%s", name, bang(p.Invert), portName(p.Range.Lo, proto, numeric), portName(p.Range.Hi, proto, numeric))
 }
 
 // TCPFlags is --tcp-flags MASK COMP (or --syn): the flags in Mask must
@@ -108,7 +110,7 @@ func (m *TCP) saveArgs(Family) []string {
 }
 
 func (m *TCP) listInfo(_ Family, numeric bool) string {
-	s := "tcp" + m.SrcPorts.list("spt", numeric) + m.DstPorts.list("dpt", numeric)
+	s := "tcp" + m.SrcPorts.list("spt", "tcp", numeric) + m.DstPorts.list("dpt", "tcp", numeric)
 	if m.Flags.Set {
 		if numeric {
 			s += fmt.Sprintf(" flags:%s0x%02X/0x%02X", bang(m.Flags.Invert), m.Flags.Mask, m.Flags.Comp)
@@ -150,7 +152,7 @@ func (m *UDP) saveArgs(Family) []string {
 }
 
 func (m *UDP) listInfo(_ Family, numeric bool) string {
-	return "udp" + m.SrcPorts.list("spt", numeric) + m.DstPorts.list("dpt", numeric)
+	return "udp" + m.SrcPorts.list("spt", "udp", numeric) + m.DstPorts.list("dpt", "udp", numeric)
 }
 
 func (m *UDP) check(r *Rule, _ Family) error { return needProto(r, "udp", 17) }
@@ -186,6 +188,9 @@ type Multiport struct {
 	Dir    MultiportDir
 	Ports  []PortRange
 	Invert bool
+	// proto is the rule's protocol when parsed from text; it chooses
+	// the service names -L prints (tcp when unset).
+	proto uint8
 }
 
 // Name implements Match.
@@ -194,12 +199,16 @@ func (*Multiport) Name() string { return "multiport" }
 var multiportOpts = [...]string{"--sports", "--dports", "--ports"}
 
 func (m *Multiport) portList(numeric bool) string {
+	proto := protoServiceName(m.proto)
+	if proto == "" {
+		proto = "tcp"
+	}
 	parts := make([]string, len(m.Ports))
 	for i, r := range m.Ports {
 		if r.Lo == r.Hi {
-			parts[i] = portName(r.Lo, numeric)
+			parts[i] = portName(r.Lo, proto, numeric)
 		} else {
-			parts[i] = portName(r.Lo, numeric) + ":" + portName(r.Hi, numeric)
+			parts[i] = portName(r.Lo, proto, numeric) + ":" + portName(r.Hi, proto, numeric)
 		}
 	}
 	return strings.Join(parts, ",")
@@ -210,7 +219,12 @@ func (m *Multiport) saveArgs(Family) []string {
 }
 
 func (m *Multiport) listInfo(_ Family, numeric bool) string {
-	return fmt.Sprintf("multiport %s %s%s", multiportOpts[m.Dir][2:], bang(m.Invert), m.portList(numeric))
+	// libxt_multiport prints " multiport dports ", then " !" when
+	// inverted, then the ports.
+	if m.Invert {
+		return fmt.Sprintf("multiport %s  !%s", multiportOpts[m.Dir][2:], m.portList(numeric))
+	}
+	return fmt.Sprintf("multiport %s %s", multiportOpts[m.Dir][2:], m.portList(numeric))
 }
 
 func (m *Multiport) check(r *Rule, _ Family) error {
@@ -246,11 +260,11 @@ func (m *Multiport) matches(p *Packet) bool {
 	return m.Invert
 }
 
-func parseMultiport(s string) ([]PortRange, error) {
+func parseMultiport(s, proto string) ([]PortRange, error) {
 	var out []PortRange
 	slots := 0
 	for _, part := range strings.Split(s, ",") {
-		r, err := parsePortRange(part)
+		r, err := parsePortRange(part, proto)
 		if err != nil {
 			return nil, err
 		}
@@ -277,7 +291,7 @@ func (c *optCtx) ports(dst *Ports, udp bool) error {
 	if err != nil {
 		return err
 	}
-	pr, err := parsePortRange(v)
+	pr, err := parsePortRange(v, "")
 	if err != nil {
 		return err
 	}
@@ -354,9 +368,10 @@ func (m *Multiport) parseOpt(c *optCtx) (bool, error) {
 	if err != nil {
 		return true, err
 	}
-	if m.Ports, err = parseMultiport(v); err != nil {
+	if m.Ports, err = parseMultiport(v, protoServiceName(c.p.rule.Protocol)); err != nil {
 		return true, err
 	}
+	m.proto = c.p.rule.Protocol
 	m.Dir, m.Invert = d, c.inv
 	return true, nil
 }

@@ -188,12 +188,9 @@ func (p *ruleParser) header(opt string, inv bool, r *argReader) error {
 		}
 		// iptables only warns about '/' and ' ' ("not allowed by the
 		// kernel") and accepts the rule; so does tunstack.
-		if v == "+" && !inv {
-			// Matches every interface: iptables stores nothing.
-			return nil
-		}
-		// "! -i +" is kept: it matches nothing, though iptables-save
-		// does not print it (see ruleArgs).
+		// "+" is kept, as iptables stores it: it matches every interface
+		// ("! -i +" none), iptables-save does not print it (see
+		// ruleArgs) but iptables -L -v does.
 		if opt == "-i" {
 			p.rule.In = Iface{Name: v, Invert: inv}
 		} else {
@@ -332,6 +329,9 @@ func (p *ruleParser) loadTarget(name string, isGoto bool) error {
 	}
 	if name == "QUEUE" || name == "NFQUEUE" {
 		return fmt.Errorf("target %s is not supported: tunstack has no queue to userspace", name)
+	}
+	if name == "SET" {
+		return fmt.Errorf("target %s is not supported: rules cannot change ipsets in tunstack (use tunstack ipset)", name)
 	}
 	// Anything else is a jump to a user chain; whether the chain exists
 	// is checked against the table when the rule is added.

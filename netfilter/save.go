@@ -31,15 +31,19 @@ func ruleArgs(f Family, r *Rule) []string {
 		a = append(a, "-m", m.Name())
 		a = append(a, m.saveArgs(f)...)
 	}
+	return append(a, targetArgs(f, r)...)
+}
+
+// targetArgs returns the rule's -j or -g part of ruleArgs.
+func targetArgs(f Family, r *Rule) []string {
 	switch t := r.Target.(type) {
 	case nil:
+		return nil
 	case Goto:
-		a = append(a, "-g", t.Chain)
+		return []string{"-g", t.Chain}
 	default:
-		a = append(a, "-j", t.Name())
-		a = append(a, t.saveArgs(f)...)
+		return append([]string{"-j", t.Name()}, t.saveArgs(f)...)
 	}
-	return a
 }
 
 // RuleString returns the rule as iptables -S prints it after "-A CHAIN".

@@ -86,7 +86,8 @@ func (t *Log) listInfo(_ Family, numeric bool) string {
 		}
 	}
 	if t.Prefix != "" {
-		fmt.Fprintf(&b, " prefix %q", t.Prefix)
+		// libxt_LOG prints the prefix between quotes, unescaped.
+		fmt.Fprintf(&b, " prefix \"%s\"", t.Prefix)
 	}
 	return b.String()
 }

@@ -28,15 +28,17 @@ func (t *Mark) saveArgs(Family) []string {
 }
 
 func xmarkList(v, m uint32) string {
+	// In libxt_MARK's order: --set-mark 0 lists as "and 0x0" and
+	// --set-xmark 0xffffffff as "or 0xffffffff".
 	switch {
-	case m == 0xffffffff:
-		return "set " + hex(v)
 	case v == 0:
 		return "and " + hex(^m)
 	case v == m:
 		return "or " + hex(v)
 	case m == 0:
 		return "xor " + hex(v)
+	case m == 0xffffffff:
+		return "set " + hex(v)
 	}
 	return "xset " + hex(v) + "/" + hex(m)
 }
@@ -82,21 +84,21 @@ func (t *Connmark) saveArgs(Family) []string {
 }
 
 func (t *Connmark) listInfo(Family, bool) string {
-	masks := func() string {
-		s := ""
-		if t.CTMask != 0xffffffff {
-			s += " ctmask " + hex(t.CTMask)
-		}
-		if t.NFMask != 0xffffffff {
-			s += " nfmask ~" + hex(t.NFMask)
-		}
-		return s
-	}
-	switch t.Mode {
-	case ConnmarkSave:
-		return "CONNMARK save" + masks()
-	case ConnmarkRestore:
-		return "CONNMARK restore" + masks()
+	// As libxt_CONNMARK: one mask when both are equal, else both (the
+	// mask that is not applied with a "~").
+	switch {
+	case t.Mode == ConnmarkSave && t.NFMask == 0xffffffff && t.CTMask == 0xffffffff:
+		return "CONNMARK save"
+	case t.Mode == ConnmarkSave && t.NFMask == t.CTMask:
+		return "CONNMARK save mask " + hex(t.NFMask)
+	case t.Mode == ConnmarkSave:
+		return "CONNMARK save nfmask " + hex(t.NFMask) + " ctmask ~" + hex(t.CTMask)
+	case t.Mode == ConnmarkRestore && t.NFMask == 0xffffffff && t.CTMask == 0xffffffff:
+		return "CONNMARK restore"
+	case t.Mode == ConnmarkRestore && t.NFMask == t.CTMask:
+		return "CONNMARK restore mask " + hex(t.CTMask)
+	case t.Mode == ConnmarkRestore:
+		return "CONNMARK restore ctmask " + hex(t.CTMask) + " nfmask ~" + hex(t.NFMask)
 	}
 	return "CONNMARK " + xmarkList(t.Value, t.Mask)
 }
@@ -212,8 +214,32 @@ func (t *TOS) saveArgs(Family) []string {
 	return []string{"--set-tos", fmt.Sprintf("0x%02x/0x%02x", t.Value, t.Mask)}
 }
 
-func (t *TOS) listInfo(Family, bool) string {
+// listInfo is libxt_TOS's text: numeric "set VALUE/MASK"; otherwise a
+// symbolic name, or the and/or/xor the value and mask amount to.
+func (t *TOS) listInfo(_ Family, numeric bool) string {
+	switch {
+	case numeric:
+	case t.Mask == 0x3f && tosName(t.Value) != "":
+		// libxt_TOS prints "  TOS set" and the name with no space.
+		return " TOS set" + tosName(t.Value)
+	case t.Value == 0:
+		return fmt.Sprintf("TOS and 0x%02x", ^t.Mask)
+	case t.Value == t.Mask:
+		return fmt.Sprintf("TOS or 0x%02x", t.Value)
+	case t.Mask == 0:
+		return fmt.Sprintf("TOS xor 0x%02x", t.Value)
+	}
 	return fmt.Sprintf("TOS set 0x%02x/0x%02x", t.Value, t.Mask)
+}
+
+// tosName is the symbolic name of a TOS value, or "".
+func tosName(v uint8) string {
+	for n, x := range tosNames {
+		if x == v {
+			return n
+		}
+	}
+	return ""
 }
 
 func (t *TOS) check(_ *Rule, _ Family, tb TableID) error { return onlyTable("TOS", tb, Mangle) }

@@ -256,7 +256,7 @@ func (t *Masquerade) listInfo(Family, bool) string {
 	if t.Ports {
 		s = "masq ports: " + portsString(t.PortLo, t.PortHi)
 	}
-	return s + t.list()
+	return strings.TrimPrefix(s+t.list(), " ")
 }
 
 func (t *Masquerade) check(r *Rule, _ Family, tb TableID) error {
@@ -295,7 +295,7 @@ func (t *Redirect) listInfo(Family, bool) string {
 	if t.Ports {
 		s = "redir ports " + portsString(t.PortLo, t.PortHi)
 	}
-	return s + t.list()
+	return strings.TrimPrefix(s+t.list(), " ")
 }
 
 func (t *Redirect) check(r *Rule, _ Family, tb TableID) error {

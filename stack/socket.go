@@ -200,7 +200,12 @@ func (so *Socket) Listen(backlog int) error {
 	if backlog <= 0 {
 		backlog = 1
 	}
-	return errOrNil(Errno(so.ep.Listen(backlog)))
+	if err := errOrNil(Errno(so.ep.Listen(backlog))); err != nil {
+		return err
+	}
+	// gVisor keeps the backlog to itself; ss shows it as Send-Q.
+	so.st.backlogs.Store(so.ep, backlog)
+	return nil
 }
 
 // Accept waits for a connection on a listening socket and returns it with
@@ -437,6 +442,7 @@ func (so *Socket) Shutdown(how int) error {
 func (so *Socket) Close() error {
 	so.closeOnce.Do(func() {
 		close(so.closing)
+		so.st.backlogs.Delete(so.ep)
 		so.ep.Close()
 		so.rd.stop()
 		so.wd.stop()

@@ -61,6 +61,8 @@ const (
 type Stack struct {
 	gs  *gstack.Stack
 	log *slog.Logger
+	// backlogs maps listening endpoints to their listen backlog.
+	backlogs sync.Map
 
 	mu       sync.Mutex // guards nextID, closed, noPrefix
 	nextID   NICID
@@ -136,6 +138,17 @@ func (s *Stack) tune(opts Options) error {
 // endpoints, NICs and routes), egress and echo (transport forwarders and
 // protocol handlers), and dnsrelay and forward (gonet endpoints on it).
 func (s *Stack) GVisor() *gstack.Stack { return s.gs }
+
+// Backlog returns the backlog a listening endpoint was given through
+// Socket.Listen (ss's Send-Q for a listener); ok is false for endpoints
+// that were not.
+func (s *Stack) Backlog(ep tcpip.Endpoint) (int, bool) {
+	v, ok := s.backlogs.Load(ep)
+	if !ok {
+		return 0, false
+	}
+	return v.(int), true
+}
 
 // Logger returns the stack's logger.
 func (s *Stack) Logger() *slog.Logger { return s.log }

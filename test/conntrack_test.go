@@ -32,7 +32,7 @@ const (
 // server side with `tunstack conntrack -L`: a TCP exchange the server
 // closes (TIME_WAIT [ASSURED]), one the client resets (CLOSE), a UDP
 // echo, a ping, a SYN a rule drops and one a rule rejects (no entries). States, flags and timeouts
-// (within 3 s) must agree.
+// (within 3 s) must agree, in the default output and in -o extended.
 func TestConntrackMatchesLinux(t *testing.T) {
 	needTun(t, 0)
 	needProg(t, "conntrack", "iptables", "ip", "ping")
@@ -42,9 +42,14 @@ func TestConntrackMatchesLinux(t *testing.T) {
 		"-A INPUT -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n", ctDropPort, ctRejectPort)
 	ports := map[string]string{strconv.Itoa(tcpPort): "TCP", strconv.Itoa(udpPort): "UDP"}
 
-	linux := normaliseConntrack(t, linuxConntrack(t, rules, tcpPort, udpPort), map[string]string{"198.18.7.2": "C", "198.18.7.1": "S"}, ports)
+	linuxOut := linuxConntrack(t, rules, tcpPort, udpPort)
+	linux := normaliseConntrack(t, linuxOut[0], map[string]string{"198.18.7.2": "C", "198.18.7.1": "S"}, ports)
+	linuxExt := normaliseConntrack(t, linuxOut[1], map[string]string{"198.18.7.2": "C", "198.18.7.1": "S"}, ports)
 	if len(linux) != 4 {
 		t.Errorf("expected 4 flows (2 tcp, udp, icmp) from Linux, got:\n%s", strings.Join(keys(linux), "\n"))
+	}
+	if len(linuxExt) != len(linux) {
+		t.Errorf("conntrack -o extended lists %d flows, the default output %d", len(linuxExt), len(linux))
 	}
 	// Without rules tunstack still tracks (the dropped and rejected ports
 	// are then refused by the host: no entry either, as on Linux).
@@ -54,18 +59,27 @@ func TestConntrackMatchesLinux(t *testing.T) {
 			if withRules {
 				r = rules
 			}
-			ours := normaliseConntrack(t, tunstackConntrack(t, r, tcpPort, udpPort), map[string]string{"10.0.2.100": "C", "10.0.2.2": "S"}, ports)
-			t.Logf("Linux:\n%s\ntunstack:\n%s", strings.Join(keys(linux), "\n"), strings.Join(keys(ours), "\n"))
-			if len(linux) != len(ours) {
-				t.Fatalf("Linux lists %d flows, tunstack %d", len(linux), len(ours))
-			}
-			for i := range linux {
-				l, o := linux[i], ours[i]
-				if l.line != o.line || abs(l.timeout-o.timeout) > 3 {
-					t.Errorf("flow %d differs:\nLinux:    %d %s\ntunstack: %d %s", i, l.timeout, l.line, o.timeout, o.line)
-				}
-			}
+			out := tunstackConntrack(t, r, tcpPort, udpPort)
+			roles := map[string]string{"10.0.2.100": "C", "10.0.2.2": "S"}
+			compareConntrack(t, "", linux, normaliseConntrack(t, out[0], roles, ports))
+			compareConntrack(t, "-o extended", linuxExt, normaliseConntrack(t, out[1], roles, ports))
 		})
+	}
+}
+
+// compareConntrack compares normalised conntrack -L lines (of output
+// format opts) of Linux and tunstack.
+func compareConntrack(t *testing.T, opts string, linux, ours []ctLine) {
+	t.Helper()
+	t.Logf("conntrack -L %s\nLinux:\n%s\ntunstack:\n%s", opts, strings.Join(keys(linux), "\n"), strings.Join(keys(ours), "\n"))
+	if len(linux) != len(ours) {
+		t.Fatalf("conntrack -L %s: Linux lists %d flows, tunstack %d", opts, len(linux), len(ours))
+	}
+	for i := range linux {
+		l, o := linux[i], ours[i]
+		if l.line != o.line || abs(l.timeout-o.timeout) > 3 {
+			t.Errorf("conntrack -L %s: flow %d differs:\nLinux:    %d %s\ntunstack: %d %s", opts, i, l.timeout, l.line, o.timeout, o.line)
+		}
 	}
 }
 
@@ -91,7 +105,7 @@ func abs(n int) int {
 
 // normaliseConntrack turns conntrack -L lines into comparable ones: the
 // addresses by role, the client's port and ICMP ids as "*", the timeout
-// apart.
+// apart. Spacing is kept: the columns must line up as conntrack's.
 func normaliseConntrack(t *testing.T, out string, roles, ports map[string]string) []ctLine {
 	t.Helper()
 	var ls []ctLine
@@ -100,13 +114,21 @@ func normaliseConntrack(t *testing.T, out string, roles, ports map[string]string
 		if len(f) < 4 || strings.HasPrefix(line, "conntrack v") {
 			continue
 		}
-		to, err := strconv.Atoi(f[2])
+		ti := 2 // the timeout's field
+		if f[0] == "ipv4" || f[0] == "ipv6" {
+			ti = 4 // -o extended
+			// The columns: "%-8s %u " for each protocol.
+			if want := fmt.Sprintf("%-8s %s %-8s %s %s ", f[0], f[1], f[2], f[3], f[4]); !strings.HasPrefix(line, want) {
+				t.Errorf("conntrack -o extended line %q does not start %q", line, want)
+			}
+		}
+		to, err := strconv.Atoi(f[ti])
 		if err != nil {
 			t.Fatalf("bad conntrack line %q", line)
 		}
 		var norm []string
 		for i, w := range f {
-			if i == 2 {
+			if i == ti {
 				continue
 			}
 			k, v, ok := strings.Cut(w, "=")
@@ -161,8 +183,8 @@ func startCTServer(t *testing.T, prefix []string, tcpAddr, udpAddr string) {
 }
 
 // linuxConntrack runs the traffic between two test-made namespaces and
-// returns conntrack -L of the server's.
-func linuxConntrack(t *testing.T, rules string, tcpPort, udpPort int) string {
+// returns conntrack -L of the server's, and conntrack -L -o extended.
+func linuxConntrack(t *testing.T, rules string, tcpPort, udpPort int) [2]string {
 	t.Helper()
 	base := fmt.Sprintf("tsct%d", os.Getpid())
 	srv, cli := base+"s", base+"c"
@@ -194,11 +216,15 @@ func linuxConntrack(t *testing.T, rules string, tcpPort, udpPort int) string {
 	if out, err := traffic.CombinedOutput(); err != nil || !strings.Contains(string(out), "done") {
 		t.Fatalf("traffic on the veth pair: %v: %s", err, out)
 	}
-	out, err := exec.Command("ip", "netns", "exec", srv, "conntrack", "-L", "-f", "ipv4").Output()
-	if err != nil {
-		t.Fatalf("conntrack -L in %s: %v", srv, err)
+	var res [2]string
+	for i, extra := range [][]string{nil, {"-o", "extended"}} {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", srv, "conntrack", "-L", "-f", "ipv4"}, extra...)...).Output()
+		if err != nil {
+			t.Fatalf("conntrack -L %v in %s: %v", extra, srv, err)
+		}
+		res[i] = string(out)
 	}
-	return string(out)
+	return res
 }
 
 // ctScript is the sandbox's (or client namespace's) traffic.
@@ -208,8 +234,9 @@ func ctScript(server string, tcpPort, udpPort int) string {
 }
 
 // tunstackConntrack runs the traffic in a sandbox against servers on the
-// host's loopback (reached as 10.0.2.2) and returns tunstack conntrack -L.
-func tunstackConntrack(t *testing.T, rules string, tcpPort, udpPort int) string {
+// host's loopback (reached as 10.0.2.2) and returns tunstack conntrack -L
+// and conntrack -L -o extended.
+func tunstackConntrack(t *testing.T, rules string, tcpPort, udpPort int) [2]string {
 	t.Helper()
 	startCTServer(t, nil, fmt.Sprintf("127.0.0.1:%d", tcpPort), fmt.Sprintf("127.0.0.1:%d", udpPort))
 	ctl := t.TempDir()
@@ -246,11 +273,12 @@ func tunstackConntrack(t *testing.T, rules string, tcpPort, udpPort int) string 
 	for line := range lines {
 		if line == "done" {
 			r := mustRun(t, runOpts{env: env}, "conntrack", "--name", name, "-L", "-f", "ipv4")
-			return r.stdout
+			x := mustRun(t, runOpts{env: env}, "conntrack", "--name", name, "-L", "-f", "ipv4", "-o", "extended")
+			return [2]string{r.stdout, x.stdout}
 		}
 	}
 	t.Fatalf("the sandbox's traffic did not finish\nstderr: %s", errb.String())
-	return ""
+	return [2]string{}
 }
 
 // ctServer serves TCP (writes "hello" and closes) and UDP echo, prints

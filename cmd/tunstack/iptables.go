@@ -294,18 +294,30 @@ reads commands, one per line, from standard input.`,
 }
 
 func newConntrackCmd() *cobra.Command {
-	var name, family string
+	var name, family, output string
 	var list, asJSON bool
 	cmd := &cobra.Command{
-		Use:   "conntrack [--name NAME] -L [-f ipv4|ipv6] [--json]",
+		Use:   "conntrack [--name NAME] -L [-f ipv4|ipv6] [-o extended] [--json]",
 		Short: "List a running instance's tracked connections, like conntrack -L",
 		Long: `List the flows a running instance's firewall tracks: protocol, state,
 original and reply tuples (a DNAT shows as a differing reply source), timeout,
-packets and bytes each way.`,
+packets and bytes each way. -o extended adds the layer 3 protocol column
+(ipv4 2, ipv6 10) as conntrack does; conntrack's other -o formats are not
+supported.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !list {
 				return errors.New("conntrack: only -L (--dump) is supported")
+			}
+			var format netfilter.ConntrackFormat
+			for _, o := range strings.Split(output, ",") {
+				switch o {
+				case "":
+				case "extended":
+					format.Extended = true
+				default:
+					return fmt.Errorf("conntrack: -o %q is not supported (only extended)", o)
+				}
 			}
 			c, err := connect(cmd.Context(), name)
 			if err != nil {
@@ -340,7 +352,7 @@ packets and bytes each way.`,
 			for _, fl := range flows {
 				nf = append(nf, instance.NetfilterFlow(fl))
 			}
-			out := netfilter.FormatConntrack(nf)
+			out := netfilter.FormatConntrackWith(nf, format)
 			// The summary goes to stderr, as conntrack prints it.
 			body, summary := "", out
 			if i := strings.LastIndex(strings.TrimSuffix(out, "\n"), "\n"); i >= 0 {
@@ -355,6 +367,7 @@ packets and bytes each way.`,
 	fl.StringVar(&name, "name", "", "instance name (default: the only running instance)")
 	fl.BoolVarP(&list, "dump", "L", false, "list the connection tracking table")
 	fl.StringVarP(&family, "family", "f", "", "only ipv4 or ipv6 flows")
+	fl.StringVarP(&output, "output", "o", "", "output format: extended (the layer 3 protocol column)")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
 }

@@ -39,7 +39,9 @@ EXPRESSION is a tcpdump filter: host, net, port, portrange (with src, dst),
 tcp, udp, icmp, icmp6, ip, ip6, and, or, not, parentheses. Names are not
 resolved: use addresses. Capturing stops at -c COUNT packets or on Ctrl-C.
 
--i chooses where packets are seen. tun0 (the default; any is the same):
+-i chooses where packets are seen. tun0 (the default; any is the same, still
+LINKTYPE_RAW: not tcpdump's Linux cooked capture, so no interface or
+direction column, and the host side is not included):
 as the sandbox sent them and as they leave for it, before PREROUTING and
 after POSTROUTING. host: on the gateway's host side, after the firewall's
 decisions: a packet from the sandbox once INPUT (to 10.0.2.2, 10.0.2.3) or

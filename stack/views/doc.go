@@ -5,10 +5,13 @@
 //
 // Beside the stack's sockets, ProcIndex reads the sandbox's own from its
 // namespace's /proc/PID/net tables, as ss inside the namespace lists them.
-// Differences from ss: a listener's Send-Q (the backlog) is 0, the tables
-// not carrying it; IPV6_V6ONLY is inferred (an IPv4 socket on the same
-// port) rather than read; a table read while sockets come and go may
-// list one twice or miss one (netlink's dump is not atomic either).
+// The stack's own listeners show their backlog as Send-Q (given
+// SocketsWithBacklog a lookup, as the instance does) and IPV6_V6ONLY as
+// read from the endpoint. Differences from ss for the sandbox's sockets:
+// a listener's Send-Q (the backlog) is 0, the tables not carrying it;
+// IPV6_V6ONLY is inferred (an IPv4 socket on the same port) rather than
+// read; a table read while sockets come and go may list one twice or
+// miss one (netlink's dump is not atomic either).
 //
 // Snapshots are taken in the instance's process; formatting runs in the
 // client, on values decoded from the control socket.

@@ -44,9 +44,10 @@ type Socket struct {
 	// V6 is set for IPv6 endpoints (their addresses may still be
 	// unspecified).
 	V6 bool `json:"v6,omitempty"`
-	// V6Only is set for a sandbox IPv6 socket bound to any address that
-	// takes no IPv4: inferred from an IPv4 socket bound to the same port
-	// beside it (the tables do not carry IPV6_V6ONLY).
+	// V6Only is set for an IPv6 socket with IPV6_V6ONLY: read from the
+	// endpoint for the stack's sockets; for a sandbox socket bound to any
+	// address, inferred from an IPv4 socket bound to the same port
+	// beside it (the /proc tables do not carry IPV6_V6ONLY).
 	V6Only bool `json:"v6only,omitempty"`
 	// Processes hold the socket (on the stack's side: the sandbox side of
 	// the flow), filled in on request.
@@ -94,17 +95,32 @@ type TCPInfo struct {
 // Sockets returns the stack's TCP and UDP endpoints, sorted by protocol,
 // local and peer address. withTCPInfo adds TCP internals.
 func Sockets(gs *gstack.Stack, withTCPInfo bool) []Socket {
+	return SocketsWithBacklog(gs, withTCPInfo, nil)
+}
+
+// SocketsWithBacklog is Sockets where backlog, when not nil, gives a
+// listener's backlog (its Send-Q, as ss shows it), which gVisor does
+// not report.
+func SocketsWithBacklog(gs *gstack.Stack, withTCPInfo bool, backlog func(tcpip.Endpoint) (int, bool)) []Socket {
 	var out []Socket
+	// A dual-stack endpoint is registered for IPv4 and IPv6: list it once.
+	seen := map[tcpip.Endpoint]bool{}
 	for _, te := range gs.RegisteredEndpoints() {
 		ep, ok := te.(tcpip.Endpoint)
-		if !ok {
+		if !ok || seen[ep] {
 			continue
 		}
+		seen[ep] = true
 		info, ok := ep.Info().(*gstack.TransportEndpointInfo)
 		if !ok {
 			continue
 		}
 		s, ok := socketOf(ep, info, withTCPInfo)
+		if ok && s.State == "LISTEN" && backlog != nil {
+			if n, found := backlog(ep); found {
+				s.SendQ = n
+			}
+		}
 		if ok {
 			out = append(out, s)
 		}
@@ -157,6 +173,10 @@ func socketOf(ep tcpip.Endpoint, info *gstack.TransportEndpointInfo, withTCPInfo
 	if n, err := ep.GetSockOptInt(tcpip.SendQueueSizeOption); err == nil {
 		s.SendQ = n
 	}
+	// Read, not inferred as for the sandbox's sockets. As Linux's bind,
+	// an IPv6 address (not v4-mapped) implies IPV6_V6ONLY.
+	la := s.Local.Addr()
+	s.V6Only = s.V6 && (ep.SocketOptions().GetV6Only() || la.Is6() && !la.IsUnspecified())
 	if withTCPInfo && s.Netid == "tcp" {
 		s.TCP = tcpInfo(ep)
 	}

@@ -133,7 +133,7 @@ func (o SSOptions) hostPort(s Socket, peer bool) (string, string) {
 	}
 	var host string
 	switch a := ap.Addr(); {
-	case s.Side == SideSandbox && s.V6 && !s.V6Only && (!a.IsValid() || a.IsUnspecified()):
+	case s.V6 && !s.V6Only && (!a.IsValid() || a.IsUnspecified()):
 		// ss's "*": an IPv6 socket bound to any address that also
 		// takes IPv4 (the kernel's default; with IPV6_V6ONLY ss
 		// prints [::]).

@@ -368,3 +368,44 @@ UNCONN 0      0         10.0.2.100:5353         0.0.0.0:*
 		}
 	}
 }
+
+// TestListenerBacklogAndV6Only: the stack's own listeners show the
+// backlog given to listen as Send-Q and IPV6_V6ONLY as set, so ss
+// prints a dual-stack [::] listener as *:* and a v6-only one as [::],
+// as Linux's ss -ltn does for the same two sockets.
+func TestListenerBacklogAndV6Only(t *testing.T) {
+	st := knownStack(t)
+	for _, l := range []struct {
+		port    uint16
+		v6only  int
+		backlog int
+	}{{8080, 1, 7}, {8081, 0, 9}} {
+		so, err := st.Socket(stack.AF_INET6, stack.SOCK_STREAM, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { so.Close() })
+		if err := so.SetSockOpt(stack.IPPROTO_IPV6, stack.IPV6_V6ONLY, l.v6only); err != nil {
+			t.Fatal(err)
+		}
+		if err := so.Bind(netip.AddrPortFrom(netip.IPv6Unspecified(), l.port)); err != nil {
+			t.Fatal(err)
+		}
+		if err := so.Listen(l.backlog); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o := SSOptions{TCP: true, Listening: true, Numeric: true}
+	var b strings.Builder
+	if err := WriteSS(&b, o.Filter(SocketsWithBacklog(st.GVisor(), false, st.Backlog)), o); err != nil {
+		t.Fatal(err)
+	}
+	want := `State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process
+LISTEN 0      0           10.0.2.2:80           0.0.0.0:*
+LISTEN 0      7               [::]:8080            [::]:*
+LISTEN 0      9                  *:8081               *:*
+`
+	if b.String() != want {
+		t.Errorf("ss -ltn:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -171,7 +172,7 @@ func TestCommandsAgainstIptables(t *testing.T) {
 	}
 	t.Logf("real iptables: %d commands in %v", len(cases), time.Since(start).Round(time.Millisecond))
 	known := deliberate(t)
-	var agreed, codeAgreed, accepted, deliberateN, codeLogged int
+	var agreed, codeAgreed, accepted, deliberateN, codeLogged, listsCompared, listsAgreed int
 	var record []string
 	for i, c := range cases {
 		ours := RunOurs(c)
@@ -185,11 +186,21 @@ func TestCommandsAgainstIptables(t *testing.T) {
 		if r.OK {
 			accepted++
 		}
+		line := c.String()
 		if r.OK == ours.OK && r.Rules == ours.Rules {
-			agreed++
+			lc, la, diffs := compareLists(c, r, ours)
+			listsCompared += lc
+			listsAgreed += la
+			if len(diffs) == 0 {
+				agreed++
+				continue
+			}
+			record = append(record, line)
+			for _, d := range diffs {
+				t.Errorf("%s: %s", line, d)
+			}
 			continue
 		}
-		line := c.String()
 		if why, ok := isDeliberate(known, line, r, ours); ok {
 			deliberateN++
 			t.Logf("deliberate difference (%s): %s", why, line)
@@ -209,6 +220,7 @@ func TestCommandsAgainstIptables(t *testing.T) {
 	}
 	t.Logf("commands compared: %d (%d from the corpus, %d accepted by iptables); agreed: %d; deliberate differences: %d; exit status agreed: %d",
 		len(cases), corpus, accepted, agreed, deliberateN, codeAgreed)
+	t.Logf("listings compared (the command's own output and Listings after each accepted command): %d; agreed: %d", listsCompared, listsAgreed)
 	if testing.Verbose() {
 		logRefusals(t, real)
 	}
@@ -262,6 +274,68 @@ func TestRulesetsAgainstIptables(t *testing.T) {
 			})
 		}
 	}
+}
+
+// resolves reports whether the real iptables may look host names up
+// for a listing: -L without -n of rules with addresses (tunstack never
+// resolves; a documented difference).
+func resolves(args []string, rules string) bool {
+	if !slices.Contains(args, "-L") || slices.Contains(args, "-n") {
+		return false
+	}
+	return strings.Contains(rules, " -s ") || strings.Contains(rules, " -d ") || strings.Contains(rules, "-range ")
+}
+
+// compareLists compares the accepted command's own output and the
+// listings after it. It returns how many texts it compared, how many
+// agreed, and a description of each disagreement.
+func compareLists(c Case, real, ours Result) (compared, agreed int, diffs []string) {
+	if !real.OK {
+		return 0, 0, nil
+	}
+	texts := []struct {
+		args       []string
+		real, ours string
+	}{{c.Args, real.Out, ours.Out}}
+	for i, l := range Listings(c) {
+		if i < len(real.Lists) && i < len(ours.Lists) {
+			texts = append(texts, struct {
+				args       []string
+				real, ours string
+			}{l, real.Lists[i], ours.Lists[i]})
+		}
+	}
+	for _, x := range texts {
+		if resolves(x.args, real.Rules) {
+			continue
+		}
+		compared++
+		if x.real == x.ours {
+			agreed++
+			continue
+		}
+		diffs = append(diffs, fmt.Sprintf("output of %s differs%s", strings.Join(x.args, " "), lineDiff(x.real, x.ours)))
+	}
+	return compared, agreed, diffs
+}
+
+// lineDiff shows the lines of two texts that differ, by position.
+func lineDiff(a, b string) string {
+	al, bl := strings.Split(a, "\n"), strings.Split(b, "\n")
+	var out strings.Builder
+	for i := 0; i < max(len(al), len(bl)); i++ {
+		x, y := "(none)", "(none)"
+		if i < len(al) {
+			x = al[i]
+		}
+		if i < len(bl) {
+			y = bl[i]
+		}
+		if x != y {
+			fmt.Fprintf(&out, "\n  line %d iptables: %q\n  line %d tunstack: %q", i+1, x, i+1, y)
+		}
+	}
+	return out.String()
 }
 
 // logRefusals logs the commonest reasons the real iptables gave for

@@ -22,6 +22,27 @@ func (c Case) Table() string {
 	return "filter"
 }
 
+// Chain returns the chain the command names (the new name for -E), or
+// "" when it names none.
+func (c Case) Chain() string {
+	for i, a := range c.Args {
+		if i+1 >= len(c.Args) || strings.HasPrefix(c.Args[i+1], "-") {
+			continue
+		}
+		switch a {
+		case "-E", "--rename-chain":
+			if i+2 < len(c.Args) {
+				return c.Args[i+2]
+			}
+		case "-A", "-I", "-D", "-R", "-C", "-N", "-P", "-F", "-Z", "-X", "-L", "-S",
+			"--append", "--insert", "--delete", "--replace", "--check", "--new-chain", "--policy",
+			"--flush", "--zero", "--delete-chain", "--list", "--list-rules":
+			return c.Args[i+1]
+		}
+	}
+	return ""
+}
+
 // String formats c as a corpus line: the family, then the arguments,
 // quoted where they hold spaces or are empty.
 func (c Case) String() string {
@@ -79,6 +100,9 @@ var matches4 = []ext{
 	{name: "comment", opts: []opt{{"--comment", []string{"hello", "with space", "", strings.Repeat("c", 256), strings.Repeat("c", 255), `q"uote`}, false}}},
 	{name: "iprange", opts: []opt{{"--src-range", []string{"10.0.0.1-10.0.0.9", "10.0.0.9-10.0.0.1", "10.0.0.1", "~fd00::1-fd00::2", "~bad"}, true},
 		{"--dst-range", []string{"192.168.0.1-192.168.0.200", "~fd00::1-fd00::9"}, true}}},
+	{name: "set", opts: []opt{{"--match-set", []string{"s4 src", "s4 src,dst", "n4 dst", "s6 src", "n6 dst,src", "s4 src,dst,src",
+		"~nosuch src", "~s4 bogus", "~s4 src,dst,src,dst,src,dst,src", "~n4"}, true},
+		{"--return-nomatch", nil, false}, {"--update-counters", nil, true}, {"--packets-gt", []string{"5"}, false}}},
 	{name: "nosuchmatch", opts: nil},
 }
 
@@ -102,6 +126,7 @@ var targets = []ext{
 	{name: "TOS", opts: []opt{{"--set-tos", []string{"0x10", "0x10/0x3f", "Minimize-Delay", "Normal-Service", "~0x100", "~bogus"}, false},
 		{"--and-tos", []string{"0x0f", "~300"}, false}, {"--or-tos", []string{"0x01"}, false}, {"--xor-tos", []string{"0x02"}, false}}},
 	{name: "DSCP", opts: []opt{{"--set-dscp", []string{"0", "10", "63", "~64", "0x3f", "~abc"}, false}, {"--set-dscp-class", []string{"EF", "AF11", "cs1", "~bogus", "af41"}, false}}},
+	{name: "SET", opts: []opt{{"--add-set", []string{"s4 src", "n4 dst,src"}, false}, {"--del-set", []string{"s4 dst"}, false}, {"--exist", nil, false}}},
 }
 
 // value picks one of vals: mostly a valid one; values written "~V" are
@@ -201,18 +226,41 @@ func (g *Gen) Next() Case {
 		c.Args = append(c.Args, "-E", g.pick([]string{"uc", "uc2", ch}), g.pick([]string{"renamed", "uc2", "INPUT", "DROP"}))
 	case x < 97:
 		c.Args = append(c.Args, "-P", ch, g.pick([]string{"ACCEPT", "DROP", "RETURN", "REJECT", "uc"}))
-	case x < 99:
+	case x < 97:
 		c.Args = append(c.Args, "-F")
 		if g.chance(0.5) {
 			c.Args = append(c.Args, ch)
 		}
-	default:
+	case x < 98:
 		c.Args = append(c.Args, "-Z")
 		if g.chance(0.5) {
 			c.Args = append(c.Args, ch)
 		}
+	default:
+		c.Args = append(c.Args, g.list(ch)...)
 	}
 	return c
+}
+
+// list builds a listing command: -L or -S, maybe with a chain and a
+// rule number, maybe with -Z, and some of -L's formatting flags.
+func (g *Gen) list(ch string) []string {
+	a := []string{g.pick([]string{"-L", "-L", "-S"})}
+	if g.chance(0.6) {
+		a = append(a, ch)
+		if g.chance(0.4) {
+			a = append(a, g.pick([]string{"1", "2", "0"}))
+		}
+	}
+	for _, f := range []string{"-n", "-v", "-x", "--line-numbers", "-Z"} {
+		if g.chance(0.3) {
+			a = append(a, f)
+		}
+	}
+	if g.chance(0.2) {
+		g.r.Shuffle(len(a), func(i, j int) { a[i], a[j] = a[j], a[i] })
+	}
+	return a
 }
 
 // rule builds a rule specification as groups of arguments (header
@@ -331,7 +379,7 @@ func (g *Gen) options(e ext, fam int, n int) []string {
 		}
 		if len(vals) > 0 {
 			v := g.value(vals)
-			if o.name == "--tcp-flags" {
+			if o.name == "--tcp-flags" || strings.HasSuffix(o.name, "-set") {
 				out = append(out, strings.Fields(v)...)
 			} else {
 				out = append(out, v)

@@ -21,17 +21,31 @@ func RunOurs(c Case) Result {
 		return Result{Err: err.Error(), Code: -1}
 	}
 	f := family(c.Fam)
+	for _, s := range Sets {
+		if _, err := fw.IPSet(s); err != nil {
+			return Result{Err: "ipset: " + err.Error(), Code: -1}
+		}
+	}
 	if err := fw.Restore(f, Base(c.Table()), netfilter.RestoreOptions{}); err != nil {
 		return Result{Err: "base: " + err.Error(), Code: -1}
 	}
-	if _, err := fw.Exec(f, c.Args); err != nil {
+	out, err := fw.Exec(f, c.Args)
+	if err != nil {
 		return Result{Err: err.Error(), Code: netfilter.ExitCode(err)}
 	}
-	out, err := fw.Exec(f, []string{"-t", c.Table(), "-S"})
+	rules, err := fw.Exec(f, []string{"-t", c.Table(), "-S"})
 	if err != nil {
 		return Result{Err: "-S: " + err.Error(), Code: -1}
 	}
-	return Result{OK: true, Rules: out}
+	r := Result{OK: true, Out: out, Rules: rules}
+	for _, l := range Listings(c) {
+		text, err := fw.Exec(f, l)
+		if err != nil {
+			text = refused
+		}
+		r.Lists = append(r.Lists, text)
+	}
+	return r
 }
 
 // RestoreSaveOurs is RestoreSave with tunstack's restore and save.

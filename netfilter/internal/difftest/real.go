@@ -20,10 +20,38 @@ type Result struct {
 	Err string
 	// Rules is the table's iptables -S text after an accepted command.
 	Rules string
+	// Out is what the accepted command itself printed (-L, -S).
+	Out string
+	// Lists are the outputs of Listings(c) after an accepted command,
+	// "refused\n" where the listing was refused.
+	Lists []string
 }
 
+// Listings are the listing commands run after every accepted command,
+// on both sides, and compared byte for byte: -L with the formatting
+// flags, -L and -S of one chain (the command's own, or the user chain
+// uc), and -L without -n (names of protocols and services, "anywhere").
+func Listings(c Case) [][]string {
+	t := c.Table()
+	ch := c.Chain()
+	if ch == "" {
+		ch = "uc"
+	}
+	return [][]string{
+		{"-t", t, "-L", "-n"},
+		{"-t", t, "-L", "-n", "-v"},
+		{"-t", t, "-L", "-n", "-v", "-x", "--line-numbers"},
+		{"-t", t, "-L"},
+		{"-t", t, "-L", ch, "-v", "--line-numbers"},
+		{"-t", t, "-S", ch},
+	}
+}
+
+// refused is the listing text of a refused listing command.
+const refused = "refused\n"
+
 // Tools are the programs of the real side.
-var Tools = []string{"unshare", "iptables-legacy", "ip6tables-legacy",
+var Tools = []string{"unshare", "ipset", "iptables-legacy", "ip6tables-legacy",
 	"iptables-legacy-save", "iptables-legacy-restore", "ip6tables-legacy-save", "ip6tables-legacy-restore"}
 
 // Missing returns the first tool not in PATH, or "".
@@ -44,6 +72,15 @@ func prog(fam int, suffix string) string {
 }
 
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Sets are the ipset create commands both sides run first, so that
+// -m set --match-set has sets of each family and type to name.
+var Sets = [][]string{
+	{"create", "s4", "hash:ip"},
+	{"create", "n4", "hash:net"},
+	{"create", "s6", "hash:ip", "family", "inet6"},
+	{"create", "n6", "hash:net", "family", "inet6"},
+}
 
 // Base returns the restore text every command starts from, for one
 // table: the built-in chains, a user chain "uc" holding one rule and
@@ -66,7 +103,10 @@ func Base(table string) string {
 // cases into one shell script (one unshare) to stay fast.
 func RunReal(ctx context.Context, dir string, cases []Case) ([]Result, error) {
 	var sc strings.Builder
-	sc.WriteString("E=" + shq(filepath.Join(dir, "err")) + "\n")
+	sc.WriteString("E=" + shq(filepath.Join(dir, "err")) + "\nO=" + shq(filepath.Join(dir, "out")) + "\n")
+	for _, s := range Sets {
+		fmt.Fprintf(&sc, "ipset %s || echo 'ipset %s failed' >&2\n", quoteAll(s), s[1])
+	}
 	for _, fam := range []int{4, 6} {
 		for _, t := range tables {
 			f := filepath.Join(dir, fmt.Sprintf("base%d.%s", fam, t))
@@ -77,13 +117,13 @@ func RunReal(ctx context.Context, dir string, cases []Case) ([]Result, error) {
 		}
 	}
 	for i, c := range cases {
-		q := make([]string, len(c.Args))
-		for j, a := range c.Args {
-			q[j] = shq(a)
-		}
 		base := shq(filepath.Join(dir, fmt.Sprintf("base%d.%s", c.Fam, c.Table())))
-		fmt.Fprintf(&sc, "echo '@@%d'\n%s %s >/dev/null 2>$E; rc=$?; echo \"rc=$rc\"; tr '\\n' ' ' < $E; echo\n", i, prog(c.Fam, ""), strings.Join(q, " "))
-		fmt.Fprintf(&sc, "if [ $rc = 0 ]; then %s -t %s -S; %s < %s; fi\n", prog(c.Fam, ""), shq(c.Table()), prog(c.Fam, "-restore"), base)
+		fmt.Fprintf(&sc, "echo '@@@ %d'\n%s %s >$O 2>$E; rc=$?; echo \"rc=$rc\"; tr '\\n' ' ' < $E; echo\n", i, prog(c.Fam, ""), quoteAll(c.Args))
+		fmt.Fprintf(&sc, "if [ $rc = 0 ]; then echo '@@@ out'; cat $O; echo '@@@ rules'; %s -t %s -S\n", prog(c.Fam, ""), shq(c.Table()))
+		for _, l := range Listings(c) {
+			fmt.Fprintf(&sc, "echo '@@@ list'; %s %s 2>/dev/null || echo %s\n", prog(c.Fam, ""), quoteAll(l), strings.TrimSpace(refused))
+		}
+		fmt.Fprintf(&sc, "%s < %s; fi\n", prog(c.Fam, "-restore"), base)
 	}
 	script := filepath.Join(dir, "cases.sh")
 	if err := os.WriteFile(script, []byte(sc.String()), 0o644); err != nil {
@@ -101,24 +141,53 @@ func RunReal(ctx context.Context, dir string, cases []Case) ([]Result, error) {
 	return parseReal(out.String(), len(cases))
 }
 
+func quoteAll(args []string) string {
+	q := make([]string, len(args))
+	for j, a := range args {
+		q[j] = shq(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// parseReal reads the script's output: per case "@@@ N", the exit
+// status and error line, then (when accepted) "@@@ out", "@@@ rules"
+// and one "@@@ list" section per listing.
 func parseReal(out string, n int) ([]Result, error) {
 	res := make([]Result, n)
-	blocks := strings.Split(out, "@@")[1:]
-	if len(blocks) != n {
-		return nil, fmt.Errorf("real iptables printed %d results for %d cases", len(blocks), n)
+	seen := 0
+	var cur *Result
+	var sec *string
+	for _, part := range strings.Split(out, "@@@ ")[1:] {
+		head, body, _ := strings.Cut(part, "\n")
+		switch head {
+		case "out":
+			sec = &cur.Out
+		case "rules":
+			sec = &cur.Rules
+		case "list":
+			cur.Lists = append(cur.Lists, "")
+			sec = &cur.Lists[len(cur.Lists)-1]
+		default:
+			i, err := strconv.Atoi(head)
+			if err != nil || i < 0 || i >= n {
+				return nil, fmt.Errorf("bad result block %q", part)
+			}
+			lines := strings.SplitN(body, "\n", 3)
+			if len(lines) < 2 {
+				return nil, fmt.Errorf("bad result block %q", part)
+			}
+			code, _ := strconv.Atoi(strings.TrimPrefix(lines[0], "rc="))
+			res[i] = Result{OK: code == 0, Code: code, Err: strings.TrimSpace(lines[1])}
+			cur, sec, seen = &res[i], nil, seen+1
+			continue
+		}
+		if cur == nil {
+			return nil, fmt.Errorf("section %q before any case", head)
+		}
+		*sec = body
 	}
-	for _, b := range blocks {
-		lines := strings.SplitN(b, "\n", 4)
-		i, err := strconv.Atoi(lines[0])
-		if err != nil || len(lines) < 3 {
-			return nil, fmt.Errorf("bad result block %q", b)
-		}
-		code, _ := strconv.Atoi(strings.TrimPrefix(lines[1], "rc="))
-		r := Result{OK: code == 0, Code: code, Err: strings.TrimSpace(lines[2])}
-		if len(lines) == 4 {
-			r.Rules = lines[3]
-		}
-		res[i] = r
+	if seen != n {
+		return nil, fmt.Errorf("real iptables printed %d results for %d cases", seen, n)
 	}
 	return res, nil
 }
