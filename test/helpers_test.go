@@ -273,6 +273,8 @@ func helperMain(mode string, args []string) int {
 		return ctServer(args[1], args[2])
 	case "cttraffic":
 		return ctTraffic(args[2], args[3:])
+	case "udpspray":
+		return udpSpray(args[1], args[2])
 	case "unixpost":
 		return unixPost(args[1], args[2], args[3])
 	}
