@@ -82,7 +82,12 @@ func New(s *stack.Stack, cfg Config) (*Firewall, error) {
 }
 
 // NewGVisor is New for a raw gVisor stack (one not made by package
-// stack), such as a test's hand-built stack.
+// stack), such as a test's hand-built stack. Its hooks ask that stack for
+// interface names, which takes the stack's lock; gVisor's Stack.Wait (and
+// Destroy) holds that lock while it waits for each link endpoint's reader,
+// so a reader caught in a hook deadlocks it. Shut such a stack down as
+// stack.Close does: Attach(nil) and Wait on each NIC's link endpoint
+// first, then Close and Wait.
 func NewGVisor(s *gstack.Stack, cfg Config) (*Firewall, error) {
 	fw := &Firewall{gs: s, cfg: cfg, log: cfg.Logger, rs: NewRuleset()}
 	// Read the services database now, while files can still be opened

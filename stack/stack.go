@@ -300,6 +300,30 @@ func (s *Stack) Close() error {
 	s.closed = true
 	s.mu.Unlock()
 	s.gs.Close()
+	s.stopLinks()
 	s.gs.Wait()
 	return nil
+}
+
+// stopLinks detaches every NIC's link endpoint and waits for its
+// goroutines, with no stack lock held. gVisor's Stack.Wait does the same
+// but holds the stack's lock while it waits, and a reader that is still
+// delivering a packet may need that lock (the firewall's hooks ask for the
+// input interface's name; an ICMP error looks up a route): it would never
+// return, nor would Close. Stopped here, a reader finishes its packet and
+// exits, and Stack.Wait finds nothing left to wait for (a second
+// Attach(nil) is a no-op).
+func (s *Stack) stopLinks() {
+	var links []gstack.NetworkLinkEndpoint
+	for id := range s.gs.NICInfo() {
+		if n, err := s.gs.GetNICByID(id); err == nil {
+			links = append(links, n.NetworkLinkEndpoint)
+		}
+	}
+	for _, l := range links {
+		l.Attach(nil)
+	}
+	for _, l := range links {
+		l.Wait()
+	}
 }

@@ -3,7 +3,6 @@ package test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -133,8 +132,6 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 	if o.timeout == 0 {
 		o.timeout = 60 * time.Second
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
-	defer cancel()
 	argv := append([]string{binPath}, args...)
 	setuid := o.uid != 0
 	if o.netns != "" {
@@ -146,10 +143,11 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 		}
 		argv = append([]string{"ip", "netns", "exec", o.netns}, argv...)
 	}
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, o.stdin
-	cmd.Env = append(os.Environ(), o.env...)
+	// GOTRACEBACK=all: a hang's SIGABRT (hangReport) dumps every goroutine.
+	cmd.Env = append(os.Environ(), "GOTRACEBACK=all")
 	cmd.Dir = "/"
 	// A grandchild that keeps our output pipes open must not hang the test
 	// past the timeout.
@@ -159,11 +157,36 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(o.uid), Gid: uint32(o.uid)}}
 		}
 		// Defaults for the user, which o.env may override.
-		cmd.Env = append(append(os.Environ(), "HOME=/tmp", "XDG_RUNTIME_DIR="), o.env...)
+		cmd.Env = append(cmd.Env, "HOME=/tmp", "XDG_RUNTIME_DIR=")
 	}
+	cmd.Env = append(cmd.Env, o.env...)
 	start := time.Now()
-	err := cmd.Run()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start tunstack %v: %v", args, err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var err error
+	timedOut := false
+	select {
+	case err = <-waited:
+	case <-time.After(o.timeout):
+		// Say where it hangs before killing it: the process tree's
+		// states and kernel stacks, then every tunstack process's
+		// goroutines (SIGABRT with GOTRACEBACK=all).
+		timedOut = true
+		t.Logf("tunstack %v still running after %v; process tree:\n%s", args, o.timeout, hangReport(cmd.Process.Pid))
+		select {
+		case err = <-waited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			err = <-waited
+		}
+	}
 	res := runResult{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
+	if timedOut {
+		t.Fatalf("tunstack %v did not finish within %v\nstdout: %s\nstderr: %s", args, o.timeout, res.stdout, res.stderr)
+	}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -173,10 +196,7 @@ func tunstack(t *testing.T, o runOpts, args ...string) runResult {
 			res.code = 128 + int(st.Signal())
 		}
 	default:
-		t.Fatalf("run tunstack %v: %v", args, err)
-	}
-	if ctx.Err() != nil {
-		t.Fatalf("tunstack %v did not finish within %v\nstdout: %s\nstderr: %s", args, o.timeout, res.stdout, res.stderr)
+		t.Fatalf("run tunstack %v: %v\nstdout: %s\nstderr: %s", args, err, res.stdout, res.stderr)
 	}
 	return res
 }
@@ -253,6 +273,8 @@ func helperMain(mode string, args []string) int {
 		return ctServer(args[1], args[2])
 	case "cttraffic":
 		return ctTraffic(args[2], args[3:])
+	case "udpspray":
+		return udpSpray(args[1], args[2])
 	case "unixpost":
 		return unixPost(args[1], args[2], args[3])
 	}
