@@ -2,9 +2,11 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/tunstack/tunstack/stack"
@@ -77,9 +79,28 @@ func (f *fwd) serveTCP(client net.Conn) {
 	f.active.Add(1)
 	f.total.Add(1)
 	defer f.active.Add(-1)
-	src, dst, _ := f.m.source(addrPortOf(client.RemoteAddr()))
+	clientAddr := addrPortOf(client.RemoteAddr())
+	src, dst, _ := f.m.source(clientAddr)
 	dst = netip.AddrPortFrom(dst.Addr(), f.spec.SandboxPort)
 	ctx, cancel := context.WithTimeout(f.ctx, dialTimeout)
+	if f.m.splices(clientAddr) {
+		inner, err := f.m.cfg.Inner(ctx, dst)
+		if err == nil {
+			cancel()
+			f.spliced.Add(1)
+			f.conns.Pipe(relay.AsConn(client), inner)
+			return
+		}
+		if errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil {
+			cancel()
+			f.m.log.Debug("forward: connect in the sandbox failed", "forward", f.spec.String(), "dst", dst, "err", err)
+			relay.Reset(client)
+			return
+		}
+		// No socket from the sandbox's init (it is gone, say): the stack
+		// path still works.
+		f.m.log.Debug("forward: splice path unavailable; taking the stack path", "forward", f.spec.String(), "err", err)
+	}
 	guest, err := f.m.dialTCP(ctx, src, dst)
 	if err != nil && src.Port() != 0 && ctx.Err() == nil {
 		// The client's port may be taken on that address in the stack
@@ -93,6 +114,24 @@ func (f *fwd) serveTCP(client net.Conn) {
 		return
 	}
 	f.conns.Pipe(relay.AsConn(client), relay.AsConn(guest))
+}
+
+// splices reports whether a connection from client takes the splice
+// path: one from the host's loopback or a unix socket (which the sandbox
+// would see as the gateway anyway), while the firewall is empty (a spliced
+// flow does not cross it), under PathAuto; every one under PathSplice.
+func (m *Manager) splices(client netip.AddrPort) bool {
+	switch {
+	case m.cfg.Inner == nil || m.cfg.Path == PathStack:
+		return false
+	case m.cfg.Path == PathSplice:
+		return true
+	}
+	c := client.Addr().Unmap()
+	if c.IsValid() && !c.IsLoopback() {
+		return false
+	}
+	return m.cfg.FirewallEmpty == nil || m.cfg.FirewallEmpty()
 }
 
 // dialTCP connects through the stack's own Dialer, from src (the client's
