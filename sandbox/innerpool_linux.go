@@ -8,7 +8,7 @@ import (
 
 // innerPoolSize is how many ready sockets the pool keeps per family: a
 // burst of that many connections waits for no round trip to init.
-const innerPoolSize = 16
+const innerPoolSize = 8
 
 // innerPool keeps ready sockets of each family, refilled in the background
 // from fetch (init, through fetchInner), so that a forwarded connection

@@ -194,7 +194,7 @@ func checkManyConns(t *testing.T, f *forwarded, n int) {
 
 // innerPoolSlack is how many more ready sockets tunstack's pool may hold
 // at one count than at another (sandbox.innerPoolSize).
-const innerPoolSlack = 16
+const innerPoolSlack = 8
 
 func oneShortConn(addr string) error {
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
