@@ -247,26 +247,55 @@ func (sb *Sandbox) DialInner(ctx context.Context, dst netip.AddrPort) (*net.TCPC
 	return connectInner(ctx, fd, lo, dst)
 }
 
-// connectInner binds fd to lo and connects it to dst without blocking a
-// thread (the runtime poller waits for the handshake); it owns fd.
+// connectTimeout bounds the blocking connect connectInner tries first.
+// Over the namespace's lo the handshake completes within the call, so
+// the thread is not held; a connect that takes longer (a full listen
+// backlog drops the SYN) goes on under the runtime poller.
+const connectTimeout = 100 * time.Millisecond
+
+// connectInner binds fd to lo and connects it to dst; it owns fd. The
+// connect blocks (for at most connectTimeout): on loopback that completes
+// at once and spares a registration with the poller and a wake-up; only
+// a slow one is waited for without a thread.
 func connectInner(ctx context.Context, fd int, lo netip.Addr, dst netip.AddrPort) (*net.TCPConn, error) {
-	if err := unix.SetNonblock(fd, true); err != nil {
+	tv := unix.NsecToTimeval(connectTimeout.Nanoseconds())
+	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_SNDTIMEO, &tv); err != nil {
 		unix.Close(fd)
-		return nil, fmt.Errorf("sandbox: inner socket: set non-blocking: %w", err)
+		return nil, fmt.Errorf("sandbox: inner socket: SO_SNDTIMEO: %w", err)
 	}
 	if err := unix.Bind(fd, sockaddr(netip.AddrPortFrom(lo, 0))); err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("sandbox: inner socket: bind %s: %w", lo, err)
 	}
+	cerr := unix.Connect(fd, sockaddr(dst))
+	if cerr == unix.EINPROGRESS || cerr == unix.EINTR || cerr == unix.EALREADY {
+		// Timed out or interrupted: the handshake goes on; wait for it
+		// under the poller (a non-blocking descriptor makes the file
+		// pollable).
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("sandbox: inner socket: set non-blocking: %w", err)
+		}
+		f := os.NewFile(uintptr(fd), "inner-tcp")
+		defer f.Close()
+		if cerr = waitConnect(ctx, f); cerr != nil {
+			return nil, fmt.Errorf("sandbox: connect to %s in the sandbox: %w", dst, cerr)
+		}
+		return fileTCPConn(f, dst)
+	}
+	// A blocking descriptor: the file is not registered with the poller;
+	// net.FileConn registers its duplicate (and makes it non-blocking).
 	f := os.NewFile(uintptr(fd), "inner-tcp")
 	defer f.Close()
-	cerr := unix.Connect(fd, sockaddr(dst))
-	if cerr == unix.EINPROGRESS {
-		cerr = waitConnect(ctx, f)
-	}
 	if cerr != nil {
 		return nil, fmt.Errorf("sandbox: connect to %s in the sandbox: %w", dst, cerr)
 	}
+	return fileTCPConn(f, dst)
+}
+
+// fileTCPConn makes a connected socket's file a *net.TCPConn (a
+// duplicate; the caller closes f).
+func fileTCPConn(f *os.File, dst netip.AddrPort) (*net.TCPConn, error) {
 	c, err := net.FileConn(f)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: inner connection to %s: %w", dst, err)

@@ -305,3 +305,54 @@ func TestConnectInner(t *testing.T) {
 		t.Errorf("the refused socket's descriptor is still open")
 	}
 }
+
+// TestConnectInnerSlow: a connect that does not complete within the
+// blocking try (the listener's backlog is full, its SYN is dropped) is
+// waited for under the poller and ends with the context.
+func TestConnectInnerSlow(t *testing.T) {
+	lfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(lfd)
+	lo := netip.MustParseAddr("127.0.0.1")
+	if err := unix.Bind(lfd, sockaddr(netip.AddrPortFrom(lo, 0))); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(lfd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := unix.Getsockname(lfd)
+	dst := netip.AddrPortFrom(lo, uint16(sa.(*unix.SockaddrInet4).Port))
+	// Fill the backlog with connections nobody accepts.
+	var fillers []int
+	defer func() {
+		for _, fd := range fillers {
+			unix.Close(fd)
+		}
+	}()
+	for range 4 {
+		fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+		unix.Connect(fd, sockaddr(dst))
+		fillers = append(fillers, fd)
+	}
+	time.Sleep(50 * time.Millisecond)
+	fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	c, err := connectInner(ctx, fd, lo, dst)
+	if err == nil {
+		c.Close()
+		t.Skip("the kernel accepted the connection past a full backlog")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("connect past a full backlog: %v, want the context's deadline", err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond || d > 2*time.Second {
+		t.Errorf("connect gave up after %v, want the context's 400ms", d)
+	}
+	if isOpen(fd) {
+		t.Errorf("the descriptor is still open")
+	}
+}
