@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,10 +31,12 @@ func TestForwardPaths(t *testing.T) {
 		name  string
 		flags []string
 		peer  string // the address the sandbox's server sees
+		peer6 string // the same for the forward from [::1]
+		splic bool   // forward list counts spliced connections
 	}{
-		{"auto", nil, "127.0.0.1"},
-		{"auto-nopidns", []string{"--no-pidns"}, "127.0.0.1"},
-		{"stack", []string{"--forward-path", "stack"}, "10.0.2.2"},
+		{"auto", nil, "127.0.0.1", "[::1]", true},
+		{"auto-nopidns", []string{"--no-pidns"}, "127.0.0.1", "[::1]", true},
+		{"stack", []string{"--forward-path", "stack"}, "10.0.2.2", "[fd00::2]", false},
 	}
 	for _, u := range users {
 		for _, tc := range cases {
@@ -43,13 +46,17 @@ func TestForwardPaths(t *testing.T) {
 				for _, via := range []struct {
 					name string
 					c    *http.Client
-				}{{"tcp", f.tcp}, {"unix", f.unix}} {
+					peer string
+				}{{"tcp", f.tcp, tc.peer}, {"tcp6", f.tcp6, tc.peer6}, {"unix", f.unix, tc.peer}} {
 					body, err := getBody(via.c, "http://sandbox/")
-					if err != nil || !strings.Contains(body, " to "+tc.peer+":") {
-						t.Errorf("%s forward: server saw %q (%v), want a client at %s", via.name, body, err, tc.peer)
+					if err != nil || !strings.Contains(body, " to "+via.peer+":") {
+						t.Errorf("%s forward: server saw %q (%v), want a client at %s", via.name, body, err, via.peer)
 					}
 				}
 				checkTransfer(t, f.tcp)
+				if n := splicedCount(t, f); (n > 0) != tc.splic {
+					t.Errorf("forward list counts %d spliced connections; want some: %v", n, tc.splic)
+				}
 			})
 		}
 	}
@@ -72,6 +79,26 @@ func TestSpliceForward(t *testing.T) {
 	}
 }
 
+// splicedCount sums the spliced connections "forward list --json"
+// counts over the instance's forwards.
+func splicedCount(t *testing.T, f *forwarded) int64 {
+	t.Helper()
+	out := mustRun(t, f.o, "forward", "--name", f.name, "list", "--json").stdout
+	var fwds []struct {
+		ID      string `json:"id"`
+		Total   int64  `json:"total"`
+		Spliced int64  `json:"spliced"`
+	}
+	if err := json.Unmarshal([]byte(out), &fwds); err != nil || len(fwds) == 0 {
+		t.Fatalf("forward list --json: %v\n%s", err, out)
+	}
+	var n int64
+	for _, fw := range fwds {
+		n += fw.Spliced
+	}
+	return n
+}
+
 // forwarded is a running instance whose sandbox serves HTTP (fileHandler)
 // on port 8080, forwarded from a host port and a unix socket, and whose
 // port 8081 (nothing listens) is forwarded from refusedAddr.
@@ -81,7 +108,9 @@ type forwarded struct {
 	name        string
 	addr        string // host address of the TCP forward to 8080
 	refusedAddr string
-	tcp, unix   *http.Client
+	// tcp, tcp6 and unix reach port 8080 through the forwards from
+	// 127.0.0.1, [::1] and a unix socket.
+	tcp, tcp6, unix *http.Client
 }
 
 func startForwarded(t *testing.T, uid int, name string, flags ...string) *forwarded {
@@ -96,9 +125,13 @@ func startForwarded(t *testing.T, uid int, name string, flags ...string) *forwar
 	env := []string{"TUNSTACK_CONTROL_DIR=" + controlDir(t, uid), helperEnv + "=server"}
 	f := &forwarded{o: runOpts{uid: uid, env: env}, name: name,
 		addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), refusedAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t))}
-	args := append([]string{binPath, "run", "--name", name, "-p", f.addr + ":8080", "-p", f.refusedAddr + ":8081", "-p", uds + ":8080"}, flags...)
-	f.p = startBG(t, uid, env, append(args, "--", "sh", "-c", "sleep 120 | exec "+helperPath+" 0.0.0.0:8080")...)
+	addr6 := fmt.Sprintf("[::1]:%d", freePort(t))
+	args := append([]string{binPath, "run", "--name", name, "-p", f.addr + ":8080", "-p", addr6 + ":8080",
+		"-p", f.refusedAddr + ":8081", "-p", uds + ":8080"}, flags...)
+	// ":8080" listens on IPv4 and IPv6.
+	f.p = startBG(t, uid, env, append(args, "--", "sh", "-c", "sleep 120 | exec "+helperPath+" :8080")...)
 	f.tcp = clientVia("tcp", f.addr)
+	f.tcp6 = clientVia("tcp", addr6)
 	f.unix = clientVia("unix", uds)
 	var body string
 	for i := 0; i < 100; i++ { // the instance and its server may still be starting
