@@ -356,3 +356,15 @@ func TestConnectInnerSlow(t *testing.T) {
 		t.Errorf("the descriptor is still open")
 	}
 }
+
+// TestDialInnerAttached: an attached namespace has no init to make
+// sockets; DialInner says so and HasInner is false.
+func TestDialInnerAttached(t *testing.T) {
+	sb := &Sandbox{attached: true}
+	if sb.HasInner() {
+		t.Error("HasInner on an attached sandbox")
+	}
+	if _, err := sb.DialInner(context.Background(), netip.MustParseAddrPort("10.0.2.100:80")); !errors.Is(err, ErrNoInner) {
+		t.Errorf("DialInner on an attached sandbox: %v, want ErrNoInner", err)
+	}
+}
