@@ -323,3 +323,18 @@ func firstRulePackets(t *testing.T, listing string) int {
 	}
 	return n
 }
+
+// TestCommandHoldsNoInitChannel: the sandbox's init keeps its channels to
+// tunstack (socket holders, inner sockets) to itself: the command holds
+// no socket at start.
+func TestCommandHoldsNoInitChannel(t *testing.T) {
+	for _, u := range users {
+		t.Run(u.name, func(t *testing.T) {
+			needTun(t, u.uid)
+			r := mustRun(t, runOpts{uid: u.uid}, "run", "--", "sh", "-c", "for f in /proc/self/fd/*; do readlink $f; done; true")
+			if strings.Contains(r.stdout, "socket:") {
+				t.Errorf("the command holds a socket at start:\n%s", r.stdout)
+			}
+		})
+	}
+}
