@@ -149,7 +149,11 @@ type Forward struct {
 	// Active counts open connections (UDP: flows).
 	Active int64 `json:"active"`
 	// Total counts connections (UDP: flows) since the forward was added.
-	Total   int64     `json:"total"`
+	Total int64 `json:"total"`
+	// Spliced counts the TCP connections of Total that were spliced
+	// kernel to kernel instead of crossing the stack (README, "Which path
+	// a TCP forward takes").
+	Spliced int64     `json:"spliced,omitempty"`
 	Created time.Time `json:"created"`
 }
 

@@ -114,7 +114,7 @@ func APIForwards(infos []forward.Info) []control.Forward {
 	for _, f := range infos {
 		out = append(out, control.Forward{
 			ID: f.ID, Spec: control.ForwardSpec(f.Spec), Listen: f.Listen,
-			Active: f.Active, Total: f.Total, Created: f.Created,
+			Active: f.Active, Total: f.Total, Spliced: f.Spliced, Created: f.Created,
 		})
 	}
 	return out

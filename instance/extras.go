@@ -38,7 +38,14 @@ func (in *Instance) startExtras() error {
 	if in.cfg.V6.Network.IsValid() {
 		v6 = forward.Target{Sandbox: in.cfg.V6.Sandbox, Gateway: in.cfg.V6.Gateway}
 	}
-	fm, err := forward.New(forward.Config{Stack: in.Stack, NIC: in.NIC, V4: v4, V6: v6, Logger: in.log})
+	fc := forward.Config{Stack: in.Stack, NIC: in.NIC, V4: v4, V6: v6, Logger: in.log, Path: in.cfg.ForwardPath}
+	if in.Sandbox != nil && in.Sandbox.HasInner() {
+		fc.Inner = in.Sandbox.DialInner
+	}
+	if fw := in.Firewall; fw != nil {
+		fc.FirewallEmpty = fw.Empty
+	}
+	fm, err := forward.New(fc)
 	if err != nil {
 		return err
 	}

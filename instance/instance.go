@@ -56,6 +56,9 @@ type Config struct {
 	Stdin, Stdout, Stderr *os.File
 	// Forwards are the host → sandbox port forwards to start.
 	Forwards []forward.Spec
+	// ForwardPath is how forwarded TCP connections reach the sandbox
+	// (forward.PathAuto when empty; see forward.Path).
+	ForwardPath forward.Path
 	// PcapPath, if set, records every packet on tun0 from the start
 	// ("-" is standard output).
 	PcapPath string

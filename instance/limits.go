@@ -10,8 +10,11 @@ import (
 
 // FDReserve is how many file descriptors the relays leave free for the
 // rest of the process: the control socket and its connections, forward
-// listeners and their accepted clients, capture files. The relays stop
-// taking new host sockets before they would eat into it.
+// listeners and their accepted clients (a spliced forward's connection
+// holds two, its client and its socket in the sandbox, plus a pipe while
+// bytes move; the sandbox's pool keeps up to 8 ready sockets per family),
+// capture files. The relays stop taking new host sockets before they
+// would eat into it.
 const FDReserve = 64
 
 // minFDBudget keeps the relays usable when the limit is tiny (ulimit -n

@@ -139,6 +139,11 @@ func (fw *Firewall) setInUse(name string) bool {
 	return false
 }
 
+// Empty reports whether the firewall has nothing to do: no rule, every
+// policy ACCEPT, no Go hook. A port forward may then bypass the stack
+// (package forward's splice path) without escaping a rule.
+func (fw *Firewall) Empty() bool { return fw.cur.Load().empty }
+
 // Ruleset returns the current ruleset. Treat it as read-only.
 func (fw *Firewall) Ruleset() *Ruleset { return fw.cur.Load().rs }
 

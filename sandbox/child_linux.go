@@ -44,6 +44,9 @@ func ChildMain() {
 		// fd 4 is init's owner socket (SocketHolders): never the
 		// command's.
 		unix.CloseOnExec(4)
+		// fd 5 is init's socket channel (DialInner): never the
+		// command's either.
+		unix.CloseOnExec(5)
 		initMain(conn, ctrl)
 	case roleExec:
 		ctrl.Close()

@@ -29,6 +29,14 @@
 //	                 (its SCM_CREDENTIALS give the parent the command's pid)
 //	parent → exec    "go"
 //
+// Init also answers two kinds of requests from the caller once the
+// command runs, each on a socket only the two of them hold: which of the
+// sandbox's processes hold which sockets (SocketHolders, fd 4, a stream
+// of JSON lines), and fresh TCP sockets made in the command's network
+// namespace by a thread of init that has entered it (DialInner, fd 5,
+// SOCK_SEQPACKET: a JSON request, a JSON reply with the sockets attached),
+// for port forwards spliced kernel to kernel.
+//
 // A child that fails sends a childReply with Error set and exits 125; one
 // that does not find the command sends NotFound set to its name and exits
 // 127.

@@ -44,9 +44,13 @@ func initMain(conn *net.UnixConn, ctrl *os.File) {
 	if err != nil {
 		fail(conn, err)
 	}
+	// Opened now, while the exec child surely lives: its network
+	// namespace is the command's.
+	nsfd, nsErr := openNetNS(cmd.Process.Pid)
 	conn.Close()
 	ctrl.Close()
 	go serveOwners(os.NewFile(4, "sandbox-owners"))
+	go serveInner(os.NewFile(5, "sandbox-inner"), nsfd, nsErr)
 	os.Exit(supervise(cmd))
 }
 

@@ -58,6 +58,9 @@ type Sandbox struct {
 	// owners asks the init child who holds which socket (nil when
 	// attached: there is no init).
 	owners *ownerQueries
+	// inner makes sockets in the command's network namespace through
+	// init (DialInner; nil when attached: there is no init).
+	inner *innerSockets
 	// Device is the TUN device, open in this process.
 	Device *tun.Device
 	// Notes are non-fatal problems the child reported.
@@ -95,12 +98,27 @@ func Start(cfg Config) (*Sandbox, error) {
 		childEnd.Close()
 		return nil, err
 	}
-	cmd := exec.Command(self, childArg, roleInit)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
-	cmd.ExtraFiles = []*os.File{childEnd, initOwners}
-	if cmd.SysProcAttr, err = initAttr(mode, !cfg.NoPIDNS); err != nil {
+	innerEnd, initInner, err := innerPair()
+	if err != nil {
 		ctrl.Close()
 		childEnd.Close()
+		ownersEnd.Close()
+		initOwners.Close()
+		return nil, err
+	}
+	cmd := exec.Command(self, childArg, roleInit)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = cfg.Stdin, cfg.Stdout, cfg.Stderr
+	cmd.ExtraFiles = []*os.File{childEnd, initOwners, initInner}
+	closeOurs := func() {
+		ctrl.Close()
+		ownersEnd.Close()
+		innerEnd.Close()
+	}
+	if cmd.SysProcAttr, err = initAttr(mode, !cfg.NoPIDNS); err != nil {
+		closeOurs()
+		childEnd.Close()
+		initOwners.Close()
+		initInner.Close()
 		return nil, fmt.Errorf("sandbox: %w", err)
 	}
 	err = cmd.Start()
@@ -108,15 +126,17 @@ func Start(cfg Config) (*Sandbox, error) {
 	// that dies during setup never shows as EOF, and the handshake hangs.
 	childEnd.Close()
 	initOwners.Close()
+	initInner.Close()
 	if err != nil {
-		ctrl.Close()
-		ownersEnd.Close()
+		closeOurs()
 		return nil, explainStart(mode, err)
 	}
-	sb := &Sandbox{cmd: cmd, ctrl: ctrl, owners: &ownerQueries{conn: ownersEnd, rd: bufio.NewReader(ownersEnd)}}
+	sb := &Sandbox{cmd: cmd, ctrl: ctrl, owners: &ownerQueries{conn: ownersEnd, rd: bufio.NewReader(ownersEnd)},
+		inner: newInnerSockets(innerEnd)}
 	if err := sb.handshake(cfg, mode); err != nil {
 		ctrl.Close()
 		ownersEnd.Close()
+		sb.inner.close()
 		cmd.Process.Kill()
 		cmd.Wait()
 		return nil, err
@@ -262,6 +282,14 @@ func (sb *Sandbox) Kill() {
 	sb.cmd.Process.Kill()
 }
 
+// closeInner ends the socket channel to init and closes the pooled
+// sockets.
+func (sb *Sandbox) closeInner() {
+	if sb.inner != nil {
+		sb.inner.close()
+	}
+}
+
 // closeOwners closes our end of init's owner socket, once init is gone.
 func (sb *Sandbox) closeOwners() {
 	if q := sb.owners; q != nil {
@@ -277,6 +305,7 @@ func (sb *Sandbox) closeOwners() {
 func (sb *Sandbox) Wait() (int, error) {
 	err := sb.cmd.Wait()
 	sb.closeOwners()
+	sb.closeInner()
 	st, ok := sb.cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ok {
 		return 125, err

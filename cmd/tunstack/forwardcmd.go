@@ -63,9 +63,9 @@ listens on all IPv4 and IPv6 addresses, as docker -p does.`,
 				return writeJSON(cmd.OutOrStdout(), infos)
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "FORWARD\tLISTEN\tACTIVE\tTOTAL")
+			fmt.Fprintln(tw, "FORWARD\tLISTEN\tACTIVE\tTOTAL\tSPLICED")
 			for _, in := range infos {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", in.ID, strings.Join(in.Listen, ","), in.Active, in.Total)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", in.ID, strings.Join(in.Listen, ","), in.Active, in.Total, in.Spliced)
 			}
 			return tw.Flush()
 		},

@@ -19,6 +19,7 @@ import (
 	"github.com/tunstack/tunstack/netfilter"
 	"github.com/tunstack/tunstack/procs"
 	"github.com/tunstack/tunstack/sandbox"
+	"github.com/tunstack/tunstack/stack/forward"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/tun"
 )
@@ -66,6 +67,7 @@ type runOptions struct {
 	conntrackMax        int
 	procs               int
 	hostCaps, noPIDNS   bool
+	forwardPath         string
 	harden              hardenFlags
 }
 
@@ -106,6 +108,7 @@ func newRunCmd(g *globalFlags) *cobra.Command {
 	o.addFlags(f)
 	f.BoolVar(&o.hostCaps, "host-caps", false, "as root, run the command without a user namespace, keeping root's capabilities over the host (it can then leave its network namespace)")
 	f.BoolVar(&o.noPIDNS, "no-pidns", false, "run the command in tunstack's PID namespace: it sees host processes, and what it leaves running outlives it")
+	f.StringVar(&o.forwardPath, "forward-path", string(forward.PathAuto), "how TCP forwards (-p) reach the sandbox: auto (splice host-loopback and unix-socket clients kernel to kernel while no firewall rule is loaded; the stack otherwise), stack (always through the stack, tun0 and the firewall) or splice (every client, firewall or not)")
 	return cmd
 }
 
@@ -223,6 +226,9 @@ func (o *runOptions) config(command []string, log *slog.Logger) (instance.Config
 	}
 	if err := o.extrasConfig(&c); err != nil {
 		return c, err
+	}
+	if c.ForwardPath, err = forward.ParsePath(o.forwardPath); err != nil {
+		return c, fmt.Errorf("--forward-path: %w", err)
 	}
 	if err := o.loadRules(&c); err != nil {
 		return c, err

@@ -7,4 +7,12 @@
 // client's own address (its NIC has spoofing on). A client on the host's
 // loopback, or on a unix socket, appears as the gateway address (10.0.2.2),
 // as the sandbox reaches the host's loopback there.
+//
+// That is the stack path. A TCP connection from the host's loopback or a
+// unix socket can instead take the splice path (Config.Inner, Path): a
+// kernel socket inside the sandbox's network namespace connects to the
+// sandbox address from 127.0.0.1 (or ::1), and the bytes move host socket
+// to inner socket with splice(2), never through the stack. Under PathAuto
+// that happens only while the firewall is empty, since a spliced flow
+// does not cross it; other clients keep the stack path and their address.
 package forward

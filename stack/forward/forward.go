@@ -38,6 +38,47 @@ type Config struct {
 	Logger *slog.Logger
 	// UDPIdleTimeout ends a UDP flow without traffic (default 60 s).
 	UDPIdleTimeout time.Duration
+	// Inner, if set, connects to a sandbox address from inside the
+	// sandbox's network namespace with a kernel socket, for the splice
+	// path (see Path). It returns an error wrapping syscall.ECONNREFUSED
+	// when nothing listens there; any other error makes the connection
+	// take the stack path. nil: every connection takes the stack path.
+	Inner func(ctx context.Context, dst netip.AddrPort) (*net.TCPConn, error)
+	// Path picks the path of TCP connections (PathAuto when empty).
+	Path Path
+	// FirewallEmpty reports whether the stack's firewall has nothing
+	// loaded (no rule, no policy but ACCEPT, no hook), which PathAuto
+	// needs to splice: a spliced flow never crosses the firewall. nil
+	// means it is empty.
+	FirewallEmpty func() bool
+}
+
+// Path is how a forwarded TCP connection reaches the sandbox.
+type Path string
+
+const (
+	// PathAuto splices connections from the host's loopback and unix
+	// socket clients while the firewall is empty, and takes the stack
+	// path otherwise.
+	PathAuto Path = "auto"
+	// PathStack always dials through the stack, from the client's own
+	// address (the gateway's for loopback and unix socket clients), over
+	// tun0 and through the firewall.
+	PathStack Path = "stack"
+	// PathSplice splices every TCP connection, whatever its client and
+	// the firewall: the sandbox sees each from its own loopback.
+	PathSplice Path = "splice"
+)
+
+// ParsePath reads a --forward-path value.
+func ParsePath(s string) (Path, error) {
+	switch p := Path(s); p {
+	case PathAuto, PathStack, PathSplice:
+		return p, nil
+	case "":
+		return PathAuto, nil
+	}
+	return "", fmt.Errorf("forward path %q: want auto, stack or splice", s)
 }
 
 // Info describes an active forward.
@@ -50,7 +91,10 @@ type Info struct {
 	// Active counts open connections (UDP: flows).
 	Active int64 `json:"active"`
 	// Total counts connections (UDP: flows) since the forward was added.
-	Total   int64     `json:"total"`
+	Total int64 `json:"total"`
+	// Spliced counts the TCP connections of Total that took the splice
+	// path (kernel socket to kernel socket; see Path).
+	Spliced int64     `json:"spliced,omitempty"`
 	Created time.Time `json:"created"`
 }
 
@@ -81,6 +125,8 @@ type fwd struct {
 	pcs    []net.PacketConn
 	active atomic.Int64
 	total  atomic.Int64
+	// spliced counts connections that took the splice path.
+	spliced atomic.Int64
 }
 
 // New returns a Manager with no forwards.
@@ -96,6 +142,10 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.UDPIdleTimeout == 0 {
 		cfg.UDPIdleTimeout = 60 * time.Second
+	}
+	var err error
+	if cfg.Path, err = ParsePath(string(cfg.Path)); err != nil {
+		return nil, err
 	}
 	return &Manager{cfg: cfg, log: cfg.Logger, forwards: map[string]*fwd{}}, nil
 }
@@ -201,7 +251,7 @@ func (m *Manager) Close() error {
 }
 
 func (f *fwd) info() Info {
-	in := Info{ID: f.spec.String(), Spec: f.spec, Created: f.created, Active: f.active.Load(), Total: f.total.Load()}
+	in := Info{ID: f.spec.String(), Spec: f.spec, Created: f.created, Active: f.active.Load(), Total: f.total.Load(), Spliced: f.spliced.Load()}
 	for _, l := range f.lns {
 		in.Listen = append(in.Listen, l.Addr().String())
 	}

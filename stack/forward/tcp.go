@@ -2,9 +2,11 @@ package forward
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 
 	"github.com/tunstack/tunstack/stack"
@@ -70,16 +72,21 @@ func (f *fwd) acceptLoop(ln net.Listener) {
 }
 
 // serveTCP connects the stack to the sandbox port from the client's
-// address and relays until both directions end. A refused or failed
+// address, or a socket inside the sandbox's namespace (the splice path,
+// see splices), and relays until both directions end. A refused or failed
 // connect resets the client; a reset on either side during the relay
 // resets the other.
 func (f *fwd) serveTCP(client net.Conn) {
 	f.active.Add(1)
 	f.total.Add(1)
 	defer f.active.Add(-1)
-	src, dst, _ := f.m.source(addrPortOf(client.RemoteAddr()))
+	clientAddr := addrPortOf(client.RemoteAddr())
+	src, dst, _ := f.m.source(clientAddr)
 	dst = netip.AddrPortFrom(dst.Addr(), f.spec.SandboxPort)
 	ctx, cancel := context.WithTimeout(f.ctx, dialTimeout)
+	if f.m.splices(clientAddr) && f.splice(ctx, cancel, client, dst) {
+		return
+	}
 	guest, err := f.m.dialTCP(ctx, src, dst)
 	if err != nil && src.Port() != 0 && ctx.Err() == nil {
 		// The client's port may be taken on that address in the stack
@@ -93,6 +100,47 @@ func (f *fwd) serveTCP(client net.Conn) {
 		return
 	}
 	f.conns.Pipe(relay.AsConn(client), relay.AsConn(guest))
+}
+
+// splice serves client on the splice path and reports true, or reports
+// false, having done nothing, when the sandbox's init gave no socket (it
+// is gone, say): the stack path still works then. A refusal inside resets
+// the client, as on the stack path. It calls cancel once the connect is
+// over.
+func (f *fwd) splice(ctx context.Context, cancel context.CancelFunc, client net.Conn, dst netip.AddrPort) bool {
+	inner, err := f.m.cfg.Inner(ctx, dst)
+	switch {
+	case err == nil:
+		cancel()
+		f.spliced.Add(1)
+		f.conns.Pipe(relay.AsConn(client), inner)
+		return true
+	case errors.Is(err, syscall.ECONNREFUSED) || ctx.Err() != nil:
+		cancel()
+		f.m.log.Debug("forward: connect in the sandbox failed", "forward", f.spec.String(), "dst", dst, "err", err)
+		relay.Reset(client)
+		return true
+	}
+	f.m.log.Debug("forward: splice path unavailable; taking the stack path", "forward", f.spec.String(), "err", err)
+	return false
+}
+
+// splices reports whether a connection from client takes the splice
+// path: one from the host's loopback or a unix socket (which the sandbox
+// would see as the gateway anyway), while the firewall is empty (a spliced
+// flow does not cross it), under PathAuto; every one under PathSplice.
+func (m *Manager) splices(client netip.AddrPort) bool {
+	switch {
+	case m.cfg.Inner == nil || m.cfg.Path == PathStack:
+		return false
+	case m.cfg.Path == PathSplice:
+		return true
+	}
+	c := client.Addr().Unmap()
+	if c.IsValid() && !c.IsLoopback() {
+		return false
+	}
+	return m.cfg.FirewallEmpty == nil || m.cfg.FirewallEmpty()
 }
 
 // dialTCP connects through the stack's own Dialer, from src (the client's
