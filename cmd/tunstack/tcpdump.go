@@ -81,6 +81,14 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 		return err
 	}
 	defer c.Close()
+	// A cooked (-i any) stream names interfaces by index: the stack's,
+	// as "tunstack ip link" lists them.
+	var ifNames map[uint32]string
+	if o.iface == "any" {
+		if ifNames, err = linkNames(ctx, c); err != nil {
+			return err
+		}
+	}
 	stream, err := c.Capture(ctx, control.CaptureRequest{Interface: o.iface, Filter: expr, Count: o.count, SnapLen: o.snapLen})
 	if err != nil {
 		return err
@@ -98,7 +106,11 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 		iface = "tun0"
 	}
 	stderr := cmd.ErrOrStderr()
-	fmt.Fprintf(stderr, "tunstack tcpdump: listening on %s, link-type RAW (Raw IP), snapshot length %d bytes\n", iface, pr.SnapLen)
+	linkType := "RAW (Raw IP)"
+	if pr.LinkType == capture.LinkTypeLinuxSLL2 {
+		linkType = "LINUX_SLL2 (Linux cooked v2)"
+	}
+	fmt.Fprintf(stderr, "tunstack tcpdump: listening on %s, link-type %s, snapshot length %d bytes\n", iface, linkType, pr.SnapLen)
 
 	var pw *capture.PcapWriter
 	out := cmd.OutOrStdout()
@@ -112,7 +124,7 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 			defer f.Close()
 			w = f
 		}
-		if pw, err = capture.NewPcapWriter(w, pr.SnapLen); err != nil {
+		if pw, err = capture.NewPcapWriterLinkType(w, pr.SnapLen, pr.LinkType); err != nil {
 			return err
 		}
 	}
@@ -137,7 +149,7 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 			if err := pw.WritePacket(p); err != nil {
 				return fmt.Errorf("tcpdump -w %s: %w", o.write, err)
 			}
-		} else if _, err := fmt.Fprintln(out, capture.FormatLine(p)); err != nil {
+		} else if _, err := fmt.Fprintln(out, formatLine(p, pr.LinkType, ifNames)); err != nil {
 			return err
 		}
 		if o.count > 0 && n >= o.count {
@@ -146,4 +158,30 @@ func runTcpdump(cmd *cobra.Command, o *tcpdumpOptions, expr string) error {
 	}
 	fmt.Fprintf(stderr, "\n%d packets captured\n", n)
 	return nil
+}
+
+// formatLine prints p as tcpdump does for the stream's link type: with
+// the interface and direction for a cooked (-i any) capture.
+func formatLine(p capture.Packet, linkType int, ifNames map[uint32]string) string {
+	if linkType != capture.LinkTypeLinuxSLL2 {
+		return capture.FormatLine(p)
+	}
+	name, ok := ifNames[p.IfIndex]
+	if !ok {
+		name = "?" // as tcpdump prints an index it cannot name
+	}
+	return capture.FormatCookedLine(p, name)
+}
+
+// linkNames maps the stack's interface indexes to their names.
+func linkNames(ctx context.Context, c *control.Client) (map[uint32]string, error) {
+	links, err := c.Links(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tcpdump -i any: list the interfaces: %w", err)
+	}
+	names := make(map[uint32]string, len(links))
+	for _, l := range links {
+		names[uint32(l.Index)] = l.Name
+	}
+	return names, nil
 }
