@@ -31,37 +31,45 @@ func newTcpdumpCmd() *cobra.Command {
 		Use:   "tcpdump [flags] [EXPRESSION]",
 		Short: "Capture a running instance's packets, like tcpdump",
 		Long: `Capture the packets crossing tun0 in the instance's stack, live, over its
-control socket. -w writes pcap (LINKTYPE_RAW) that tcpdump, tshark and
-Wireshark read; without -w each packet is printed on one line as tcpdump -n
--S prints it.
+control socket. -w writes pcap that tcpdump, tshark and Wireshark read;
+without -w each packet is printed on one line as tcpdump -n -S prints it.
 
 EXPRESSION is a tcpdump filter: host, net, port, portrange (with src, dst),
 tcp, udp, icmp, icmp6, ip, ip6, and, or, not, parentheses. Names are not
 resolved: use addresses. Capturing stops at -c COUNT packets or on Ctrl-C.
 
--i chooses where packets are seen. tun0 (the default; any is the same, still
-LINKTYPE_RAW: not tcpdump's Linux cooked capture, so no interface or
-direction column, and the host side is not included):
-as the sandbox sent them and as they leave for it, before PREROUTING and
-after POSTROUTING. host: on the gateway's host side, after the firewall's
-decisions: a packet from the sandbox once INPUT (to 10.0.2.2, 10.0.2.3) or
-FORWARD (to any other address) accepted it, so after PREROUTING's DNAT
-(it shows the new destination); a packet toward the sandbox once OUTPUT
-or FORWARD accepted it, before POSTROUTING (a reply to a DNATed flow
-still shows the translated address). A packet a rule drops appears on
-tun0 only. The host tap's netfilter hooks exist only while it is open.`,
+-i chooses where packets are seen. tun0 (the default) is LINKTYPE_RAW:
+packets as the sandbox sent them and as they leave for it, before
+PREROUTING and after POSTROUTING. any is the stack's interfaces as
+"tunstack ip link" lists them, which is tun0, the same packets in
+tcpdump -i any's Linux cooked capture v2 (LINKTYPE_LINUX_SLL2): each
+carries the interface's index in the stack and its direction, and each
+line starts with the interface and In or Out ("tun0  In  IP ..."). The
+direction is the stack's, as on the host end of a veth: In came from the
+sandbox, Out goes to it. tcpdump -r names an index by the reading
+machine's own interfaces (and warns that names may be incorrect); -e
+shows the index. The host tap is not an interface of the stack and any
+does not include it. host: on the gateway's host side, after the
+firewall's decisions: a packet from the sandbox once INPUT (to 10.0.2.2,
+10.0.2.3) or FORWARD (to any other address) accepted it, so after
+PREROUTING's DNAT (it shows the new destination); a packet toward the
+sandbox once OUTPUT or FORWARD accepted it, before POSTROUTING (a reply
+to a DNATed flow still shows the translated address). A packet a rule
+drops appears on tun0 only. The host tap's netfilter hooks exist only
+while it is open.`,
 		Example: `  tunstack tcpdump -n
   tunstack tcpdump -c 10 tcp port 80
   tunstack tcpdump -w - 'host 10.0.2.100 and not port 53' | tcpdump -r -
   tunstack tcpdump --name web -w web.pcap
-  tunstack tcpdump -i host -n tcp port 8080`,
+  tunstack tcpdump -i host -n tcp port 8080
+  tunstack tcpdump -i any -nn 'tcp[tcpflags] & tcp-syn != 0'`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runTcpdump(cmd, o, strings.Join(args, " "))
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.name, "name", "", "instance name (default: the only running instance)")
-	f.StringVarP(&o.iface, "interface", "i", "", "interface: tun0 (or any), or host for after the firewall")
+	f.StringVarP(&o.iface, "interface", "i", "", "interface: tun0, any (tun0 as Linux cooked v2, with interface and direction), or host for after the firewall")
 	f.StringVarP(&o.write, "write", "w", "", "write pcap to FILE (- for stdout) instead of printing")
 	f.IntVarP(&o.count, "count", "c", 0, "stop after COUNT packets")
 	f.IntVarP(&o.snapLen, "snapshot-length", "s", 0, "truncate packets to SNAPLEN bytes (default 262144)")
