@@ -163,7 +163,7 @@ func (b backend) Capture(req control.CaptureRequest) (control.CaptureStream, err
 		name = b.in.Endpoint.Device().Name
 	}
 	host := req.Interface == HostCaptureInterface
-	if req.Interface != "" && req.Interface != name && req.Interface != "any" && !host {
+	if req.Interface != "" && req.Interface != name && req.Interface != AnyCaptureInterface && !host {
 		return nil, fmt.Errorf("capture: no interface %q (the instance has %s and %s)", req.Interface, name, HostCaptureInterface)
 	}
 	f, err := capture.ParseFilter(req.Filter)
@@ -181,7 +181,13 @@ func (b backend) Capture(req control.CaptureRequest) (control.CaptureStream, err
 		}
 		return sub, nil
 	}
-	return b.in.Capture.Subscribe(f, req.SnapLen, 0), nil
+	sub := b.in.Capture.Subscribe(f, req.SnapLen, 0)
+	if req.Interface == AnyCaptureInterface {
+		// Like tcpdump -i any: Linux cooked v2, with tun0's index as
+		// "tunstack ip link" lists it (the stack's NIC).
+		sub.Cooked(uint32(b.in.NIC))
+	}
+	return sub, nil
 }
 
 // Forwards implements control.Backend.

@@ -13,6 +13,13 @@ import (
 // host side of the gateway (the firewall's HostInterface).
 const HostCaptureInterface = HostInterface
 
+// AnyCaptureInterface is the -i value of "tunstack tcpdump" for every
+// interface of the stack, which is tun0: its packets are streamed as
+// LINKTYPE_LINUX_SLL2, with tun0's index and each packet's direction, as
+// tcpdump -i any streams them. The host tap is not an interface of the
+// stack ("tunstack ip link" does not list it) and is not included.
+const AnyCaptureInterface = "any"
+
 // hostTapPriority puts the host tap after the iptables tables and after
 // every other Go hook of its hook: it sees what was finally accepted.
 const hostTapPriority = math.MaxInt

@@ -9,6 +9,8 @@
 // Subscribers select packets with a tcpdump filter expression (ParseFilter)
 // and receive them on a channel; a subscriber that falls behind loses
 // packets (counted) rather than stalling the stack. Packets are written as
-// pcap (LINKTYPE_RAW: bare IPv4/IPv6), which tcpdump, tshark and Wireshark
-// read, or as tcpdump-style text lines (FormatPacket).
+// pcap (LINKTYPE_RAW: bare IPv4/IPv6, or, for a Cooked subscription,
+// LINKTYPE_LINUX_SLL2 as tcpdump -i any writes: an interface index and a
+// direction before each packet), which tcpdump, tshark and Wireshark
+// read, or as tcpdump-style text lines (FormatPacket, FormatCookedLine).
 package capture

@@ -33,6 +33,9 @@ type Packet struct {
 	// Len is the packet's length on the wire.
 	Len int
 	Dir Direction
+	// IfIndex is the interface's index in a LINKTYPE_LINUX_SLL2 stream
+	// (tcpdump -i any); 0 elsewhere.
+	IfIndex uint32
 }
 
 // Endpoint is a link endpoint that copies packets to subscribers.
@@ -212,6 +215,10 @@ type Subscription struct {
 	closed  bool
 	dropped atomic.Uint64
 	matched atomic.Uint64
+	// cooked and ifIndex make the pcap stream LINKTYPE_LINUX_SLL2 (see
+	// Cooked); set before streaming starts.
+	cooked  bool
+	ifIndex uint32
 }
 
 // C delivers the packets; it is closed by Close.

@@ -19,14 +19,29 @@ const (
 	pcapMagicNano = 0xa1b23c4d
 )
 
-// PcapWriter writes a pcap stream (microsecond timestamps, LINKTYPE_RAW).
+// PcapWriter writes a pcap stream (microsecond timestamps) of
+// LINKTYPE_RAW or LINKTYPE_LINUX_SLL2 records.
 type PcapWriter struct {
 	w   io.Writer
-	buf [16]byte
+	buf [16 + SLL2HeaderLen]byte
+	// sll2 puts an SLL2 header (from the packet's IfIndex and Dir) before
+	// each packet; snapLen then bounds header and packet together, as
+	// Linux's does.
+	sll2    bool
+	snapLen int
 }
 
-// NewPcapWriter writes the file header to w.
+// NewPcapWriter writes the header of a LINKTYPE_RAW file to w.
 func NewPcapWriter(w io.Writer, snapLen int) (*PcapWriter, error) {
+	return NewPcapWriterLinkType(w, snapLen, LinkTypeRaw)
+}
+
+// NewPcapWriterLinkType writes the file header to w for linkType, which
+// is LinkTypeRaw or LinkTypeLinuxSLL2.
+func NewPcapWriterLinkType(w io.Writer, snapLen, linkType int) (*PcapWriter, error) {
+	if linkType != LinkTypeRaw && linkType != LinkTypeLinuxSLL2 {
+		return nil, fmt.Errorf("capture: cannot write pcap link type %d (only RAW %d and LINUX_SLL2 %d)", linkType, LinkTypeRaw, LinkTypeLinuxSLL2)
+	}
 	if snapLen <= 0 {
 		snapLen = DefaultSnapLen
 	}
@@ -35,29 +50,40 @@ func NewPcapWriter(w io.Writer, snapLen int) (*PcapWriter, error) {
 	binary.LittleEndian.PutUint16(h[4:], 2)
 	binary.LittleEndian.PutUint16(h[6:], 4)
 	binary.LittleEndian.PutUint32(h[16:], uint32(snapLen))
-	binary.LittleEndian.PutUint32(h[20:], LinkTypeRaw)
+	binary.LittleEndian.PutUint32(h[20:], uint32(linkType))
 	if _, err := w.Write(h[:]); err != nil {
 		return nil, fmt.Errorf("capture: write pcap header: %w", err)
 	}
-	return &PcapWriter{w: w}, nil
+	return &PcapWriter{w: w, sll2: linkType == LinkTypeLinuxSLL2, snapLen: snapLen}, nil
 }
 
 // WritePacket appends one record.
 func (pw *PcapWriter) WritePacket(p Packet) error {
+	data, wire := p.Data, max(p.Len, len(p.Data))
+	hdr := pw.buf[:16]
+	if pw.sll2 {
+		hdr = AppendSLL2Header(hdr, data, p.IfIndex, p.Dir)
+		wire += SLL2HeaderLen
+		if room := max(pw.snapLen-SLL2HeaderLen, 0); len(data) > room {
+			data = data[:room]
+		}
+	}
 	us := p.Time.UnixMicro()
-	binary.LittleEndian.PutUint32(pw.buf[0:], uint32(us/1e6))
-	binary.LittleEndian.PutUint32(pw.buf[4:], uint32(us%1e6))
-	binary.LittleEndian.PutUint32(pw.buf[8:], uint32(len(p.Data)))
-	binary.LittleEndian.PutUint32(pw.buf[12:], uint32(max(p.Len, len(p.Data))))
-	if _, err := pw.w.Write(pw.buf[:]); err != nil {
+	binary.LittleEndian.PutUint32(hdr[0:], uint32(us/1e6))
+	binary.LittleEndian.PutUint32(hdr[4:], uint32(us%1e6))
+	binary.LittleEndian.PutUint32(hdr[8:], uint32(len(hdr)-16+len(data)))
+	binary.LittleEndian.PutUint32(hdr[12:], uint32(wire))
+	if _, err := pw.w.Write(hdr); err != nil {
 		return err
 	}
-	_, err := pw.w.Write(p.Data)
+	_, err := pw.w.Write(data)
 	return err
 }
 
-// PcapReader reads a pcap stream of LINKTYPE_RAW records, such as the
-// control socket's capture stream.
+// PcapReader reads a pcap stream of LINKTYPE_RAW or LINKTYPE_LINUX_SLL2
+// records, such as the control socket's capture stream. Of an SLL2
+// record it returns the packet behind the header, with the header's
+// interface index and direction in the Packet.
 type PcapReader struct {
 	r     *bufio.Reader
 	order binary.ByteOrder
@@ -115,15 +141,38 @@ func (pr *PcapReader) Next() (Packet, error) {
 	if pr.nano {
 		ns = frac
 	}
-	return Packet{Time: time.Unix(sec, ns), Data: data, Len: orig}, nil
+	p := Packet{Time: time.Unix(sec, ns), Data: data, Len: orig}
+	if pr.LinkType == LinkTypeLinuxSLL2 {
+		var err error
+		if p.IfIndex, p.Dir, p.Data, err = ParseSLL2Header(data); err != nil {
+			return Packet{}, err
+		}
+		p.Len = max(orig-SLL2HeaderLen, len(p.Data))
+	}
+	return p, nil
 }
 
 // WriteHeader writes to w the header of a pcap stream of the
 // subscription's packets (see WriteNext): with WriteNext, Queued, Dropped
 // and Close a Subscription is what the control socket streams.
 func (s *Subscription) WriteHeader(w io.Writer) error {
-	_, err := NewPcapWriter(w, s.snapLen)
+	_, err := NewPcapWriterLinkType(w, s.snapLen, s.linkType())
 	return err
+}
+
+// Cooked makes the subscription's stream LINKTYPE_LINUX_SLL2, as tcpdump
+// -i any writes, each packet behind a header with interface index ifIndex
+// and its direction. Call it before WriteHeader; it returns s.
+func (s *Subscription) Cooked(ifIndex uint32) *Subscription {
+	s.cooked, s.ifIndex = true, ifIndex
+	return s
+}
+
+func (s *Subscription) linkType() int {
+	if s.cooked {
+		return LinkTypeLinuxSLL2
+	}
+	return LinkTypeRaw
 }
 
 // WriteNext waits for the next packet and writes it to w as one pcap
@@ -136,7 +185,8 @@ func (s *Subscription) WriteNext(ctx context.Context, w io.Writer) (bool, error)
 		if !ok {
 			return false, nil
 		}
-		pw := PcapWriter{w: w}
+		pw := PcapWriter{w: w, sll2: s.cooked, snapLen: s.snapLen}
+		p.IfIndex = s.ifIndex
 		return true, pw.WritePacket(p)
 	}
 }

@@ -53,6 +53,17 @@ func FormatLine(p Packet) string {
 	return p.Time.Format("15:04:05.000000") + " " + FormatPacket(p)
 }
 
+// FormatCookedLine is FormatLine for a capture on several interfaces
+// (tcpdump -i any): the interface name and the direction come after the
+// time, padded as tcpdump pads them: "12:00:00.000000 tun0  In  IP ...".
+func FormatCookedLine(p Packet, ifName string) string {
+	dir := "In"
+	if p.Dir == Out {
+		dir = "Out"
+	}
+	return fmt.Sprintf("%s %-5s %-3s %s", p.Time.Format("15:04:05.000000"), ifName, dir, FormatPacket(p))
+}
+
 func hostPort(a netip.Addr, port uint16) string { return fmt.Sprintf("%s.%d", a, port) }
 
 func formatTCP(b *strings.Builder, t []byte, segLen int) {
