@@ -1,0 +1,96 @@
+package netfilter
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+)
+
+// TestRefusedNotMisapplied: rules Linux accepts but tunstack could only
+// approximate (NAT ranges, REJECT types gVisor cannot send) are refused
+// with an error naming the limitation; their one-address/one-port and
+// sendable neighbours are accepted.
+func TestRefusedNotMisapplied(t *testing.T) {
+	cases := []struct {
+		fam  Family
+		rule string
+		want string // "" accepted; otherwise a substring of the error
+	}{
+		{IPv4, "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.2.2-10.0.2.9", "address range 10.0.2.2-10.0.2.9 is not supported"},
+		{IPv4, "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.2.2:80-90", "port range 80-90 is not supported"},
+		{IPv4, "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.2.2:80", ""},
+		{IPv4, "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.2.2-10.0.2.2:80-80", ""},
+		{IPv4, "-t nat -A POSTROUTING -p udp -j SNAT --to-source 198.18.0.1:1000-2000", "port range 1000-2000 is not supported"},
+		{IPv4, "-t nat -A POSTROUTING -j SNAT --to-source 198.18.0.1-198.18.0.4", "address range"},
+		{IPv4, "-t nat -A POSTROUTING -j SNAT --to-source 198.18.0.1", ""},
+		{IPv6, "-t nat -A POSTROUTING -j SNAT --to-source 2001:2::1-2001:2::5", "address range"},
+		{IPv4, "-t nat -A POSTROUTING -p tcp -j MASQUERADE --to-ports 1024-65535", "--to-ports 1024-65535 is not supported"},
+		{IPv4, "-t nat -A POSTROUTING -p tcp -j MASQUERADE --to-ports 4000", ""},
+		{IPv4, "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 8080-8090", "--to-ports 8080-8090 is not supported"},
+		{IPv4, "-t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 8080", ""},
+		{IPv4, "-A INPUT -j REJECT --reject-with icmp-proto-unreachable", "icmp-proto-unreachable is not supported"},
+		{IPv4, "-A INPUT -j REJECT --reject-with proto-unreach", "icmp-proto-unreachable is not supported"},
+		{IPv6, "-A INPUT -j REJECT --reject-with icmp6-policy-fail", "icmp6-policy-fail is not supported"},
+		{IPv6, "-A INPUT -j REJECT --reject-with reject-route", "icmp6-reject-route is not supported"},
+		{IPv4, "-A INPUT -j REJECT --reject-with icmp-net-prohibited", ""},
+		{IPv6, "-A INPUT -j REJECT --reject-with icmp6-adm-prohibited", ""},
+	}
+	for _, c := range cases {
+		t.Run(c.rule, func(t *testing.T) {
+			fw, _ := New(nil, Config{})
+			_, err := fw.Exec(c.fam, strings.Fields(c.rule))
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.want != "" && err == nil:
+				t.Fatalf("accepted, want an error containing %q", c.want)
+			case c.want != "" && !strings.Contains(err.Error(), c.want):
+				t.Fatalf("error %q, want it to contain %q", err, c.want)
+			}
+			// Nothing half-applied: a refused rule leaves no trace.
+			if c.want != "" && strings.Contains(fw.Save(c.fam, false), "-A ") {
+				t.Fatalf("refused rule is in the ruleset:\n%s", fw.Save(c.fam, false))
+			}
+		})
+	}
+}
+
+// TestMasqueradeToPort: MASQUERADE --to-ports P maps the source port of
+// the stack's outgoing connection to P, as Linux does (gVisor's own
+// MASQUERADE target would keep it).
+func TestMasqueradeToPort(t *testing.T) {
+	p := newPair(t, Config{}, serverAddr)
+	l, err := gonet.ListenTCP(p.client, tcpip.FullAddress{NIC: 1, Addr: tcpipAddr(clientAddr), Port: 7000}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	peer := make(chan string, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			peer <- err.Error()
+			return
+		}
+		peer <- c.RemoteAddr().String()
+		c.Close()
+	}()
+	p.must(t, "-t", "nat", "-A", "POSTROUTING", "-p", "tcp", "--dport", "7000", "-j", "MASQUERADE", "--to-ports", "4321")
+	c, err := gonet.DialTCP(p.server, tcpip.FullAddress{NIC: 1, Addr: tcpipAddr(clientAddr), Port: 7000}, ipv4.ProtocolNumber)
+	if err != nil {
+		t.Fatalf("dial through MASQUERADE --to-ports 4321: %v", err)
+	}
+	defer c.Close()
+	select {
+	case got := <-peer:
+		if got != "10.0.2.2:4321" {
+			t.Fatalf("the peer saw %s, want 10.0.2.2:4321", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection arrived")
+	}
+}
