@@ -94,3 +94,46 @@ func TestMasqueradeToPort(t *testing.T) {
 		t.Fatal("no connection arrived")
 	}
 }
+
+// TestRejectErrorIsRelated: the ICMP error REJECT sends for a UDP
+// datagram is RELATED in OUTPUT, as on Linux (gVisor kept no connection
+// for the refused datagram, so only tunstack's tracker knows the flow it
+// quotes).
+func TestRejectErrorIsRelated(t *testing.T) {
+	cases := []struct {
+		name    string
+		output  [][]string
+		refused bool
+	}{
+		{"RELATED accepted, rest dropped", [][]string{
+			{"-A", "OUTPUT", "-p", "icmp", "-m", "conntrack", "--ctstate", "RELATED", "-j", "ACCEPT"},
+			{"-A", "OUTPUT", "-p", "icmp", "-j", "DROP"}}, true},
+		{"RELATED dropped", [][]string{
+			{"-A", "OUTPUT", "-p", "icmp", "-m", "conntrack", "--ctstate", "RELATED", "-j", "DROP"}}, false},
+		{"INVALID dropped", [][]string{
+			{"-A", "OUTPUT", "-p", "icmp", "-m", "conntrack", "--ctstate", "INVALID", "-j", "DROP"}}, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p := newPair(t, Config{}, serverAddr)
+			p.must(t, "-A", "INPUT", "-p", "udp", "--dport", "5000", "-j", "REJECT")
+			for _, r := range c.output {
+				p.must(t, r...)
+			}
+			conn, err := gonet.DialUDP(p.client, nil, &tcpip.FullAddress{NIC: 1, Addr: tcpipAddr(serverAddr), Port: 5000}, ipv4.ProtocolNumber)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(dropWait))
+			conn.Write([]byte("probe"))
+			_, err = conn.Read(make([]byte, 16))
+			if c.refused && !isRefused(err) {
+				t.Fatalf("want the port unreachable to arrive (refused), got %v", err)
+			}
+			if !c.refused && (err == nil || !strings.Contains(err.Error(), "timeout")) {
+				t.Fatalf("want the port unreachable dropped (timeout), got %v", err)
+			}
+		})
+	}
+}
