@@ -118,9 +118,6 @@
 //     turns conntrack on in a namespace only while some rule needs it
 //     (a NAT target, -m conntrack, -m state...): a nat table of RETURN
 //     or LOG rules alone sees nothing there. tunstack always tracks.
-//   - In sandbox mode a UDP datagram to a closed host port gets no ICMP
-//     port unreachable: the forwarder claims it before the host says
-//     the port is closed.
 //   - gVisor consults the nat table only for a connection's first
 //     packet (as Linux), and runs nat INPUT before filter INPUT: a nat
 //     INPUT rule counts packets filter INPUT then drops, and filter

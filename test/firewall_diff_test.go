@@ -44,12 +44,6 @@ type diffScenario struct {
 	known map[string]string
 }
 
-// udpClosedPort is why a datagram to a closed port gets no answer from
-// tunstack: its UDP forwarder claims the datagram and dials the host
-// before anyone knows the port is closed, and the host's port unreachable
-// then reaches only the host socket.
-const udpClosedPort = "tunstack's UDP forwarder claims a datagram before the host says its port is closed: no ICMP port unreachable reaches the sandbox"
-
 // unconfirmedNAT: Linux forgets the connection of a packet that is
 // dropped before it is confirmed, so a retransmitted SYN is NEW again
 // and traverses nat again; gVisor's conntrack keeps it.
@@ -120,8 +114,9 @@ var diffScenarios = []diffScenario{
 	{name: "nat PREROUTING counts, conntrack on", rules: "*nat\n-A PREROUTING -p tcp --dport PORT -j RETURN\nCOMMIT\n" +
 		"*filter\n-A INPUT -m conntrack --ctstate INVALID -j DROP\nCOMMIT\n", probe: "tcp ADDR:PORT"},
 	{name: "mangle -i tun0 DROP", rules: "*mangle\n-A PREROUTING -i tun0 -p tcp --dport PORT -j DROP\nCOMMIT\n", probe: "tcp ADDR:PORT"},
-	{name: "udp closed port", rules: "*filter\nCOMMIT\n", probe: "udp ADDR:PORT2",
-		known: map[string]string{"outcome": udpClosedPort}},
+	{name: "udp closed port", rules: "*filter\nCOMMIT\n", probe: "udp ADDR:PORT2 2"},
+	{name: "udp closed port's unreachable is RELATED", rules: "*filter\n-A OUTPUT -p icmp -m conntrack --ctstate RELATED -j ACCEPT\n-A OUTPUT -p icmp -j DROP\nCOMMIT\n", probe: "udp ADDR:PORT2"},
+	{name: "LOG udp to a closed port", rules: "*filter\n-A INPUT -p udp --dport PORT2 -j LOG --log-prefix \"LOGPFX\"\n-A OUTPUT -p icmp -j LOG --log-prefix \"LOGPFX\"\nCOMMIT\n", probe: "udp ADDR:PORT2"},
 	{name: "REJECT's port unreachable is RELATED", rules: "*filter\n-A INPUT -p udp --dport PORT -j REJECT\n" +
 		"-A OUTPUT -p icmp -m conntrack --ctstate RELATED -j ACCEPT\n-A OUTPUT -p icmp -j DROP\nCOMMIT\n", probe: "udp ADDR:PORT"},
 	{name: "REJECT's port unreachable, RELATED dropped", rules: "*filter\n-A INPUT -p udp --dport PORT -j REJECT\n" +
