@@ -364,7 +364,13 @@ func compareCounters(real, ours []ctrLine, approx bool, policies []string) (stri
 			}
 		}
 		o, ok := byKey[c.key]
-		rs = append(rs, strconv.Itoa(c.pk))
+		// Rules are named by table and chain: "nat/PREROUTING=1".
+		f := strings.Fields(c.key)
+		name := f[0] + "/" + strings.TrimPrefix(f[1], ":")
+		if len(f) > 2 && f[1] == "-A" {
+			name = f[0] + "/" + f[2]
+		}
+		rs = append(rs, name+"="+strconv.Itoa(c.pk))
 		if !ok {
 			os = append(os, "missing")
 			agree = false
