@@ -64,9 +64,9 @@
 // and compared per table. Figures at the last count:
 //
 //   - Generated run (DIFFTEST_SEED=6 DIFFTEST_N=3000) plus the corpus:
-//     3,077 commands compared, 3,055 agreed, 22 deliberate differences
+//     3,077 commands compared, 3,052 agreed, 25 deliberate differences
 //     (below), no other disagreement; exit status (0, 1 kernel refusal,
-//     2 parameter problem) agreed for 3,025.
+//     2 parameter problem) agreed for 3,022.
 //   - CI run (600 generated, seed 1, plus the corpus): 677 compared, 665
 //     agreed, 12 deliberate (8 before NAT ranges and the REJECT types
 //     gVisor cannot send were refused), no other disagreement; exit
@@ -84,11 +84,11 @@
 //     zero/non-zero for rules that count a whole accepted TCP flow,
 //     whose segments and ACKs the answering TCP decides) and LOG lines
 //     (IN, OUT, SRC, DST, PROTO, ports, TCP flags, ICMP type/code).
-//     52 scenarios (REJECT with each --reject-with for TCP and UDP,
-//     DNAT and REDIRECT, RELATED and ESTABLISHED, MARK and CONNMARK seen
-//     through --mark/--connmark counters, limit bursts, LOG): 107
-//     observations, 104 agreed, 3 known differences (below), none
-//     other. REJECT for a DNATed connection agrees because the rejected
+//     54 scenarios (REJECT with each --reject-with for TCP and UDP,
+//     DNAT and REDIRECT, RELATED and ESTABLISHED, UDP to a closed port,
+//     MARK and CONNMARK seen through --mark/--connmark counters, limit
+//     bursts, LOG): 112 observations, 110 agreed, 2 known differences
+//     (the first two below), none other. REJECT for a DNATed connection agrees because the rejected
 //     packet is first turned back to the destination its sender used,
 //     as Linux's conntrack un-NATs REJECT's replies.
 //
