@@ -137,3 +137,38 @@ func TestRejectErrorIsRelated(t *testing.T) {
 		})
 	}
 }
+
+// FuzzQuotedKey: the quoted packet of an ICMP error comes from the
+// network; reading its flow key never panics, and a key is read only
+// from a quoted IPv4 or IPv6 header.
+func FuzzQuotedKey(f *testing.F) {
+	udp4 := []byte{0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 2, 2, 10, 0, 2, 100, // outer IPv4, ICMP
+		3, 3, 0, 0, 0, 0, 0, 0, // port unreachable
+		0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2, // quoted IPv4, UDP
+		0x9c, 0x40, 0x13, 0x88, 0, 8, 0, 0}
+	f.Add(udp4)
+	f.Add(udp4[:40])
+	f.Add([]byte{0x60})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		k, ok := quotedKey(b)
+		if ok && !k.src.IsValid() {
+			t.Fatalf("key %+v without addresses from %x", k, b)
+		}
+	})
+}
+
+func TestQuotedKey(t *testing.T) {
+	b := []byte{0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 2, 2, 10, 0, 2, 100,
+		3, 3, 0, 0, 0, 0, 0, 0,
+		0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 2, 100, 10, 0, 2, 2,
+		0x9c, 0x40, 0x13, 0x88, 0, 8, 0, 0}
+	k, ok := quotedKey(b)
+	want := flowKey{proto: 17, src: clientAddr, dst: serverAddr, sport: 40000, dport: 5000}
+	if !ok || k != want {
+		t.Fatalf("quotedKey: %+v %v, want %+v", k, ok, want)
+	}
+	if _, ok := quotedKey(b[:30]); ok {
+		t.Fatal("quotedKey read a key from a truncated quote")
+	}
+}
