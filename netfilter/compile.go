@@ -58,13 +58,12 @@ var reject4 = map[string]gstack.RejectIPv4WithICMPType{
 	"icmp-net-unreachable":  gstack.RejectIPv4WithICMPNetUnreachable,
 	"icmp-host-unreachable": gstack.RejectIPv4WithICMPHostUnreachable,
 	"icmp-port-unreachable": gstack.RejectIPv4WithICMPPortUnreachable,
-	// gVisor panics on protocol-unreachable; port-unreachable is the
-	// nearest answer it can send (documented in doc.go).
-	"icmp-proto-unreachable": gstack.RejectIPv4WithICMPPortUnreachable,
-	"icmp-net-prohibited":    gstack.RejectIPv4WithICMPNetProhibited,
-	"icmp-host-prohibited":   gstack.RejectIPv4WithICMPHostProhibited,
-	"icmp-admin-prohibited":  gstack.RejectIPv4WithICMPAdminProhibited,
-	"tcp-reset":              gstack.RejectIPv4WithTCPReset,
+	// icmp-proto-unreachable is refused (Reject.check): gVisor cannot
+	// send it.
+	"icmp-net-prohibited":   gstack.RejectIPv4WithICMPNetProhibited,
+	"icmp-host-prohibited":  gstack.RejectIPv4WithICMPHostProhibited,
+	"icmp-admin-prohibited": gstack.RejectIPv4WithICMPAdminProhibited,
+	"tcp-reset":             gstack.RejectIPv4WithTCPReset,
 }
 
 var reject6 = map[string]gstack.RejectIPv6WithICMPType{
@@ -72,11 +71,9 @@ var reject6 = map[string]gstack.RejectIPv6WithICMPType{
 	"icmp6-adm-prohibited":   gstack.RejectIPv6WithICMPAdminProhibited,
 	"icmp6-addr-unreachable": gstack.RejectIPv6WithICMPAddrUnreachable,
 	"icmp6-port-unreachable": gstack.RejectIPv6WithICMPPortUnreachable,
-	// gVisor panics on policy-fail and reject-route; both refine
-	// "administratively prohibited" (RFC 4443 codes 5 and 6 vs 1).
-	"icmp6-policy-fail":  gstack.RejectIPv6WithICMPAdminProhibited,
-	"icmp6-reject-route": gstack.RejectIPv6WithICMPAdminProhibited,
-	"tcp-reset":          gstack.RejectIPv6WithTCPReset,
+	// icmp6-policy-fail and icmp6-reject-route are refused
+	// (Reject.check): gVisor cannot send them.
+	"tcp-reset": gstack.RejectIPv6WithTCPReset,
 }
 
 func tcpipAddr(a netip.Addr) tcpip.Address {
@@ -186,7 +183,11 @@ func compileRule(f Family, r *Rule, idx map[string]int, rh rejectHandlers) cRule
 		cr.ext = s
 	case *Masquerade:
 		cr.kind = kExternal
-		cr.ext = &gstack.MasqueradeTarget{NetworkProtocol: np}
+		if t.Ports && t.PortLo != 0 {
+			cr.ext = masqueradePort{np, t.PortLo}
+		} else {
+			cr.ext = &gstack.MasqueradeTarget{NetworkProtocol: np}
+		}
 	case *Redirect:
 		cr.kind = kExternal
 		if t.Ports {
@@ -235,6 +236,30 @@ func (cr *cRule) match(p *Packet) bool {
 		}
 	}
 	return true
+}
+
+// masqueradePort is MASQUERADE --to-ports PORT: gVisor's
+// MasqueradeTarget never maps to a given port, Linux maps the source
+// port to it. The address is the one gVisor's target would choose.
+type masqueradePort struct {
+	np   tcpip.NetworkProtocolNumber
+	port uint16
+}
+
+// Action implements gstack.Target.
+func (t masqueradePort) Action(pkt *gstack.PacketBuffer, hook gstack.Hook, r *gstack.Route, ep gstack.AddressableEndpoint) (gstack.RuleVerdict, int) {
+	if hook != gstack.Postrouting || ep == nil {
+		return gstack.RuleDrop, 0
+	}
+	a := ep.AcquireOutgoingPrimaryAddress(pkt.Network().DestinationAddress(), tcpip.Address{}, false)
+	if a == nil {
+		// No source address to masquerade as, as gVisor's target.
+		return gstack.RuleDrop, 0
+	}
+	addr := a.AddressWithPrefix().Address
+	a.DecRef()
+	s := gstack.SNATTarget{NetworkProtocol: t.np, Addr: addr, Port: t.port, ChangeAddress: true, ChangePort: true}
+	return s.Action(pkt, hook, r, ep)
 }
 
 // redirectKeepPort is REDIRECT without --to-ports: gVisor's

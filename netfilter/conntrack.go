@@ -684,3 +684,80 @@ func FormatConntrackWith(flows []Flow, o ConntrackFormat) string {
 	fmt.Fprintf(&b, "conntrack v1.4.7 (conntrack-tools): %d flow entries have been shown.\n", len(flows))
 	return b.String()
 }
+
+// quotedKey reads the flow key of the packet an ICMP or ICMPv6 error
+// (the whole IP packet b) quotes: its addresses and, for TCP, UDP and
+// UDP-Lite, its ports (an error quotes at least 8 bytes of transport
+// header), or an echo's ident.
+func quotedKey(b []byte) (flowKey, bool) {
+	var k flowKey
+	inner, ok := icmpErrorBody(b)
+	if !ok {
+		return k, false
+	}
+	var th []byte
+	switch {
+	case len(inner) >= header.IPv4MinimumSize && inner[0]>>4 == 4:
+		ihl := int(inner[0]&0xf) * 4
+		if ihl < header.IPv4MinimumSize || len(inner) < ihl {
+			return k, false
+		}
+		k = flowKey{proto: inner[9], src: netip.AddrFrom4([4]byte(inner[12:16])), dst: netip.AddrFrom4([4]byte(inner[16:20]))}
+		th = inner[ihl:]
+	case len(inner) >= header.IPv6MinimumSize && inner[0]>>4 == 6:
+		k = flowKey{proto: inner[6], src: netip.AddrFrom16([16]byte(inner[8:24])), dst: netip.AddrFrom16([16]byte(inner[24:40]))}
+		th = inner[header.IPv6MinimumSize:]
+	default:
+		return k, false
+	}
+	switch k.proto {
+	case 6, 17, 136:
+		if len(th) < 4 {
+			return k, false
+		}
+		k.sport, k.dport = binary.BigEndian.Uint16(th), binary.BigEndian.Uint16(th[2:])
+	case 1, 58:
+		if len(th) < 8 {
+			return k, false
+		}
+		k.sport = binary.BigEndian.Uint16(th[4:])
+		k.dport = k.sport
+	}
+	return k, true
+}
+
+// icmpErrorBody returns what follows the ICMP header of the IPv4 or IPv6
+// packet b.
+func icmpErrorBody(b []byte) ([]byte, bool) {
+	const icmpHeader = 8
+	switch {
+	case len(b) >= header.IPv4MinimumSize && b[0]>>4 == 4:
+		ihl := int(b[0]&0xf) * 4
+		if ihl < header.IPv4MinimumSize || len(b) < ihl+icmpHeader {
+			return nil, false
+		}
+		return b[ihl+icmpHeader:], true
+	case len(b) >= header.IPv6MinimumSize+icmpHeader && b[0]>>4 == 6:
+		return b[header.IPv6MinimumSize+icmpHeader:], true
+	}
+	return nil, false
+}
+
+// quotes reports whether the ICMP error p quotes a packet of a flow the
+// tracker holds, in either direction.
+func (t *flowTable) quotes(p *Packet) bool {
+	if p.pkt == nil {
+		return false
+	}
+	v := p.pkt.ToView()
+	k, ok := quotedKey(v.AsSlice())
+	v.Release()
+	if !ok {
+		return false
+	}
+	s := &t.shards[t.shard(&k)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, _ := t.findLocked(s.m, k, t.now())
+	return f != nil
+}

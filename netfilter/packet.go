@@ -203,6 +203,16 @@ func addrFromTCPIP(a tcpip.Address) netip.Addr {
 func conntrackState(p *Packet) CTState {
 	var info gstack.ConnTrackInfo
 	if p.pkt == nil || !p.pkt.FillConnTrackInfo(gstack.ConnTrackInfoOpts{FillState: true}, &info) {
+		if p.isICMPError() && p.fw != nil {
+			// gVisor relates an error only to a connection it kept, and
+			// it keeps none for a packet REJECT refused. Linux relates
+			// an error to the flow of the packet it quotes, and calls
+			// one that quotes no flow INVALID.
+			if p.fw.flows.quotes(p) {
+				return CTRelated
+			}
+			return CTInvalid
+		}
 		// gVisor tracks TCP, UDP and ICMP echo; Linux tracks the rest
 		// generically, which starts as NEW.
 		if p.Protocol == uint8(header.TCPProtocolNumber) {

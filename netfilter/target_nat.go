@@ -10,8 +10,9 @@ import (
 // NATRange is the --to-destination/--to-source argument:
 // [ADDR[-ADDR]][:PORT[-PORT]]. Unset parts keep the packet's value.
 //
-// gVisor's NAT maps to one address and port, so tunstack uses the first
-// address and port of a range (documented in doc.go).
+// gVisor's NAT maps to one address and port, so tunstack refuses a
+// range of more than one address or port (checkSingle) rather than use
+// only its first (documented in doc.go).
 type NATRange struct {
 	From, To netip.Addr
 	PortLo   uint16
@@ -19,6 +20,28 @@ type NATRange struct {
 }
 
 func (r NATRange) hasPorts() bool { return r.PortLo != 0 || r.PortHi != 0 }
+
+// checkSingle refuses a range of more than one address or port: Linux
+// spreads connections over the range (by a hash of the addresses, and
+// to another port when the first is taken), and tunstack, whose NAT is
+// gVisor's, could only ever use the first.
+func (r NATRange) checkSingle(name string) error {
+	if r.From != r.To {
+		return fmt.Errorf("%s to the address range %s-%s is not supported: tunstack's NAT maps to one address; give one", name, r.From, r.To)
+	}
+	if r.PortHi != r.PortLo {
+		return fmt.Errorf("%s to the port range %d-%d is not supported: tunstack's NAT maps to one port; give one", name, r.PortLo, r.PortHi)
+	}
+	return nil
+}
+
+// checkSinglePort is checkSingle for --to-ports.
+func checkSinglePort(name string, lo, hi uint16) error {
+	if lo != hi {
+		return fmt.Errorf("%s --to-ports %d-%d is not supported: tunstack's NAT maps to one port; give one", name, lo, hi)
+	}
+	return nil
+}
 
 func (r NATRange) String() string {
 	var b strings.Builder
@@ -190,6 +213,9 @@ func (t *DNAT) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("DNAT", tb, NAT); err != nil {
 		return err
 	}
+	if err := t.To.checkSingle("DNAT"); err != nil {
+		return err
+	}
 	if t.To.hasPorts() {
 		return needPortProto(r, "DNAT")
 	}
@@ -215,6 +241,9 @@ func (t *SNAT) listInfo(Family, bool) string { return "to:" + t.To.String() + t.
 
 func (t *SNAT) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("SNAT", tb, NAT); err != nil {
+		return err
+	}
+	if err := t.To.checkSingle("SNAT"); err != nil {
 		return err
 	}
 	if t.To.hasPorts() {
@@ -263,6 +292,9 @@ func (t *Masquerade) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("MASQUERADE", tb, NAT); err != nil {
 		return err
 	}
+	if err := checkSinglePort("MASQUERADE", t.PortLo, t.PortHi); err != nil {
+		return err
+	}
 	if t.Ports {
 		return needPortProto(r, "MASQUERADE")
 	}
@@ -300,6 +332,9 @@ func (t *Redirect) listInfo(Family, bool) string {
 
 func (t *Redirect) check(r *Rule, _ Family, tb TableID) error {
 	if err := onlyTable("REDIRECT", tb, NAT); err != nil {
+		return err
+	}
+	if err := checkSinglePort("REDIRECT", t.PortLo, t.PortHi); err != nil {
 		return err
 	}
 	if t.Ports {

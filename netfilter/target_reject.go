@@ -32,6 +32,16 @@ var rejectTypes = []rejectType{
 	{"tcp-reset", []string{"tcp-rst"}, true},
 }
 
+// unsendableReject are the types gVisor's REJECT cannot send (it has no
+// ICMP protocol-unreachable, failed-policy or reject-route reply).
+// tunstack parses them, so that the error names the limitation, and
+// refuses them rather than send another type.
+var unsendableReject = map[string]bool{
+	"icmp-proto-unreachable": true,
+	"icmp6-policy-fail":      true,
+	"icmp6-reject-route":     true,
+}
+
 func parseRejectWith(s string, f Family) (string, error) {
 	for _, t := range rejectTypes {
 		if t.v6 != (f == IPv6) {
@@ -78,6 +88,9 @@ func (t *Reject) check(r *Rule, f Family, tb TableID) error {
 	w, err := parseRejectWith(t.with(f), f)
 	if err != nil {
 		return err
+	}
+	if unsendableReject[w] {
+		return fmt.Errorf("REJECT --reject-with %s is not supported: tunstack's stack cannot send that ICMP type; use another --reject-with", w)
 	}
 	if w == "tcp-reset" && (r.Protocol != 6 || r.ProtocolInvert) {
 		return fmt.Errorf("REJECT --reject-with tcp-reset is only valid with \"-p tcp\"")

@@ -240,6 +240,13 @@ func (s *syncBuffer) String() string {
 // sandbox runs the dial helper for each address requested with dial.
 func startLive(t *testing.T, netns, name string) *liveSandbox {
 	t.Helper()
+	return startLiveMode(t, netns, name, "dial")
+}
+
+// startLiveMode is startLive with another helper mode: dial's argument
+// string is then that mode's arguments.
+func startLiveMode(t *testing.T, netns, name, mode string) *liveSandbox {
+	t.Helper()
 	ctl := t.TempDir()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
@@ -254,7 +261,7 @@ func startLive(t *testing.T, netns, name string) *liveSandbox {
 	bg := exec.Command(argv[0], argv[1:]...)
 	l := &liveSandbox{t: t, name: name, o: runOpts{env: env, netns: netns}, dir: dir, errb: &syncBuffer{}}
 	bg.Stdout, bg.Stderr = l.errb, l.errb
-	bg.Env = append(os.Environ(), append(env, helperEnv+"=dial", "DIAL_TIMEOUT=2s")...)
+	bg.Env = append(os.Environ(), append(env, helperEnv+"="+mode, "DIAL_TIMEOUT=2s")...)
 	if err := bg.Start(); err != nil {
 		t.Fatal(err)
 	}

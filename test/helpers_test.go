@@ -66,6 +66,15 @@ func fileHandler() http.Handler {
 		}
 		fmt.Fprintf(w, "%x %d\n", h.Sum(nil), n)
 	})
+	mux.HandleFunc("/peer", func(w http.ResponseWriter, r *http.Request) {
+		// Which server the connection reached (its port), and a body of
+		// fixed size whatever the addresses are.
+		port := 0
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(*net.TCPAddr); ok {
+			port = a.Port
+		}
+		fmt.Fprintf(w, "port=%05d peer=%-39s\n%s", port, r.RemoteAddr, strings.Repeat("x", 4000))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s to %s\n", r.Host, r.RemoteAddr)
 	})
@@ -257,6 +266,8 @@ func helperMain(mode string, args []string) int {
 		return serveUntilStdinCloses(args[1:])
 	case "dial":
 		return dialHelper(args[1])
+	case "probe":
+		return probeHelper(args[1:])
 	case "udpprobe":
 		return udpProbe(args[1])
 	case "zone":

@@ -5,7 +5,8 @@
 //
 // The outcome the sandboxed program sees mirrors the host's: a refused host
 // dial becomes a TCP RST, an unreachable network an ICMP unreachable, and a
-// silent host a timeout (the SYN is never answered). Half-closes and resets
+// silent host a timeout (the SYN is never answered). A UDP datagram the
+// host's closed port refuses gets an ICMP port unreachable. Half-closes and resets
 // pass through in both directions.
 //
 // Invariant: a sandbox SYN is answered only after the host connection

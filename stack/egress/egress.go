@@ -130,7 +130,7 @@ func Start(cfg Config) (*Egress, error) {
 	e.tcp = newTCPRelay(e)
 	e.udp = &udpRelay{e: e}
 	e.gs.SetTransportProtocolHandler(tcp.ProtocolNumber, e.tcp.handle)
-	e.gs.SetTransportProtocolHandler(udp.ProtocolNumber, udp.NewForwarder(e.gs, e.udp.handle).HandlePacket)
+	e.gs.SetTransportProtocolHandler(udp.ProtocolNumber, e.udp.handlePacket)
 	return e, nil
 }
 

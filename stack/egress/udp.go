@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 )
@@ -21,9 +22,17 @@ type udpRelay struct {
 	e *Egress
 }
 
+// handlePacket is the stack's UDP handler for datagrams no endpoint
+// claims: a forwarder per datagram, so that handle has the datagram
+// (only a flow's first datagram comes here; the rest reach its
+// endpoint).
+func (u *udpRelay) handlePacket(id gstack.TransportEndpointID, pkt *gstack.PacketBuffer) bool {
+	return udp.NewForwarder(u.e.gs, func(r *udp.ForwarderRequest) bool { return u.handle(r, pkt) }).HandlePacket(id, pkt)
+}
+
 // handle runs synchronously on the packet path for datagrams no endpoint
-// claims; it must not block.
-func (u *udpRelay) handle(r *udp.ForwarderRequest) bool {
+// claims; it must not block. pkt is the datagram.
+func (u *udpRelay) handle(r *udp.ForwarderRequest, pkt *gstack.PacketBuffer) bool {
 	id := r.ID()
 	src, dst := idString(id)
 	to, v := u.e.cfg.Translate("udp", dst)
@@ -54,14 +63,19 @@ func (u *udpRelay) handle(r *udp.ForwarderRequest) bool {
 		u.e.log.Debug("egress: udp endpoint", "src", src, "dst", dst, "err", err)
 		return true
 	}
-	f := &udpFlow{e: u.e, ep: ep, wq: &wq, guest: gonet.NewUDPConn(&wq, ep), closed: make(chan struct{})}
+	// The first datagram, kept to quote in the port unreachable the
+	// sandbox gets when the host says the port is closed.
+	first := pkt.Clone()
+	f := &udpFlow{e: u.e, ep: ep, wq: &wq, guest: gonet.NewUDPConn(&wq, ep), closed: make(chan struct{}), first: first}
 	if !u.e.flows.Track(f) || !u.e.flows.Go(func() {
 		defer release()
+		defer first.DecRef()
 		f.run(networkOf("udp", to.Addr()), to.String())
 	}) {
 		f.Close()
 		u.e.flows.Untrack(f)
 		release()
+		first.DecRef()
 	}
 	return true
 }
@@ -76,6 +90,10 @@ type udpFlow struct {
 	once  sync.Once
 	// closed is closed by Close, waking a pump that waits for data.
 	closed chan struct{}
+	// first is the flow's first datagram from the sandbox, owned by run;
+	// refusing serializes the two pumps' use of it.
+	first    *gstack.PacketBuffer
+	refusing sync.Mutex
 }
 
 // Close ends the flow: both sockets are closed, once.
@@ -157,8 +175,9 @@ func (f *udpFlow) guestReadable() error {
 }
 
 // hostReadable returns a wait for a datagram on the host socket h: a
-// one-byte MSG_PEEK from the poller, which takes no buffer. A connection
-// without a descriptor is read at once.
+// one-byte MSG_PEEK from the poller, which takes no buffer. It returns
+// ECONNREFUSED when the peek found the host's port unreachable instead.
+// A connection without a descriptor is read at once.
 func hostReadable(h net.Conn) func() error {
 	sc, ok := h.(syscall.Conn)
 	if !ok {
@@ -170,19 +189,33 @@ func hostReadable(h net.Conn) func() error {
 	}
 	var one [1]byte
 	return func() error {
-		return rc.Read(func(fd uintptr) bool {
-			_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			return err != unix.EAGAIN
+		var peeked error
+		err := rc.Read(func(fd uintptr) bool {
+			_, _, peeked = unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			return peeked != unix.EAGAIN
 		})
+		if err != nil {
+			return err
+		}
+		// The peek took the socket's pending error (the kernel reports
+		// it once): pass a refusal on; others the next read sees again.
+		if peeked == unix.ECONNREFUSED {
+			return syscall.ECONNREFUSED
+		}
+		return nil
 	}
 }
 
 // pump copies datagrams until the flow is closed. A host socket's
-// ECONNREFUSED (an ICMP error for an earlier datagram) does not end the
-// flow, as it would not for an unconnected socket in the sandbox.
+// ECONNREFUSED (an ICMP port unreachable for an earlier datagram) does
+// not end the flow, as it would not for an unconnected socket in the
+// sandbox; the sandbox gets a port unreachable of its own (refused).
 func (f *udpFlow) pump(dst, src net.Conn, readable func() error) {
 	for {
-		if err := readable(); err != nil {
+		if err := readable(); errors.Is(err, syscall.ECONNREFUSED) {
+			f.refused()
+			continue
+		} else if err != nil {
 			return
 		}
 		bp := datagramPool.Get().(*[]byte)
@@ -200,13 +233,30 @@ func (f *udpFlow) forward(dst, src net.Conn, buf []byte) error {
 	n, err := src.Read(buf)
 	if err != nil {
 		if errors.Is(err, syscall.ECONNREFUSED) {
+			f.refused()
 			return nil
 		}
 		return err
 	}
 	f.touch()
-	if _, err := dst.Write(buf[:n]); err != nil && !errors.Is(err, syscall.ECONNREFUSED) {
-		return err
+	if _, err := dst.Write(buf[:n]); err != nil {
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return err
+		}
+		f.refused()
 	}
 	return nil
+}
+
+// refused answers the host's port unreachable (a host socket's
+// ECONNREFUSED) with one to the sandbox, as the closed port would have
+// answered it directly. It quotes the flow's first datagram: a socket
+// matches an ICMP error by the addresses and ports quoted, which every
+// datagram of the flow shares.
+func (f *udpFlow) refused() {
+	if f.first != nil {
+		f.refusing.Lock()
+		f.e.reject(f.first, Refuse, false)
+		f.refusing.Unlock()
+	}
 }
