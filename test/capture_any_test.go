@@ -42,12 +42,7 @@ func testCaptureAny(t *testing.T, uid int) {
 	env := []string{control.DirEnv + "=" + ctl}
 	// Not t.TempDir: its parent is private to root, and the sandbox may
 	// run as nobody.
-	dir, err := os.MkdirTemp("", "tunstack-capany-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
+	dir := sharedDir(t, "tunstack-capany-", 0o755)
 	gofile := filepath.Join(dir, "go")
 	name := fmt.Sprintf("capany%d", os.Getpid())
 	script := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done; curl -sS --fail --max-time 10 http://10.0.2.2:%d/", gofile, port)

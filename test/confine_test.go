@@ -308,12 +308,7 @@ func TestSandboxCannotReachControlSocket(t *testing.T) {
 func TestRootSandboxCannotEnterHostNamespaces(t *testing.T) {
 	needProg(t, "nsenter", "ip")
 	host := startBG(t, 0, nil, "sleep", "60")
-	secretDir, err := os.MkdirTemp("", "tunstack-secret-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(secretDir) })
-	os.Chmod(secretDir, 0o755)
+	secretDir := sharedDir(t, "tunstack-secret-", 0o755)
 	secret := filepath.Join(secretDir, "secret")
 	if err := os.WriteFile(secret, []byte("root-only-content\n"), 0o600); err != nil {
 		t.Fatal(err)

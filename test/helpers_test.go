@@ -358,3 +358,20 @@ func dialHelper(addr string) int {
 	fmt.Println("ok")
 	return 0
 }
+
+// sharedDir makes a directory directly in /tmp with the given mode,
+// removed when the test ends. Not t.TempDir: its parent is private to
+// root, and a sandbox or instance running as nobody must reach what the
+// test puts there.
+func sharedDir(t *testing.T, prefix string, mode os.FileMode) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, mode); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}

@@ -184,12 +184,7 @@ func checkRuntimeForwards(t *testing.T, o runOpts, name string) {
 	t.Helper()
 	// Directly in /tmp (t.TempDir's parent is 0700): the confined
 	// instance runs as nobody.
-	dir, err := os.MkdirTemp("", "tunstack-fwd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o777)
+	dir := sharedDir(t, "tunstack-fwd-", 0o777)
 	uds := filepath.Join(dir, "fwd.sock")
 	udpPort := freePort(t)
 	mustRun(t, o, "forward", "--name", name, "add", uds+":8080", fmt.Sprintf("127.0.0.1:%d:8080/udp", udpPort))

@@ -30,12 +30,7 @@ func TestDownloadFromHostLoopback(t *testing.T) {
 
 func TestUploadToHost(t *testing.T) {
 	p, sum := testPayload()
-	dir, err := os.MkdirTemp("", "tunstack-upload-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	dir := sharedDir(t, "tunstack-upload-", 0o755)
 	file := filepath.Join(dir, "payload")
 	if err := os.WriteFile(file, p, 0o644); err != nil {
 		t.Fatal(err)

@@ -27,12 +27,7 @@ func TestExitWhileSandboxSends(t *testing.T) {
 			needTun(t, u.uid)
 			// Not t.TempDir: its parent is root's alone, and nobody's
 			// tunstack reads the rules and the sender writes its flag.
-			dir, err := os.MkdirTemp("", "tunstack-spray-")
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { os.RemoveAll(dir) })
-			os.Chmod(dir, 0o777)
+			dir := sharedDir(t, "tunstack-spray-", 0o777)
 			sending := filepath.Join(dir, "sending")
 			rules := filepath.Join(dir, "rules")
 			if err := os.WriteFile(rules, []byte(sprayRules()), 0o644); err != nil {

@@ -171,12 +171,7 @@ type slirpImpl struct {
 // the callers need) and /bin/false (so it is known to be able to fail).
 func slirpImpls(t *testing.T) []slirpImpl {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tunstack-slirp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(dir, 0o755)
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := sharedDir(t, "tunstack-slirp-", 0o755)
 	link := filepath.Join(dir, "slirp4netns")
 	if err := os.Symlink(binPath, link); err != nil {
 		t.Fatal(err)

@@ -115,12 +115,7 @@ type forwarded struct {
 
 func startForwarded(t *testing.T, uid int, name string, flags ...string) *forwarded {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "tunstack-splice-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o777)
+	dir := sharedDir(t, "tunstack-splice-", 0o777)
 	uds := filepath.Join(dir, "fwd.sock")
 	env := []string{"TUNSTACK_CONTROL_DIR=" + controlDir(t, uid), helperEnv + "=server"}
 	f := &forwarded{o: runOpts{uid: uid, env: env}, name: name,
@@ -134,6 +129,7 @@ func startForwarded(t *testing.T, uid int, name string, flags ...string) *forwar
 	f.tcp6 = clientVia("tcp", addr6)
 	f.unix = clientVia("unix", uds)
 	var body string
+	var err error
 	for i := 0; i < 100; i++ { // the instance and its server may still be starting
 		if body, err = getBody(f.tcp, "http://sandbox/"); err == nil {
 			return f
