@@ -186,11 +186,11 @@ func parseDiagMsg(b []byte, netid string) (Socket, error) {
 	src, _ := netip.AddrFromSlice(b[8 : 8+n])
 	dst, _ := netip.AddrFromSlice(b[24 : 24+n])
 	s := Socket{Side: SideSandbox, Netid: netid, State: name, V6: family == unix.AF_INET6,
-		Local:  netip.AddrPortFrom(src, binary.BigEndian.Uint16(b[4:])),
-		Peer:   netip.AddrPortFrom(dst, binary.BigEndian.Uint16(b[6:])),
-		RecvQ:  int(ne.Uint32(b[56:])),
-		SendQ:  int(ne.Uint32(b[60:])),
-		Inode:  uint64(ne.Uint32(b[68:])),
+		Local: netip.AddrPortFrom(src, binary.BigEndian.Uint16(b[4:])),
+		Peer:  netip.AddrPortFrom(dst, binary.BigEndian.Uint16(b[6:])),
+		RecvQ: int(ne.Uint32(b[56:])),
+		SendQ: int(ne.Uint32(b[60:])),
+		Inode: uint64(ne.Uint32(b[68:])),
 	}
 	if s.Peer.Port() == 0 && s.Peer.Addr().IsUnspecified() {
 		s.Peer = netip.AddrPort{} // unconnected, as Socket has it

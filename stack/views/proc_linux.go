@@ -27,9 +27,9 @@ type ProcIndex struct {
 	// v6onlyRead is set when the sockets came with V6Only (from
 	// sock_diag) rather than from the tables, which lack it.
 	v6onlyRead bool
-	inodes  map[sockKey]uint64
-	holders map[uint64][]Process
-	procErr error
+	inodes     map[sockKey]uint64
+	holders    map[uint64][]Process
+	procErr    error
 }
 
 type sockKey struct {
