@@ -101,11 +101,21 @@ func (b backend) sockets(q control.SocketQuery) []views.Socket {
 }
 
 // procIndex indexes the sandbox's sockets (those of pid's namespace) and,
-// with processes, their holders. Where this process may not read the
-// holders' /proc entries (root's sandbox, to tunstack confined to
-// nobody), the sandbox's init names them, with the pids it sees.
+// with processes, their holders. The sockets come from sock_diag, as ss's
+// do, over a socket the sandbox's init made in the namespace (so a
+// listener's backlog and IPV6_V6ONLY are read); without an init (an
+// attached namespace) or should that fail, from the namespace's /proc
+// tables, which lack both. Where this process may not read the holders'
+// /proc entries (root's sandbox, to tunstack confined to nobody), the
+// sandbox's init names them, with the pids it sees.
 func (in *Instance) procIndex(pid int, processes bool) (*views.ProcIndex, error) {
-	idx, err := views.NewProcIndex("/proc", pid, processes)
+	idx, err := in.diagIndex(pid, processes)
+	if idx == nil {
+		if err != nil {
+			in.log.Debug("ss: sock_diag in the sandbox failed; reading /proc", "pid", pid, "err", err)
+		}
+		idx, err = views.NewProcIndex("/proc", pid, processes)
+	}
 	if err != nil || !processes || idx.ProcessErr() == nil {
 		return idx, err
 	}
@@ -125,6 +135,24 @@ func (in *Instance) procIndex(pid int, processes bool) (*views.ProcIndex, error)
 	}
 	idx.SetHolders(h)
 	return idx, nil
+}
+
+// diagIndex indexes the sandbox's sockets from a sock_diag dump in its
+// namespace; nil (and no error) when the sandbox has no init to make the
+// socket.
+func (in *Instance) diagIndex(pid int, processes bool) (*views.ProcIndex, error) {
+	if in.Sandbox == nil || !in.Sandbox.HasInner() {
+		return nil, nil
+	}
+	var socks []views.Socket
+	err := in.Sandbox.WithSockDiag(func(fd int) (err error) {
+		socks, err = views.DiagSockets(fd)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return views.NewSocketIndex(socks, "/proc", pid, processes), nil
 }
 
 // Links implements control.Backend.

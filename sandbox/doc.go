@@ -35,7 +35,8 @@
 // of JSON lines), and fresh TCP sockets made in the command's network
 // namespace by a thread of init that has entered it (DialInner, fd 5,
 // SOCK_SEQPACKET: a JSON request, a JSON reply with the sockets attached),
-// for port forwards spliced kernel to kernel.
+// for port forwards spliced kernel to kernel, and on the same channel one
+// NETLINK_SOCK_DIAG socket of that namespace (WithSockDiag), for ss.
 //
 // A child that fails sends a childReply with Error set and exits 125; one
 // that does not find the command sends NotFound set to its name and exits

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,10 +29,14 @@ import (
 //	init → tunstack  JSON innerReply, with N fresh unconnected sockets
 //	                 (SOCK_STREAM, IPPROTO_TCP) attached on success
 //
+// A request for family unix.AF_NETLINK (N 1) asks for a NETLINK_SOCK_DIAG
+// socket instead, with which tunstack ss lists the namespace's sockets as
+// ss inside it does (see WithSockDiag).
+//
 // Nothing in the sandbox can reach that socket.
 
 // innerRequest asks init for N sockets of a family (unix.AF_INET or
-// unix.AF_INET6).
+// unix.AF_INET6), or for one NETLINK_SOCK_DIAG socket (unix.AF_NETLINK).
 type innerRequest struct {
 	Family int `json:"family"`
 	N      int `json:"n"`
@@ -121,7 +126,7 @@ func answerInner(conn *net.UnixConn, msg []byte, nsErr error) error {
 	if err == nil {
 		if jerr := json.Unmarshal(msg, &req); jerr != nil {
 			err = fmt.Errorf("bad request %q", msg)
-		} else if req.Family != unix.AF_INET && req.Family != unix.AF_INET6 || req.N < 1 || req.N > maxInnerBatch {
+		} else if !validInnerRequest(req) {
 			err = fmt.Errorf("bad request: family %d, %d sockets", req.Family, req.N)
 		}
 	}
@@ -132,7 +137,7 @@ func answerInner(conn *net.UnixConn, msg []byte, nsErr error) error {
 		}
 	}()
 	for i := 0; err == nil && i < req.N; i++ {
-		fd, serr := unix.Socket(req.Family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		fd, serr := innerSocket(req.Family)
 		if serr != nil {
 			if len(files) == 0 {
 				err = fmt.Errorf("socket: %w", serr)
@@ -151,6 +156,27 @@ func answerInner(conn *net.UnixConn, msg []byte, nsErr error) error {
 		return werr
 	}
 	return fdpass.Send(conn, b, files...)
+}
+
+// validInnerRequest: 1 to maxInnerBatch TCP sockets, or one sock_diag
+// socket.
+func validInnerRequest(req innerRequest) bool {
+	switch req.Family {
+	case unix.AF_INET, unix.AF_INET6:
+		return req.N >= 1 && req.N <= maxInnerBatch
+	case unix.AF_NETLINK:
+		return req.N == 1
+	}
+	return false
+}
+
+// innerSocket makes one socket of a request's family (on init's thread
+// in the command's namespace).
+func innerSocket(family int) (int, error) {
+	if family == unix.AF_NETLINK {
+		return unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	}
+	return unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
 }
 
 // fetchInner asks init for n sockets of family over conn and returns
@@ -191,16 +217,21 @@ func fetchInner(conn *net.UnixConn, family, n int) ([]int, error) {
 }
 
 // checkInner verifies that a descriptor from init is an unconnected TCP
-// socket of family: whatever init sends, tunstack only ever connects a
-// TCP socket with it.
+// socket of family, or for unix.AF_NETLINK a NETLINK_SOCK_DIAG socket:
+// whatever init sends, tunstack only ever connects a TCP socket with it,
+// or dumps sockets with the netlink one.
 func checkInner(fd, family int) error {
+	typ, proto := unix.SOCK_STREAM, unix.IPPROTO_TCP
+	if family == unix.AF_NETLINK {
+		typ, proto = unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG
+	}
 	want := [...]struct {
 		opt, val int
 		name     string
 	}{
 		{unix.SO_DOMAIN, family, "SO_DOMAIN"},
-		{unix.SO_TYPE, unix.SOCK_STREAM, "SO_TYPE"},
-		{unix.SO_PROTOCOL, unix.IPPROTO_TCP, "SO_PROTOCOL"},
+		{unix.SO_TYPE, typ, "SO_TYPE"},
+		{unix.SO_PROTOCOL, proto, "SO_PROTOCOL"},
 	}
 	for _, w := range want {
 		v, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, w.opt)
@@ -211,6 +242,9 @@ func checkInner(fd, family int) error {
 			return fmt.Errorf("descriptor %d: %s is %d, want %d", fd, w.name, v, w.val)
 		}
 	}
+	if family == unix.AF_NETLINK {
+		return nil
+	}
 	if _, err := unix.Getpeername(fd); err == nil {
 		return fmt.Errorf("descriptor %d: already connected", fd)
 	}
@@ -220,6 +254,17 @@ func checkInner(fd, family int) error {
 // HasInner reports whether DialInner can work: the sandbox has an init
 // (it is not an attached namespace).
 func (sb *Sandbox) HasInner() bool { return sb.inner != nil }
+
+// WithSockDiag runs fn with a NETLINK_SOCK_DIAG socket of the sandbox's
+// network namespace, made by its init and kept for later calls (fn must
+// not close it; calls are serialised). ErrNoInner means this sandbox has
+// no init to make one (an attached namespace).
+func (sb *Sandbox) WithSockDiag(fn func(fd int) error) error {
+	if sb.inner == nil {
+		return ErrNoInner
+	}
+	return sb.inner.withDiag(fn)
+}
 
 // DialInner connects to dst from inside the sandbox's network namespace
 // with a socket its init made there, so that a port forward can relay
@@ -353,17 +398,54 @@ func sockaddr(ap netip.AddrPort) unix.Sockaddr {
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
 }
 
-// innerSockets is tunstack's end of init's socket channel and the pool
-// in front of it.
+// innerSockets is tunstack's end of init's socket channel, the pool in
+// front of it, and the sock_diag socket fetched through it.
 type innerSockets struct {
 	conn *net.UnixConn
 	pool *innerPool
+
+	diagMu sync.Mutex // serialises dumps on diagFD, and its fetch and close
+	// diagFD is the sock_diag socket once fetched, or -1.
+	// +checklocks:diagMu
+	diagFD int
+	// diagClosed is set by close: no more fetches.
+	// +checklocks:diagMu
+	diagClosed bool
 }
 
 func newInnerSockets(conn *net.UnixConn) *innerSockets {
-	return &innerSockets{conn: conn, pool: newInnerPool(func(family, n int) ([]int, error) {
+	return &innerSockets{conn: conn, diagFD: -1, pool: newInnerPool(func(family, n int) ([]int, error) {
 		return fetchInner(conn, family, n)
 	}, 0)}
+}
+
+// diagTimeout bounds each receive of a dump on the sock_diag socket.
+const diagTimeout = 2 * time.Second
+
+// withDiag runs fn with the sock_diag socket, fetched from init on first
+// use (through the pool's serial fetch: the channel is shared) and kept.
+func (s *innerSockets) withDiag(fn func(fd int) error) error {
+	s.diagMu.Lock()
+	defer s.diagMu.Unlock()
+	if s.diagClosed {
+		return ErrNoInner
+	}
+	if s.diagFD < 0 {
+		fds, err := s.pool.fetchSerial(unix.AF_NETLINK, 1)
+		if err != nil {
+			return err
+		}
+		for _, extra := range fds[1:] {
+			unix.Close(extra)
+		}
+		tv := unix.NsecToTimeval(diagTimeout.Nanoseconds())
+		if err := unix.SetsockoptTimeval(fds[0], unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			unix.Close(fds[0])
+			return fmt.Errorf("sandbox: sock_diag socket: SO_RCVTIMEO: %w", err)
+		}
+		s.diagFD = fds[0]
+	}
+	return fn(s.diagFD)
 }
 
 func (s *innerSockets) get(family int) (int, error) { return s.pool.get(family) }
@@ -372,4 +454,11 @@ func (s *innerSockets) get(family int) (int, error) { return s.pool.get(family) 
 func (s *innerSockets) close() {
 	s.conn.Close()
 	s.pool.close()
+	s.diagMu.Lock()
+	defer s.diagMu.Unlock()
+	if s.diagFD >= 0 {
+		unix.Close(s.diagFD)
+		s.diagFD = -1
+	}
+	s.diagClosed = true
 }

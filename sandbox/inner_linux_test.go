@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +187,19 @@ func TestCheckInner(t *testing.T) {
 		{"sctp-like seqpacket unix", func() int { fd, _ := unix.Socket(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0); return fd }, unix.AF_INET, false},
 		{"a file", func() int { fd, _ := unix.Open("/dev/null", unix.O_RDONLY, 0); return fd }, unix.AF_INET, false},
 		{"connected", connected, unix.AF_INET, false},
+		{"sock_diag", func() int {
+			fd, _ := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
+			return fd
+		}, unix.AF_NETLINK, true},
+		{"netlink route for sock_diag", func() int {
+			fd, _ := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_ROUTE)
+			return fd
+		}, unix.AF_NETLINK, false},
+		{"tcp for sock_diag", func() int { fd, _ := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0); return fd }, unix.AF_NETLINK, false},
+		{"sock_diag for tcp", func() int {
+			fd, _ := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW, unix.NETLINK_SOCK_DIAG)
+			return fd
+		}, unix.AF_INET, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,6 +245,14 @@ func TestInnerChannel(t *testing.T) {
 	}
 	for _, fd := range fds {
 		unix.Close(fd)
+	}
+	diag, err := fetchInner(ours, unix.AF_NETLINK, 1)
+	if err != nil || len(diag) != 1 {
+		t.Fatalf("fetchInner(AF_NETLINK) = %v, %v; want one sock_diag socket", diag, err)
+	}
+	unix.Close(diag[0])
+	if _, err := fetchInner(ours, unix.AF_NETLINK, 2); err == nil {
+		t.Errorf("a request for 2 sock_diag sockets was answered with sockets")
 	}
 	if _, err := fetchInner(ours, 99, 1); err == nil {
 		t.Errorf("a request for family 99 was answered with sockets")
@@ -366,5 +388,46 @@ func TestDialInnerAttached(t *testing.T) {
 	}
 	if _, err := sb.DialInner(context.Background(), netip.MustParseAddrPort("10.0.2.100:80")); !errors.Is(err, ErrNoInner) {
 		t.Errorf("DialInner on an attached sandbox: %v, want ErrNoInner", err)
+	}
+}
+
+// TestWithDiag: the sock_diag socket is fetched from init once, kept for
+// the next call, and closed with the channel, after which WithSockDiag
+// fails with ErrNoInner.
+func TestWithDiag(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: init's thread enters a network namespace (here its own)")
+	}
+	nsfd, err := openNetNS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, theirs, err := innerPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serveInner(theirs, nsfd, nil)
+	}()
+	sb := &Sandbox{inner: newInnerSockets(ours)}
+	var first, second int
+	if err := sb.WithSockDiag(func(fd int) error { first = fd; return checkInner(fd, unix.AF_NETLINK) }); err != nil {
+		t.Fatalf("first WithSockDiag: %v", err)
+	}
+	if err := sb.WithSockDiag(func(fd int) error { second = fd; return nil }); err != nil || second != first {
+		t.Fatalf("second WithSockDiag: fd %d (first %d), %v; want the kept socket", second, first, err)
+	}
+	sb.inner.close()
+	<-done
+	if _, err := unix.GetsockoptInt(first, unix.SOL_SOCKET, unix.SO_DOMAIN); err == nil {
+		t.Errorf("sock_diag socket %d still open after close", first)
+	}
+	if err := sb.WithSockDiag(func(int) error { return nil }); !errors.Is(err, ErrNoInner) {
+		t.Errorf("WithSockDiag after close = %v, want ErrNoInner", err)
+	}
+	if err := (&Sandbox{}).WithSockDiag(func(int) error { return nil }); !errors.Is(err, ErrNoInner) {
+		t.Errorf("WithSockDiag without init = %v, want ErrNoInner", err)
 	}
 }

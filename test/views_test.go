@@ -341,23 +341,26 @@ func TestPs(t *testing.T) {
 }
 
 // sandboxSockets is a Python program that opens, in the sandbox, sockets
-// of every kind ss tells apart: IPv4 and dual-stack IPv6 listeners, an
-// IPv4 and an IPV6_V6ONLY listener on one port, a connection with 3 bytes
+// of every kind ss tells apart: IPv4 and dual-stack IPv6 listeners (with
+// backlogs 7 and 5: ss's Send-Q), an IPv4 and an IPV6_V6ONLY listener on
+// one port, an IPV6_V6ONLY listener alone on its port (nothing in the
+// /proc tables tells it from a dual-stack one), a connection with 3 bytes
 // unread, one waiting in a listener's accept queue (IPv4 mapped into
 // IPv6), and, last, a UDP socket: once it is listed, all are there.
 const sandboxSockets = `
 import socket, time
-def listen(fam, addr, port, v6only=None):
+def listen(fam, addr, port, v6only=None, backlog=5):
     s = socket.socket(fam, socket.SOCK_STREAM)
     if v6only is not None:
         s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
     s.bind((addr, port))
-    s.listen(5)
+    s.listen(backlog)
     return s
-a = listen(socket.AF_INET, "0.0.0.0", 18081)
+a = listen(socket.AF_INET, "0.0.0.0", 18081, backlog=7)
 b = listen(socket.AF_INET6, "::", 18082, 0)
 c = listen(socket.AF_INET, "0.0.0.0", 18083)
 d = listen(socket.AF_INET6, "::", 18083, 1)
+e = listen(socket.AF_INET6, "::", 18085, 1, backlog=3)
 cl = socket.create_connection(("127.0.0.1", 18081))
 sv, _ = a.accept()
 cl.send(b"abc")
@@ -368,21 +371,17 @@ time.sleep(60)
 `
 
 // ssRows normalizes ss output for comparison: one sorted line per socket,
-// the header left out; a listener's Send-Q (its backlog, which the
-// /proc tables tunstack reads do not carry) as "-"; the process column
-// kept only with names.
-func ssRows(out string, names bool) []string {
+// the header (when there is one) left out, the queues kept (a listener's
+// Send-Q is its backlog); the process column kept only with names.
+func ssRows(out string, header, names bool) []string {
 	var rows []string
 	for i, l := range strings.Split(strings.TrimSpace(out), "\n") {
 		f := strings.Fields(l)
-		if i == 0 || len(f) < 6 {
+		if header && i == 0 || len(f) < 5 {
 			continue
 		}
-		if f[1] == "LISTEN" {
-			f[3] = "-"
-		}
 		if !names || len(f) > 7 {
-			f = f[:6]
+			f = f[:min(6, len(f))]
 		}
 		rows = append(rows, strings.Join(f, " "))
 	}
@@ -436,10 +435,29 @@ func TestSSSandboxSideIsSSInside(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ss in the sandbox: %v: %s", err, real)
 			}
-			got, want := ssRows(ours, tc.names), ssRows(string(real), tc.names)
-			if len(want) != 9 || !slices.Equal(got, want) {
-				t.Errorf("tunstack ss --side sandbox -tuanp:\n%s\nwant (9 sockets, as ss in the sandbox):\n%s\ntunstack's output:\n%s\nss's:\n%s",
+			got, want := ssRows(ours, true, tc.names), ssRows(string(real), true, tc.names)
+			if len(want) != 10 || !slices.Equal(got, want) {
+				t.Errorf("tunstack ss --side sandbox -tuanp:\n%s\nwant (10 sockets, as ss in the sandbox):\n%s\ntunstack's output:\n%s\nss's:\n%s",
 					strings.Join(got, "\n"), strings.Join(want, "\n"), ours, real)
+			}
+			// The listeners alone, against ss -tlnH in the namespace:
+			// backlogs as Send-Q, [::] for a v6-only listener and * for
+			// a dual-stack one, as ss reads them (sock_diag).
+			ours = mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tln").stdout
+			real, err = exec.Command("nsenter", "-t", strconv.Itoa(sb), "-n", "ss", "-tlnH").CombinedOutput()
+			if err != nil {
+				t.Fatalf("ss -tlnH in the sandbox: %v: %s", err, real)
+			}
+			got, want = ssRows(ours, true, false), ssRows(string(real), false, false)
+			wantRows := []string{"LISTEN 0 3 [::]:18085 [::]:*", "LISTEN 1 5 *:18082 *:*", "LISTEN 0 7 0.0.0.0:18081 0.0.0.0:*"}
+			for _, r := range wantRows {
+				if !slices.Contains(want, r) {
+					t.Errorf("ss -tlnH in the sandbox lacks %q (the test's premise):\n%s", r, real)
+				}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("tunstack ss --side sandbox -tln:\n%s\nwant (as ss -tlnH in the sandbox):\n%s",
+					strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 
 			// Both sides, marked: the sandbox's listener with its

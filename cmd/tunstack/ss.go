@@ -26,9 +26,13 @@ userspace stack's own and those of the sandbox's network namespace, in a
 first column Side ("stack" or "sandbox").
 
 The sandbox side is what ss run inside the namespace shows: its
-listeners, its connections, their queues. It is read from the /proc/PID/net
-tables of the sandbox's command, without entering the namespace. Unlike
-ss, a listener's Send-Q (its backlog) shows 0: the tables do not carry it.
+listeners, its connections, their queues (a listener's Send-Q is its
+backlog), read as ss reads them (sock_diag) through the sandbox's init. For
+a namespace tunstack did not create ("tunstack attach", the slirp4netns
+mode), which has no init, it is read from the /proc/PID/net tables of the
+namespace's process instead; there, unlike ss, a listener's Send-Q shows
+0 and IPV6_V6ONLY is guessed from an IPv4 socket on the same port, the
+tables carrying neither.
 
 A flow relayed for the sandbox shows on both sides: on the stack's, its
 local address is the destination the sandbox connected to and its peer the

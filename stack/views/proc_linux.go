@@ -23,10 +23,13 @@ import (
 // socket, with mirrored addresses. Annotate looks up the sandbox side;
 // Sockets lists the namespace's sockets themselves.
 type ProcIndex struct {
-	socks   []Socket
-	inodes  map[sockKey]uint64
-	holders map[uint64][]Process
-	procErr error
+	socks []Socket
+	// v6onlyRead is set when the sockets came with V6Only (from
+	// sock_diag) rather than from the tables, which lack it.
+	v6onlyRead bool
+	inodes     map[sockKey]uint64
+	holders    map[uint64][]Process
+	procErr    error
 }
 
 type sockKey struct {
@@ -54,6 +57,40 @@ func NewProcIndex(procRoot string, pid int, processes bool) (*ProcIndex, error) 
 		x.procErr = x.indexProcesses(procRoot, base, pid)
 	}
 	return x, nil
+}
+
+// NewSocketIndex indexes socks, the sockets of the network namespace of
+// process pid as DiagSockets lists them (V6Only read, not inferred), and
+// with processes finds their holders under procRoot as NewProcIndex does.
+func NewSocketIndex(socks []Socket, procRoot string, pid int, processes bool) *ProcIndex {
+	x := &ProcIndex{inodes: map[sockKey]uint64{}, holders: map[uint64][]Process{}, v6onlyRead: true}
+	for _, s := range socks {
+		x.add(s)
+	}
+	if processes {
+		x.procErr = x.indexProcesses(procRoot, filepath.Join(procRoot, strconv.Itoa(pid)), pid)
+	}
+	return x
+}
+
+// add indexes one socket by its addresses (an unconnected one's peer is
+// the zero value or unspecified).
+func (x *ProcIndex) add(s Socket) {
+	if s.Inode != 0 {
+		peer := s.Peer
+		if !peer.IsValid() {
+			any := netip.IPv4Unspecified()
+			if s.V6 {
+				any = netip.IPv6Unspecified()
+			}
+			peer = netip.AddrPortFrom(any, 0)
+		}
+		x.inodes[sockKey{s.Netid, unmapAP(s.Local), unmapAP(peer)}] = s.Inode
+	}
+	if s.Peer.Port() == 0 && s.Peer.Addr().IsUnspecified() {
+		s.Peer = netip.AddrPort{} // unconnected, as Socket has it
+	}
+	x.socks = append(x.socks, s)
 }
 
 // indexProcesses finds the holders of the indexed sockets among the
@@ -112,13 +149,7 @@ func (x *ProcIndex) readTable(path, proto string, v6 bool) error {
 		if !ok {
 			continue
 		}
-		if s.Inode != 0 {
-			x.inodes[sockKey{proto, unmapAP(s.Local), unmapAP(s.Peer)}] = s.Inode
-		}
-		if s.Peer.Port() == 0 && s.Peer.Addr().IsUnspecified() {
-			s.Peer = netip.AddrPort{} // unconnected, as Socket has it
-		}
-		x.socks = append(x.socks, s)
+		x.add(s)
 	}
 	return sc.Err()
 }
@@ -171,7 +202,9 @@ func (x *ProcIndex) Sockets() []Socket {
 		if s.Inode != 0 {
 			s.Processes = x.holders[s.Inode]
 		}
-		s.V6Only = s.V6 && s.Local.Addr().IsUnspecified() && v4any[port{s.Netid, s.Local.Port()}]
+		if !x.v6onlyRead {
+			s.V6Only = s.V6 && s.Local.Addr().IsUnspecified() && v4any[port{s.Netid, s.Local.Port()}]
+		}
 		out = append(out, s)
 	}
 	SortSockets(out)

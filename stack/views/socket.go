@@ -45,9 +45,10 @@ type Socket struct {
 	// unspecified).
 	V6 bool `json:"v6,omitempty"`
 	// V6Only is set for an IPv6 socket with IPV6_V6ONLY: read from the
-	// endpoint for the stack's sockets; for a sandbox socket bound to any
-	// address, inferred from an IPv4 socket bound to the same port
-	// beside it (the /proc tables do not carry IPV6_V6ONLY).
+	// endpoint for the stack's sockets, and from sock_diag for the
+	// sandbox's; from the /proc tables, which do not carry it, inferred
+	// for a socket bound to any address from an IPv4 socket bound to the
+	// same port beside it.
 	V6Only bool `json:"v6only,omitempty"`
 	// Processes hold the socket (on the stack's side: the sandbox side of
 	// the flow), filled in on request.
