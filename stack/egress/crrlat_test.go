@@ -10,6 +10,14 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tunstack/tunstack/stack/egress"
+	"github.com/tunstack/tunstack/stack/gateway"
 )
 
 // BenchmarkConnectRequestCloseLatency is BenchmarkConnectRequestClose with
@@ -17,14 +25,36 @@ import (
 // per flow, for GOMAXPROCS 1 and 2 set after the stacks exist (as the
 // procs governor does, so gVisor's processor pool is sized for all CPUs).
 // A p99 regression on one P (issue 12) shows here without root.
+//
+// link=pipe is gVisor's in-memory pipe; link=syscall makes every write of
+// the gateway's side end in a 50 µs blocking syscall, as a TUN writev
+// does (the kernel runs the sandbox's receive path inside it): a writer
+// holding an endpoint's lock loses its P to sysmon there, which the pipe
+// never shows.
 func BenchmarkConnectRequestCloseLatency(b *testing.B) {
-	for _, p := range []int{1, 2} {
-		b.Run("procs="+strconv.Itoa(p), func(b *testing.B) { crrLatency(b, p) })
+	for _, link := range []string{"pipe", "syscall"} {
+		for _, p := range []int{1, 2} {
+			b.Run("link="+link+"/procs="+strconv.Itoa(p), func(b *testing.B) { crrLatency(b, link, p) })
+		}
 	}
 }
 
-func crrLatency(b *testing.B, procs int) {
-	sb := sandbox(b)
+// syscallWriter is a link endpoint whose writes end in a blocking syscall.
+type syscallWriter struct{ gstack.LinkEndpoint }
+
+func (w syscallWriter) WritePackets(pkts gstack.PacketBufferList) (int, tcpip.Error) {
+	n, err := w.LinkEndpoint.WritePackets(pkts)
+	unix.Nanosleep(&unix.Timespec{Nsec: 50_000}, nil)
+	return n, err
+}
+
+func crrLatency(b *testing.B, link string, procs int) {
+	a, g := pipe.New("", "", 65520)
+	var gw gstack.LinkEndpoint = g
+	if link == "syscall" {
+		gw = syscallWriter{g}
+	}
+	sb, _ := sandboxOn(b, gateway.Config{Dialer: &egress.LoopbackDialer{}}, a, gw)
 	port := hostListener(b, "tcp", func(c net.Conn) {
 		go func() {
 			defer c.Close()
