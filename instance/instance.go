@@ -123,6 +123,10 @@ type Instance struct {
 	extras
 }
 
+// tunWriteQueue is the TUN NIC's write queue in packets (gVisor's usual
+// FIFO length; a packet is at most 64 KiB with offloads).
+const tunWriteQueue = 1000
+
 // Start creates the sandbox and serves its network. The command does not
 // run until Run.
 func Start(cfg Config) (*Instance, error) {
@@ -200,8 +204,10 @@ func (in *Instance) serve(dev *tun.Device) error {
 	// they came) and reassembles them once rules are loaded.
 	// NoPrefixRoute: the gateway routes everything through this NIC with
 	// default routes, so on-link routes would only clutter the route view.
+	// WriteQueue: TUN writes are syscalls, and one made under a gVisor
+	// endpoint lock stalls a one-P process for ~10 ms (stack.NICConfig).
 	fwLink := netfilter.NewLinkEndpoint(tap)
-	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: fwLink, Promiscuous: true, Spoofing: true, Disabled: true, NoPrefixRoute: true})
+	nic, err := st.AddNIC(stack.NICConfig{Name: dev.Name, Endpoint: fwLink, Promiscuous: true, Spoofing: true, Disabled: true, NoPrefixRoute: true, WriteQueue: tunWriteQueue})
 	if err != nil {
 		in.closeExtras()
 		st.Close()

@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -178,6 +179,18 @@ type NICConfig struct {
 	// handlers (the gateway) need this: gVisor reads its handler table
 	// without a lock, so handlers must be in place before packets flow.
 	Disabled bool
+	// WriteQueue > 0 hands outgoing packets to one writer goroutine
+	// through a queue of that many packets (gVisor's FIFO queueing
+	// discipline; a full queue drops) instead of writing them in the
+	// sending goroutine. Set it for links whose writes are syscalls (TUN,
+	// TAP): gVisor writes some packets (a SYN-ACK of the TCP forwarder, the
+	// ACKs and data its processor sends) while holding the endpoint's lock
+	// as a non-user, and its TCP processor re-queues an endpoint whose lock
+	// it cannot take without yielding. With GOMAXPROCS 1, a writer that
+	// loses its P during the syscall then waits until the spinning
+	// processor is preempted, about 10 ms (docs/PERFORMANCE.md, "What
+	// stalls crr p99 with one P").
+	WriteQueue int
 }
 
 // AddNIC adds a NIC and returns its ID. Like ip-address(8), each address
@@ -200,7 +213,11 @@ func (s *Stack) AddNIC(cfg NICConfig) (NICID, error) {
 		s.noPrefix[id] = true
 	}
 	s.mu.Unlock()
-	if err := s.gs.CreateNICWithOptions(id, cfg.Endpoint, gstack.NICOptions{Name: cfg.Name, Disabled: cfg.Disabled}); err != nil {
+	opts := gstack.NICOptions{Name: cfg.Name, Disabled: cfg.Disabled}
+	if cfg.WriteQueue > 0 {
+		opts.QDisc = fifo.New(cfg.Endpoint, 1, cfg.WriteQueue)
+	}
+	if err := s.gs.CreateNICWithOptions(id, cfg.Endpoint, opts); err != nil {
 		return 0, fmt.Errorf("stack: create NIC %q: %s", cfg.Name, err)
 	}
 	for _, p := range cfg.Addresses {

@@ -16,6 +16,7 @@ import (
 
 	"go.uber.org/goleak"
 	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/egress"
@@ -38,8 +39,14 @@ func sandbox(t testing.TB) *stack.Stack {
 // filled in).
 func sandboxWith(t testing.TB, cfg gateway.Config) (*stack.Stack, *gateway.Gateway) {
 	t.Helper()
-	stacktest.CheckLeaks(t)
 	a, b := pipe.New("", "", 65520)
+	return sandboxOn(t, cfg, a, b)
+}
+
+// sandboxOn is sandboxWith on the link a (sandbox side) - b (gateway side).
+func sandboxOn(t testing.TB, cfg gateway.Config, a, b gstack.LinkEndpoint) (*stack.Stack, *gateway.Gateway) {
+	t.Helper()
+	stacktest.CheckLeaks(t)
 	sb, err := stack.New(stack.Options{})
 	if err != nil {
 		t.Fatal(err)
