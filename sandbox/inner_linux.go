@@ -351,13 +351,13 @@ func fileTCPConn(f *os.File, dst netip.AddrPort) (*net.TCPConn, error) {
 // waitConnect waits until the non-blocking connect on f completes (or ctx
 // ends) and returns its result.
 func waitConnect(ctx context.Context, f *os.File) error {
-	if d, ok := ctx.Deadline(); ok {
-		f.SetWriteDeadline(d)
-	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}
+	// Only the context ends the wait (no deadline of its own on f): when
+	// the wait fails, ctx.Err() is then already set and is what the
+	// caller gets, not a poller timeout that raced the context's timer.
 	stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
 	var soErr int
