@@ -45,12 +45,6 @@ var allowlist = []string{
 	"bind", "listen", "accept4", "connect", "getsockname", "getpeername",
 	"setsockopt", "getsockopt", "shutdown",
 
-	// Spliced port forwards: the runtime moves bytes between two kernel
-	// sockets with splice(2) through pipes it makes with pipe2 (sized with
-	// fcntl); the sockets come from the sandbox's init by recvmsg and are
-	// checked with getsockopt (SO_DOMAIN, SO_TYPE, SO_PROTOCOL).
-	"splice", "pipe2",
-
 	// The command: signals forwarded to it, its exit status.
 	"kill", "pidfd_send_signal", "wait4", "waitid",
 

@@ -12,7 +12,7 @@
 // unix socket can instead take the splice path (Config.Inner, Path): a
 // kernel socket inside the sandbox's network namespace connects to the
 // sandbox address from 127.0.0.1 (or ::1), and the bytes move host socket
-// to inner socket with splice(2), never through the stack. Under PathAuto
+// to inner socket by relay's copy loop, never through the stack. Under PathAuto
 // that happens only while the firewall is empty, since a spliced flow
 // does not cross it; other clients keep the stack path and their address.
 package forward

@@ -5,7 +5,6 @@ package relay
 import (
 	"errors"
 	"io"
-	"net"
 	"sync"
 )
 
@@ -70,36 +69,4 @@ func Copy(dst io.Writer, src io.Reader) error {
 			bp = pools[tier].Get().(*[]byte)
 		}
 	}
-}
-
-// kernelSocket reports whether c is a host kernel stream socket, which
-// the Go runtime can splice from and to.
-func kernelSocket(c Conn) bool {
-	switch c.(type) {
-	case *net.TCPConn, *net.UnixConn:
-		return true
-	}
-	return false
-}
-
-// KernelCopy copies src to dst until EOF (nil) or an error when both are
-// host kernel sockets (*net.TCPConn, or a *net.UnixConn on one side): the
-// Go runtime moves the bytes with splice(2) through a pipe, so they never
-// enter this process's memory (TCPConn.ReadFrom and TCPConn.WriteTo). A
-// spliced port forward (host socket to a socket in the sandbox's network
-// namespace) relays this way.
-func KernelCopy(dst, src net.Conn) error {
-	var err error
-	if u, ok := dst.(*net.UnixConn); ok {
-		if t, ok := src.(*net.TCPConn); ok {
-			_, err = t.WriteTo(u)
-			return err
-		}
-	}
-	if t, ok := dst.(*net.TCPConn); ok {
-		_, err = t.ReadFrom(src)
-		return err
-	}
-	_, err = io.Copy(dst, src)
-	return err
 }

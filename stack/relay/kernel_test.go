@@ -7,11 +7,17 @@ import (
 	"testing"
 )
 
-// hidden hides a *net.TCPConn's type, so Pipe takes the userspace Copy.
-type hidden struct{ *net.TCPConn }
+// spliced relays a and b the way Pipe once did for two kernel sockets:
+// TCPConn.ReadFrom, which the Go runtime does with splice(2). Kept for
+// the benchmarks' reference row; it moved less than Copy (see Pipe).
+func spliced(a, b *net.TCPConn) {
+	go func() { b.ReadFrom(a); b.CloseWrite() }()
+	a.ReadFrom(b)
+	a.CloseWrite()
+}
 
-// relayedFor is relayed with a choice of path: splice (the kernel sockets
-// as they are) or Copy (their type hidden).
+// relayedFor is relayed by Pipe (the userspace Copy) or, with splice, by
+// spliced.
 func relayedFor(t testing.TB, splice bool) (client, server *net.TCPConn, done chan struct{}) {
 	client, a := tcpPair(t)
 	b, server := tcpPair(t)
@@ -19,19 +25,21 @@ func relayedFor(t testing.TB, splice bool) (client, server *net.TCPConn, done ch
 	go func() {
 		defer close(done)
 		if splice {
-			Pipe(a, b)
+			spliced(a, b)
+			a.Close()
+			b.Close()
 		} else {
-			Pipe(hidden{a}, hidden{b})
+			Pipe(a, b)
 		}
 	}()
 	return client, server, done
 }
 
-// TestKernelPathIntact: bytes cross a Pipe of two kernel sockets (the
-// splice path) intact in both directions at once, and a half-close
+// TestKernelPathIntact: bytes cross a Pipe of two kernel sockets (a
+// spliced forward) intact in both directions at once, and a half-close
 // passes through.
 func TestKernelPathIntact(t *testing.T) {
-	client, server, done := relayedFor(t, true)
+	client, server, done := relayedFor(t, false)
 	const n = 8 << 20
 	src := make([]byte, n)
 	for i := range src {
@@ -59,7 +67,7 @@ func TestKernelPathIntact(t *testing.T) {
 }
 
 // BenchmarkPipeKernel moves 64 MiB one way through a Pipe of two loopback
-// TCP connections, by splice and by the userspace Copy.
+// TCP connections, by Pipe (Copy) and by splice(2) for reference.
 func BenchmarkPipeKernel(b *testing.B) {
 	for _, bc := range []struct {
 		name   string
