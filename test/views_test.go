@@ -459,6 +459,13 @@ func TestSSSandboxSideIsSSInside(t *testing.T) {
 				t.Errorf("tunstack ss --side sandbox -tln:\n%s\nwant (as ss -tlnH in the sandbox):\n%s",
 					strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
+			// And -H itself, line for line (columns as wide as their
+			// contents, as ss prints them without a header; in any
+			// order, since ss lists in the kernel's hash order).
+			oursH := mustRun(t, o, "ss", "--name", name, "--side", "sandbox", "-tlnH").stdout
+			if !slices.Equal(sortedLines(oursH), sortedLines(string(real))) {
+				t.Errorf("tunstack ss --side sandbox -tlnH:\n%s\nwant (ss -tlnH in the sandbox):\n%s", oursH, real)
+			}
 
 			// Both sides, marked: the sandbox's listener with its
 			// process, the stack's DNS listener.
@@ -482,4 +489,15 @@ func TestSSSandboxSideIsSSInside(t *testing.T) {
 			}
 		})
 	}
+}
+
+// sortedLines is s's lines, trailing blanks dropped (ss pads its last
+// column), sorted.
+func sortedLines(s string) []string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = strings.TrimRight(l, " ")
+	}
+	slices.Sort(lines)
+	return lines
 }

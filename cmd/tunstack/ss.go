@@ -99,6 +99,7 @@ unconnected, TIME-WAIT or SYN-RECV ones).`,
 	f.BoolVarP(&o.Extended, "extended", "e", false, "show the sandbox socket's inode")
 	f.StringVar(&side, "side", control.SideAll, "sockets of the stack, the sandbox, or all (stack, sandbox, all)")
 	f.BoolVarP(&o.Info, "info", "i", false, "show TCP internals (rtt, cwnd, retransmits)")
+	f.BoolVarP(&o.NoHeader, "no-header", "H", false, "leave out the header line")
 	f.BoolVarP(&v4, "ipv4", "4", false, "only IPv4 sockets")
 	f.BoolVarP(&v6, "ipv6", "6", false, "only IPv6 sockets")
 	f.BoolVar(&asJSON, "json", false, "print JSON")

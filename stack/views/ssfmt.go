@@ -20,6 +20,10 @@ type SSOptions struct {
 	// ShowSide adds a first column, Side, naming each socket's side
 	// (stack or sandbox), for a listing of both.
 	ShowSide bool
+	// NoHeader (-H) leaves the header line out; as in ss, the columns are
+	// then only as wide as their contents (Recv-Q and Send-Q values are
+	// always padded to six).
+	NoHeader bool
 	// ServiceName names a port for a protocol ("http"), or returns ""; it
 	// is used unless Numeric.
 	ServiceName func(port uint16, proto string) string
@@ -85,6 +89,9 @@ func WriteSS(w io.Writer, socks []Socket, o SSOptions) error {
 	wid := make([]int, nfix)
 	for i := range wid {
 		wid[i] = len(header[i])
+		if o.NoHeader && header[i] != "Recv-Q" && header[i] != "Send-Q" {
+			wid[i] = 0 // ss prints the queues %-6d, the rest as they are
+		}
 	}
 	la, lp, pa, pp := 0, 0, 0, 0
 	for _, r := range rows {
@@ -94,14 +101,18 @@ func WriteSS(w io.Writer, socks []Socket, o SSOptions) error {
 		la, lp = max(la, len(r.laddr)), max(lp, len(r.lport))
 		pa, pp = max(pa, len(r.paddr)), max(pp, len(r.pport))
 	}
-	lw := max(la+1+lp, len(header[nfix]))
-	pw := max(pa+1+pp, len(header[nfix+1]))
+	lw, pw := la+1+lp, pa+1+pp
+	if !o.NoHeader {
+		lw, pw = max(lw, len(header[nfix])), max(pw, len(header[nfix+1]))
+	}
 	la, pa = lw-1-lp, pw-1-pp
 	var b strings.Builder
-	for i := 0; i < nfix; i++ {
-		fmt.Fprintf(&b, "%-*s ", wid[i], header[i])
+	if !o.NoHeader {
+		for i := 0; i < nfix; i++ {
+			fmt.Fprintf(&b, "%-*s ", wid[i], header[i])
+		}
+		fmt.Fprintf(&b, "%*s %*s %s\n", lw, header[nfix], pw, header[nfix+1], header[nfix+2])
 	}
-	fmt.Fprintf(&b, "%*s %*s %s\n", lw, header[nfix], pw, header[nfix+1], header[nfix+2])
 	for _, r := range rows {
 		for i, c := range r.cols {
 			fmt.Fprintf(&b, "%-*s ", wid[i], c)

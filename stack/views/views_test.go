@@ -125,6 +125,11 @@ UNCONN 0      0            [fd00::2]:53            [::]:*
 Netid State  Recv-Q Send-Q Local Address:Port Peer Address:Port Process
 udp   UNCONN 0      0            [fd00::2]:53            [::]:*
 `},
+		// ss -tlnH: no header, columns as wide as their contents, the
+		// queues padded to six (as real ss prints a listener).
+		{"tlnH", SSOptions{TCP: true, Listening: true, Numeric: true, NoHeader: true}, `
+LISTEN 0      0      10.0.2.2:80 0.0.0.0:*
+`},
 		{"tl services", SSOptions{TCP: true, Listening: true, ServiceName: func(p uint16, proto string) string {
 			if p == 80 && proto == "tcp" {
 				return "http"
