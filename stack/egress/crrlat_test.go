@@ -72,17 +72,7 @@ func crrLatency(b *testing.B, link string, procs int) {
 	lat := make([]time.Duration, 0, b.N)
 	for b.Loop() {
 		t0 := time.Now()
-		c, err := sb.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := c.Write([]byte{'x'}); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, buf[:]); err != nil {
-			b.Fatal(err)
-		}
-		c.Close()
+		crrOnce(ctx, b, sb, addr, buf[:])
 		lat = append(lat, time.Since(t0))
 	}
 	slices.Sort(lat)
