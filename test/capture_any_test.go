@@ -47,16 +47,7 @@ func testCaptureAny(t *testing.T, uid int) {
 	name := fmt.Sprintf("capany%d", os.Getpid())
 	script := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done; curl -sS --fail --max-time 10 http://10.0.2.2:%d/", gofile, port)
 	run := startBG(t, uid, env, binPath, "run", "--name", name, "--", "sh", "-c", script)
-	sock := control.SocketPath(ctl, name)
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) || run.exited() {
-			t.Fatalf("no control socket %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitControlSocket(t, run, control.SocketPath(ctl, name))
 	links := mustRun(t, runOpts{env: env}, "ip", "--name", name, "link").stdout
 	m := regexp.MustCompile(`(?m)^(\d+): tun0:`).FindStringSubmatch(links)
 	if m == nil {

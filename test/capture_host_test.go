@@ -105,17 +105,7 @@ func TestCaptureHostSeesDNAT(t *testing.T) {
 	script := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done; curl -sS --fail --max-time 10 http://10.0.2.2/", gofile)
 	run := startBG(t, 0, env, binPath, "run", "--name", name, "--rules", writeRules(t, rules), "--", "sh", "-c", script)
 
-	sock := control.SocketPath(ctl, name)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) || run.exited() {
-			t.Fatalf("no control socket %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitControlSocket(t, run, control.SocketPath(ctl, name))
 
 	// The handshake and the request: 4 packets are there on both sides
 	// whatever the timing of the rest.

@@ -29,16 +29,7 @@ func TestCaptureChecksumsAndInstanceEnd(t *testing.T) {
 	name := fmt.Sprintf("capend%d", os.Getpid())
 	script := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.05; done; curl -sS -o /dev/null --fail --max-time 10 -r 0-200000 http://10.0.2.2:%d/file", gofile, port)
 	run := startBG(t, 0, env, binPath, "run", "--name", name, "--offload", "auto", "--", "sh", "-c", script)
-	sock := control.SocketPath(ctl, name)
-	for deadline := time.Now().Add(15 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) || run.exited() {
-			t.Fatalf("no control socket %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitControlSocket(t, run, control.SocketPath(ctl, name))
 	cap := startTcpdump(t, env, "--name", name, "-w", "-", "tcp")
 	cap.waitListening(t, "tcpdump")
 	if err := os.WriteFile(gofile, nil, 0o644); err != nil {

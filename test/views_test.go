@@ -501,3 +501,18 @@ func sortedLines(s string) []string {
 	slices.Sort(lines)
 	return lines
 }
+
+// waitControlSocket waits up to 15 s for an instance's control socket,
+// failing the test if run exits first.
+func waitControlSocket(t *testing.T, run *bgProc, sock string) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		if _, err := os.Stat(sock); err == nil {
+			return
+		}
+		if time.Now().After(deadline) || run.exited() {
+			t.Fatalf("no control socket %s", sock)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
