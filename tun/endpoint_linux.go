@@ -324,7 +324,7 @@ type reader struct {
 }
 
 func (r *reader) readv(fd uintptr) bool {
-	n, _, errno := unix.Syscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(r.niov))
+	n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(r.niov))
 	if errno == unix.EAGAIN || errno == unix.EINTR {
 		return false
 	}
@@ -462,7 +462,7 @@ type writeBuf struct {
 }
 
 func (wb *writeBuf) writev(fd uintptr) bool {
-	_, _, wb.errno = unix.Syscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&wb.iov[0])), uintptr(len(wb.iov)))
+	_, _, wb.errno = unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&wb.iov[0])), uintptr(len(wb.iov)))
 	// EAGAIN is not waited out: a full device drops the packet, as a full
 	// qdisc would, and TCP retransmits. Waiting would stall the stack's
 	// goroutines (and Close) behind a reader that may never come.

@@ -1,0 +1,9 @@
+//go:build !linux
+
+package relay
+
+import "io"
+
+func readerOf(c Conn) io.Reader { return c }
+
+func writerOf(c Conn) io.Writer { return c }
