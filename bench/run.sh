@@ -340,10 +340,12 @@ if [ "${1:-}" = __stack ]; then
 		# --no-pidns: the workload reads the stack's /proc/PID/stat for
 		# its CPU figures, which a PID namespace would hide from it (a
 		# ...base binary from before PID namespaces has no such flag).
+		# The help is read whole first: with pipefail, grep -q quitting at
+		# its match could fail the pipeline (tunstack's write gets EPIPE)
+		# and start the stack with a PID namespace after all.
 		pidns=()
-		if "$bin" run --help 2>&1 | grep -q -- --no-pidns; then
-			pidns=(--no-pidns)
-		fi
+		help=$("$bin" run --help 2>&1 || true)
+		case $help in *--no-pidns*) pidns=(--no-pidns) ;; esac
 		# shellcheck disable=SC2086
 		"$bin" run "${pidns[@]}" --mtu "$mtu" "${gm[@]}" "${off[@]}" $TSB_TUNSTACK_ARGS -- "$@" &
 		d=$!

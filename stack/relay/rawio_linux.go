@@ -2,6 +2,7 @@ package relay
 
 import (
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"unsafe"
@@ -19,11 +20,6 @@ import (
 // then polls every 20 µs for a millisecond, two context switches a poll
 // on the CPUs the sandbox's programs need. A profile of 1-byte round trips
 // had it at a quarter of the process (docs/PERFORMANCE.md).
-
-// rawStream is the part of a kernel socket the raw reader and writer need.
-type rawStream interface {
-	SyscallConn() (syscall.RawConn, error)
-}
 
 // readerOf returns what Copy reads c through: a raw reader for a kernel
 // socket, c itself otherwise.
@@ -47,14 +43,21 @@ func writerOf(c Conn) io.Writer {
 	return c
 }
 
-// rawConnOf returns c's RawConn when c is a kernel TCP or Unix stream
-// socket (the only kinds relayed), nil otherwise.
+// rawConnOf returns c's RawConn when c is exactly a kernel TCP or Unix
+// stream socket, nil otherwise. Exactly: a type that wraps one to count or
+// limit what passes would still have SyscallConn, and must keep its Read
+// and Write.
 func rawConnOf(c Conn) syscall.RawConn {
-	s, ok := c.(rawStream)
-	if !ok {
+	var rc syscall.RawConn
+	var err error
+	switch s := c.(type) {
+	case *net.TCPConn:
+		rc, err = s.SyscallConn()
+	case *net.UnixConn:
+		rc, err = s.SyscallConn()
+	default:
 		return nil
 	}
-	rc, err := s.SyscallConn()
 	if err != nil {
 		return nil
 	}

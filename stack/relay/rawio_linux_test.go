@@ -28,6 +28,7 @@ func TestRawIOKind(t *testing.T) {
 		{"tcp socket", tc, true},
 		{"unix stream socket", uc, true},
 		{"in-memory pipe", AsConn(p1), false},
+		{"a type wrapping a tcp socket", wrapped{tc}, false},
 	}
 	for _, tt := range tests {
 		_, r := readerOf(tt.c).(*rawReader)
@@ -37,6 +38,12 @@ func TestRawIOKind(t *testing.T) {
 		}
 	}
 }
+
+// wrapped stands for a type that wraps a kernel socket to see what
+// passes: Copy must go through its Read and Write.
+type wrapped struct{ *net.TCPConn }
+
+func (w wrapped) Read(p []byte) (int, error) { return w.TCPConn.Read(p) }
 
 // TestRawIOBytesIntact sends 4 MiB through a raw writer into a socket
 // with small buffers (so that writes come back partial and EAGAIN, and
