@@ -72,7 +72,10 @@ type Endpoint struct {
 var _ stack.LinkEndpoint = (*Endpoint)(nil)
 var _ stack.GSOEndpoint = (*Endpoint)(nil)
 
-// NewEndpoint wraps dev. mtu must match the interface's MTU.
+// NewEndpoint wraps dev. mtu must match the interface's MTU. dev's queue
+// files must stay non-blocking (never call their Fd): the endpoint reads
+// and writes them with raw system calls (see readv), which a blocking
+// descriptor would stall while they hold the runtime's P.
 func NewEndpoint(dev *Device, mtu uint32, log *slog.Logger) (*Endpoint, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -323,6 +326,9 @@ type reader struct {
 	read  func(fd uintptr) bool
 }
 
+// readv is a raw system call: an ordinary one would wake the runtime's
+// sysmon thread on every packet (stack/relay's rawio_linux.go says why
+// that matters). It cannot block: the queue files are non-blocking.
 func (r *reader) readv(fd uintptr) bool {
 	n, _, errno := unix.RawSyscall(unix.SYS_READV, fd, uintptr(unsafe.Pointer(&r.iov[0])), uintptr(r.niov))
 	if errno == unix.EAGAIN || errno == unix.EINTR {

@@ -12,14 +12,17 @@ import (
 
 // Kernel sockets are read and written with raw system calls
 // (unix.RawSyscall, as gVisor's rawfile does for its non-blocking
-// descriptors). The sockets are non-blocking, so a call never waits: when
-// it would, the runtime's poller waits instead (syscall.RawConn). What
-// this saves is the runtime's syscall bookkeeping, and on a quiet stack
-// that is most of a small message's cost: every ordinary system call wakes
-// the runtime's monitor thread (sysmon) when it sleeps, and the monitor
-// then polls every 20 µs for a millisecond, two context switches a poll
-// on the CPUs the sandbox's programs need. A profile of 1-byte round trips
-// had it at a quarter of the process (docs/PERFORMANCE.md).
+// descriptors). A raw call holds its P until it returns, so each one is
+// made non-blocking by its own flag (MSG_DONTWAIT), whatever mode the
+// descriptor is in (a File() of the connection and its Fd() would switch
+// the shared description to blocking); when it would block, the runtime's
+// poller waits instead (syscall.RawConn). What this saves is the runtime's
+// syscall bookkeeping, and on a quiet stack that is most of a small
+// message's cost: every ordinary system call wakes the runtime's monitor
+// thread (sysmon) when it sleeps, and the monitor then polls every 20 µs
+// for a millisecond, two context switches a poll on the CPUs the
+// sandbox's programs need. A profile of 1-byte round trips had it at a
+// quarter of the process (docs/PERFORMANCE.md).
 
 // readerOf returns what Copy reads c through: a raw reader for a kernel
 // socket, c itself otherwise.
@@ -48,16 +51,12 @@ func writerOf(c Conn) io.Writer {
 // limit what passes would still have SyscallConn, and must keep its Read
 // and Write.
 func rawConnOf(c Conn) syscall.RawConn {
-	var rc syscall.RawConn
-	var err error
-	switch s := c.(type) {
-	case *net.TCPConn:
-		rc, err = s.SyscallConn()
-	case *net.UnixConn:
-		rc, err = s.SyscallConn()
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
 	default:
 		return nil
 	}
+	rc, err := c.(syscall.Conn).SyscallConn()
 	if err != nil {
 		return nil
 	}
@@ -96,7 +95,7 @@ func (r *rawReader) Read(p []byte) (int, error) {
 
 func (r *rawReader) read(fd uintptr) bool {
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)))
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.buf[0])), uintptr(len(r.buf)), unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -136,9 +135,8 @@ func (w *rawWriter) Write(p []byte) (int, error) {
 func (w *rawWriter) write(fd uintptr) bool {
 	for w.done < len(w.buf) {
 		rest := w.buf[w.done:]
-		// send(2) with MSG_NOSIGNAL: a reset peer is an EPIPE error, never
-		// a SIGPIPE.
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), unix.MSG_NOSIGNAL, 0, 0)
+		// MSG_NOSIGNAL: a reset peer is an EPIPE error, never a SIGPIPE.
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)), unix.MSG_NOSIGNAL|unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
 			w.done += int(n)

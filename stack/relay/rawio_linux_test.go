@@ -115,6 +115,19 @@ func TestRawIOEndings(t *testing.T) {
 			_, err := readerOf(local).Read(make([]byte, 10))
 			return err
 		}, func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+		{"descriptor switched to blocking: the deadline still ends a read", func(t *testing.T, local, peer *net.TCPConn) error {
+			// File().Fd() makes the shared file description blocking; a
+			// raw read(2) would then block for good, holding its P.
+			f, err := local.File()
+			if err != nil {
+				return err
+			}
+			f.Fd()
+			f.Close()
+			local.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+			_, err = readerOf(local).Read(make([]byte, 10))
+			return err
+		}, func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
 		{"closed under a waiting read", func(t *testing.T, local, peer *net.TCPConn) error {
 			time.AfterFunc(20*time.Millisecond, func() { local.Close() })
 			_, err := readerOf(local).Read(make([]byte, 10))
