@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -75,10 +76,26 @@ func floodHelper(args []string) int {
 	fmt.Println("flood " + res)
 	fmt.Println("during " + <-during)
 	release()
-	fmt.Println("after " + download(url, sum))
+	fmt.Println("after " + downloadAfter(url, sum))
 	fmt.Println("done")
 	io.Copy(io.Discard, in)
 	return 0
+}
+
+// downloadAfter is download once the flood is released. Releasing only
+// starts the end of the held flows: tunstack frees a flow's slot when its
+// relay has ended on both sides, so a connection right after may still
+// find the cap full and be refused. It retries refused dials for 10 s;
+// a stack that never recovers still fails.
+func downloadAfter(url, sum string) string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res := download(url, sum)
+		if res == "ok" || !strings.Contains(res, "dial tcp") || time.Now().After(deadline) {
+			return res
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // download fetches url and reports "ok" or what went wrong.
