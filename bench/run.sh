@@ -27,8 +27,10 @@
 # tcprr (bench/tcprr): 1-byte request/response on one persistent TCP_NODELAY
 # connection (p50/p99, rate) and connect+request+close (p50/p99, rate).
 # Around every iperf3 run the stack process's utime+stime is read from
-# /proc/PID/stat (CPU seconds per GiB moved); its VmHWM (peak RSS) is read at
-# the end. veth has no stack process: those columns stay empty.
+# /proc/PID/stat (CPU seconds per GiB moved), and tcprr reads it around its
+# measured rr and crr loops (CPU µs per round trip and per connection); its
+# VmHWM (peak RSS) is read at the end. veth has no stack process: those
+# columns stay empty.
 #
 # Port forwards (FORWARD=1, the default; FORWARD=0 skips them): after the
 # runs above, the sandbox starts an iperf3 server on FPORT and a tcprr server
@@ -202,7 +204,7 @@ if [ "${1:-}" = __inner ]; then
 			log "[$name] iperf3 $t failed: $out $(tail -c 300 "$dir/iperf.$t.err" 2>/dev/null | tr '\n' ' ')"
 		fi
 	done
-	run timeout -k 3 70 "$TSB_TCPRR" -c "$tgt:$TSB_RRPORT" -n "$TSB_RR_N" -crr "$TSB_CRR_N" -timeout 60s \
+	run timeout -k 3 70 "$TSB_TCPRR" -c "$tgt:$TSB_RRPORT" -n "$TSB_RR_N" -crr "$TSB_CRR_N" -timeout 60s ${spid:+-stackpid "$spid"} \
 		>"$dir/tcprr.out" 2>"$dir/tcprr.err"
 	if grep -q '^rr_p50_us=' "$dir/tcprr.out"; then
 		cat "$dir/tcprr.out"
@@ -279,7 +281,7 @@ fwdclient() {
 			log "[$name] forward iperf3 $t failed: $out $(tail -c 300 "$dir/iperf.$t.err" 2>/dev/null | tr '\n' ' ')"
 		fi
 	done
-	timeout -k 3 70 "$TSB_TCPRR" -c "$tgt:$TSB_FRRPORT" -n "$TSB_RR_N" -crr "$TSB_CRR_N" -timeout 60s \
+	timeout -k 3 70 "$TSB_TCPRR" -c "$tgt:$TSB_FRRPORT" -n "$TSB_RR_N" -crr "$TSB_CRR_N" -timeout 60s ${spid:+-stackpid "$spid"} \
 		>"$dir/pf-tcprr.out" 2>"$dir/pf-tcprr.err" || true
 	if grep -q '^rr_p50_us=' "$dir/pf-tcprr.out"; then
 		sed 's/^/pf_/' "$dir/pf-tcprr.out"
@@ -627,7 +629,7 @@ function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.
 { cnt[$2, $3]++; val[$2, $3, cnt[$2, $3]] = $4; seen[$3] = 1 }
 END {
 	ns = split(order, st, " ")
-	split("fwd_mbps rev_mbps fwdP_mbps revP_mbps rr_p50_us rr_p99_us rr_tps crr_p50_us crr_p99_us crr_cps fwd_cpu_s_gib rev_cpu_s_gib fwdP_cpu_s_gib revP_cpu_s_gib hwm_kib fwd_stall_s rev_stall_s fwdP_stall_s revP_stall_s pfup_mbps pfdown_mbps pfup_cpu_s_gib pfdown_cpu_s_gib pf_rr_p50_us pf_rr_p99_us pf_crr_p50_us pf_crr_cps pfup_stall_s pfdown_stall_s", M, " ")
+	split("fwd_mbps rev_mbps fwdP_mbps revP_mbps rr_p50_us rr_p99_us rr_tps crr_p50_us crr_p99_us crr_cps fwd_cpu_s_gib rev_cpu_s_gib fwdP_cpu_s_gib revP_cpu_s_gib hwm_kib fwd_stall_s rev_stall_s fwdP_stall_s revP_stall_s pfup_mbps pfdown_mbps pfup_cpu_s_gib pfdown_cpu_s_gib pf_rr_p50_us pf_rr_p99_us pf_crr_p50_us pf_crr_cps pfup_stall_s pfdown_stall_s rr_cpu_us crr_cpu_us pf_rr_cpu_us pf_crr_cpu_us", M, " ")
 	for (i = 1; i <= ns; i++) for (k in M) med[st[i], M[k]] = median(st[i], M[k])
 	for (i = 1; i <= ns; i++) { stall[st[i]] = 0
 		for (k = 16; k <= 19; k++) for (j = 1; j <= cnt[st[i], M[k]]; j++) stall[st[i]] += val[st[i], M[k], j] }
@@ -645,13 +647,14 @@ END {
 	print ""
 	print "### Latency (tcprr: 1-byte messages, TCP_NODELAY; crr = connect + request/response + close)"
 	print ""
-	print "| stack | rr p50 µs | rr p99 µs | rr/s | crr p50 µs | crr p99 µs | crr/s | rr p50/veth | crr p50/veth |"
-	print "|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+	print "| stack | rr p50 µs | rr p99 µs | rr/s | crr p50 µs | crr p99 µs | crr/s | rr p50/veth | crr p50/veth | CPU µs/rr | CPU µs/crr |"
+	print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 	for (i = 1; i <= ns; i++) { s = st[i]
-		printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
+		printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", s,
 			f(med[s, "rr_p50_us"], "%.0f"), f(med[s, "rr_p99_us"], "%.0f"), f(med[s, "rr_tps"], "%.0f"),
 			f(med[s, "crr_p50_us"], "%.0f"), f(med[s, "crr_p99_us"], "%.0f"), f(med[s, "crr_cps"], "%.0f"),
-			ratio(med[s, "rr_p50_us"], med[v, "rr_p50_us"]), ratio(med[s, "crr_p50_us"], med[v, "crr_p50_us"]) }
+			ratio(med[s, "rr_p50_us"], med[v, "rr_p50_us"]), ratio(med[s, "crr_p50_us"], med[v, "crr_p50_us"]),
+			f(med[s, "rr_cpu_us"], "%.1f"), f(med[s, "crr_cpu_us"], "%.0f") }
 	print ""
 	print "### Cost of the stack process (CPU seconds, utime+stime, per GiB received; peak RSS = VmHWM)"
 	print ""
@@ -668,17 +671,18 @@ END {
 	if (npf > 0) {
 		print "### Port forward: host client -> server in the sandbox, through the stack port forward on " pfaddr " (veth: direct to the sandbox address); single stream, median"
 		print ""
-		print "| stack | up Gbit/s | down Gbit/s | up/veth | down/veth | rr p50 µs | rr p99 µs | crr p50 µs | crr/s | CPU s/GiB up | CPU s/GiB down | stall s | n |"
-		print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+		print "| stack | up Gbit/s | down Gbit/s | up/veth | down/veth | rr p50 µs | rr p99 µs | crr p50 µs | crr/s | CPU s/GiB up | CPU s/GiB down | CPU µs/rr | CPU µs/crr | stall s | n |"
+		print "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
 		for (i = 1; i <= ns; i++) { s = st[i]
 			ps = 0
 			for (k = 28; k <= 29; k++) for (j = 1; j <= cnt[s, M[k]]; j++) ps += val[s, M[k], j]
-			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", s,
+			printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n", s,
 				g(med[s, "pfup_mbps"]), g(med[s, "pfdown_mbps"]),
 				ratio(med[s, "pfup_mbps"], med[v, "pfup_mbps"]), ratio(med[s, "pfdown_mbps"], med[v, "pfdown_mbps"]),
 				f(med[s, "pf_rr_p50_us"], "%.0f"), f(med[s, "pf_rr_p99_us"], "%.0f"),
 				f(med[s, "pf_crr_p50_us"], "%.0f"), f(med[s, "pf_crr_cps"], "%.0f"),
-				f(med[s, "pfup_cpu_s_gib"], "%.2f"), f(med[s, "pfdown_cpu_s_gib"], "%.2f"), ps, cnt[s, "pfup_mbps"] }
+				f(med[s, "pfup_cpu_s_gib"], "%.2f"), f(med[s, "pfdown_cpu_s_gib"], "%.2f"),
+				f(med[s, "pf_rr_cpu_us"], "%.1f"), f(med[s, "pf_crr_cpu_us"], "%.0f"), ps, cnt[s, "pfup_mbps"] }
 		print ""
 		print "Port forward, tunstack against its peers at the same MTU (ratio of medians; throughput >1 = tunstack faster; latency, CPU <1 = tunstack better)"
 		print ""

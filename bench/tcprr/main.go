@@ -5,7 +5,7 @@
 //	echoes every byte it receives on every accepted connection
 //	(TCP_NODELAY), until -lifetime has passed.
 //
-// Client:  tcprr -c HOST:PORT [-n 2000] [-warmup 100] [-crr 200] [-timeout 60s]
+// Client:  tcprr -c HOST:PORT [-n 2000] [-warmup 100] [-crr 200] [-timeout 60s] [-stackpid PID]
 //
 //	rr:  one persistent connection (TCP_NODELAY); -n times write 1 byte and
 //	     read the 1-byte echo; per-round-trip latency percentiles and the
@@ -15,6 +15,11 @@
 //
 // Results go to stdout as key=value lines (rr_p50_us, rr_p99_us, rr_tps,
 // crr_p50_us, crr_p99_us, crr_cps); errors go to stderr with exit status 1.
+// With -stackpid, the CPU time (utime+stime from /proc/PID/stat, all
+// threads) the stack process PID spent over the measured rounds is printed
+// too, per operation: rr_cpu_us per round trip and crr_cpu_us per
+// connection. Its resolution is the kernel's clock tick (10 ms), so it
+// needs a run of a second or more of stack CPU to be worth reading.
 //
 // Helper for the benchmark script (no jq needed):
 //
@@ -48,6 +53,7 @@ func main() {
 		warmup   = flag.Int("warmup", 100, "client: round trips before measuring")
 		crr      = flag.Int("crr", 200, "client: connect+request+close sequences")
 		timeout  = flag.Duration("timeout", 60*time.Second, "client: overall deadline")
+		stackpid = flag.Int("stackpid", 0, "client: also report this process's CPU time per operation")
 		iperf    = flag.String("iperf", "", "parse an iperf3 -J output file")
 		prefix   = flag.String("prefix", "iperf", "key prefix for -iperf")
 	)
@@ -59,7 +65,7 @@ func main() {
 	case *serve != "":
 		err = server(strings.Split(*serve, ","), *lifetime)
 	case *connect != "":
-		err = client(*connect, *n, *warmup, *crr, *timeout)
+		err = client(*connect, *n, *warmup, *crr, *timeout, cpuMeter(*stackpid))
 	default:
 		flag.Usage()
 		os.Exit(2)
@@ -115,7 +121,7 @@ func echo(c net.Conn) {
 	}
 }
 
-func client(addr string, n, warmup, ncrr int, timeout time.Duration) error {
+func client(addr string, n, warmup, ncrr int, timeout time.Duration, cpu cpuMeter) error {
 	deadline := time.Now().Add(timeout)
 	if n > 0 {
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -127,9 +133,11 @@ func client(addr string, n, warmup, ncrr int, timeout time.Duration) error {
 		b := []byte{'x'}
 		lat := make([]time.Duration, 0, n)
 		var start time.Time
+		var cpu0 time.Duration
 		for i := 0; i < warmup+n; i++ {
 			if i == warmup {
 				start = time.Now()
+				cpu0 = cpu.used()
 			}
 			t0 := time.Now()
 			if err := roundTrip(c, b); err != nil {
@@ -141,6 +149,7 @@ func client(addr string, n, warmup, ncrr int, timeout time.Duration) error {
 			}
 		}
 		total := time.Since(start)
+		cpu.print("rr_cpu_us", cpu0, n)
 		c.Close()
 		fmt.Printf("rr_p50_us=%.1f\nrr_p99_us=%.1f\nrr_tps=%.0f\n",
 			us(pct(lat, 50)), us(pct(lat, 99)), float64(n)/total.Seconds())
@@ -149,6 +158,7 @@ func client(addr string, n, warmup, ncrr int, timeout time.Duration) error {
 		lat := make([]time.Duration, 0, ncrr)
 		b := []byte{'y'}
 		start := time.Now()
+		cpu0 := cpu.used()
 		for i := 0; i < ncrr; i++ {
 			t0 := time.Now()
 			d := net.Dialer{Timeout: 5 * time.Second, Deadline: deadline}
@@ -165,6 +175,7 @@ func client(addr string, n, warmup, ncrr int, timeout time.Duration) error {
 			lat = append(lat, time.Since(t0))
 		}
 		total := time.Since(start)
+		cpu.print("crr_cpu_us", cpu0, ncrr)
 		fmt.Printf("crr_p50_us=%.1f\ncrr_p99_us=%.1f\ncrr_cps=%.0f\n",
 			us(pct(lat, 50)), us(pct(lat, 99)), float64(ncrr)/total.Seconds())
 	}
@@ -248,4 +259,48 @@ func iperfSummary(file, prefix string) error {
 	fmt.Printf("%s_mbps=%.1f\n%s_bytes=%.0f\n%s_stall_s=%d\n",
 		prefix, r.End.SumReceived.BitsPerSecond/1e6, prefix, bytes, prefix, stall)
 	return nil
+}
+
+// cpuMeter is the PID of a process whose CPU time is reported; 0 is none.
+type cpuMeter int
+
+// userHZ is the unit of /proc/PID/stat's utime and stime: USER_HZ, 100 on
+// every Linux architecture Go supports.
+const userHZ = 100
+
+// used returns the process's utime+stime so far, or -1 when it cannot be
+// read (no process given, or it has gone).
+func (m cpuMeter) used() time.Duration {
+	if m <= 0 {
+		return -1
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", int(m)))
+	if err != nil {
+		return -1
+	}
+	// The command name in parentheses may hold spaces: fields count from
+	// after its closing parenthesis (utime and stime are fields 14 and 15).
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return -1
+	}
+	var ut, st int64
+	if _, err := fmt.Sscan(f[11], &ut); err != nil {
+		return -1
+	}
+	if _, err := fmt.Sscan(f[12], &st); err != nil {
+		return -1
+	}
+	return time.Duration(ut+st) * time.Second / userHZ
+}
+
+// print writes KEY=µs of CPU per operation since start, over ops
+// operations; nothing when the process could not be read.
+func (m cpuMeter) print(key string, start time.Duration, ops int) {
+	end := m.used()
+	if start < 0 || end < 0 || ops <= 0 {
+		return
+	}
+	fmt.Printf("%s=%.1f\n", key, us(end-start)/float64(ops))
 }
