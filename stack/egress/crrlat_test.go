@@ -16,7 +16,6 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
-	"github.com/tunstack/tunstack/stack/egress"
 	"github.com/tunstack/tunstack/stack/gateway"
 )
 
@@ -54,7 +53,7 @@ func crrLatency(b *testing.B, link string, procs int) {
 	if link == "syscall" {
 		gw = syscallWriter{g}
 	}
-	sb, _ := sandboxOn(b, gateway.Config{Dialer: &egress.LoopbackDialer{}}, a, gw)
+	sb, _ := sandboxOn(b, gateway.Config{Dialer: loopbackDialer(b)}, a, gw)
 	port := hostListener(b, "tcp", func(c net.Conn) {
 		go func() {
 			defer c.Close()

@@ -16,6 +16,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 
 	"github.com/tunstack/tunstack/stack"
+	"github.com/tunstack/tunstack/stack/hostsock"
 	"github.com/tunstack/tunstack/stack/relay"
 )
 
@@ -50,7 +51,10 @@ type Translator func(network string, dst netip.AddrPort) (netip.AddrPort, Verdic
 type Config struct {
 	// Stack is the stack whose unclaimed TCP and UDP flows are carried.
 	Stack *stack.Stack
-	// Dialer dials host connections; nil means a *net.Dialer.
+	// Dialer dials host connections; nil means TCP through a
+	// hostsock.Poller that egress owns, whose connections need no
+	// ordinary system call per flow, and UDP through a *net.Dialer (all
+	// through the *net.Dialer where the poller cannot start).
 	Dialer Dialer
 	// Translate maps destinations; nil dials every destination as is.
 	Translate Translator
@@ -97,6 +101,9 @@ type Egress struct {
 
 	tcp *tcpRelay
 	udp *udpRelay
+	// poller is the default Dialer's (nil when Config.Dialer was given);
+	// Close stops it once every flow has ended.
+	poller *hostsock.Poller
 }
 
 // Start installs the TCP and UDP forwarders on cfg.Stack.
@@ -104,8 +111,14 @@ func Start(cfg Config) (*Egress, error) {
 	if cfg.Stack == nil {
 		return nil, errors.New("egress: Config.Stack is nil")
 	}
+	var poller *hostsock.Poller
 	if cfg.Dialer == nil {
-		cfg.Dialer = &net.Dialer{}
+		p, err := hostsock.NewPoller()
+		if err == nil {
+			poller, cfg.Dialer = p, &hostDialer{tcp: p}
+		} else {
+			cfg.Dialer = &net.Dialer{}
+		}
 	}
 	if cfg.Translate == nil {
 		cfg.Translate = func(_ string, dst netip.AddrPort) (netip.AddrPort, Verdict) { return dst, Dial }
@@ -125,7 +138,7 @@ func Start(cfg Config) (*Egress, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Egress{
 		cfg: cfg, gs: cfg.Stack.GVisor(), log: cfg.Logger,
-		ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel, poller: poller,
 	}
 	e.tcp = newTCPRelay(e)
 	e.udp = &udpRelay{e: e}
@@ -139,6 +152,9 @@ func Start(cfg Config) (*Egress, error) {
 func (e *Egress) Close() error {
 	e.cancel()
 	e.flows.Close()
+	if e.poller != nil {
+		return e.poller.Close()
+	}
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/tunstack/tunstack/stack"
 	"github.com/tunstack/tunstack/stack/egress"
 	"github.com/tunstack/tunstack/stack/gateway"
+	"github.com/tunstack/tunstack/stack/hostsock"
 	"github.com/tunstack/tunstack/stack/stacktest"
 )
 
@@ -31,8 +32,20 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // reaches only the host's loopback.
 func sandbox(t testing.TB) *stack.Stack {
 	t.Helper()
-	sb, _ := sandboxWith(t, gateway.Config{Dialer: &egress.LoopbackDialer{}})
+	sb, _ := sandboxWith(t, gateway.Config{Dialer: loopbackDialer(t)})
 	return sb
+}
+
+// loopbackDialer reaches only loopback, through a hostsock.Poller (the
+// host path egress takes by default) stopped when the test ends.
+func loopbackDialer(t testing.TB) *egress.LoopbackDialer {
+	t.Helper()
+	p, err := hostsock.NewPoller()
+	if err != nil {
+		t.Fatalf("hostsock.NewPoller: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return &egress.LoopbackDialer{TCP: p}
 }
 
 // sandboxWith is sandbox with a gateway configured by cfg (addresses are

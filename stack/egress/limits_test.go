@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/tunstack/tunstack/stack"
-	"github.com/tunstack/tunstack/stack/egress"
 	"github.com/tunstack/tunstack/stack/gateway"
 	"github.com/tunstack/tunstack/stack/relay"
 )
@@ -62,7 +61,7 @@ func TestTCPFlowCap(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			sb, gw := sandboxWith(t, gateway.Config{Dialer: &egress.LoopbackDialer{}, Limits: tt.limits})
+			sb, gw := sandboxWith(t, gateway.Config{Dialer: loopbackDialer(t), Limits: tt.limits})
 			srv := holdServer(t)
 			var held []net.Conn
 			for i := range 2 {
@@ -128,7 +127,7 @@ func (f dialerFunc) DialContext(ctx context.Context, network, addr string) (net.
 // TestUDPFlowCap: datagrams of a flow past the cap are dropped and
 // counted; flows within it are served.
 func TestUDPFlowCap(t *testing.T) {
-	sb, gw := sandboxWith(t, gateway.Config{Dialer: &egress.LoopbackDialer{}, Limits: gateway.Limits{UDPFlows: 2}})
+	sb, gw := sandboxWith(t, gateway.Config{Dialer: loopbackDialer(t), Limits: gateway.Limits{UDPFlows: 2}})
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -152,7 +152,8 @@ func (t *tcpRelay) dial(id gstack.TransportEndpointID, syn *gstack.PacketBuffer,
 	}
 }
 
-// complete runs in a forwarder goroutine for each replayed SYN.
+// complete runs in a forwarder goroutine for each replayed SYN, and relays
+// the connection in it until both sides have ended.
 func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 	id := r.ID()
 	t.mu.Lock()
@@ -178,7 +179,9 @@ func (t *tcpRelay) complete(r *tcp.ForwarderRequest) {
 	r.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
 	guest := &guestConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}
-	if !t.e.flows.Go(func() {
+	// The relay runs in this goroutine (the forwarder's, started for
+	// this connection alone).
+	if !t.e.flows.Run(func() {
 		defer pc.release()
 		t.e.flows.Pipe(guest, relay.AsConn(pc.host))
 	}) {
