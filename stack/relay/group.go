@@ -64,6 +64,24 @@ func (g *Group) Go(f func()) bool {
 	return true
 }
 
+// Run runs f in the calling goroutine, counted as Go counts the
+// goroutines it starts: Close waits for it. It reports false, without
+// running f, once the group is closing. A goroutine that would only start
+// one with Go and end (a handshake's, handing over to the relay) saves a
+// goroutine, and the growth of a fresh one's stack, per connection.
+func (g *Group) Run(f func()) bool {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return false
+	}
+	g.wg.Add(1)
+	g.mu.Unlock()
+	defer g.wg.Done()
+	f()
+	return true
+}
+
 // Closed reports whether Close has been called.
 func (g *Group) Closed() bool {
 	g.mu.Lock()

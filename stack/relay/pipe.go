@@ -63,7 +63,7 @@ func oneWay(dst, src Conn) {
 	err := Copy(writerOf(dst), readerOf(src))
 	switch {
 	case err == nil:
-		_ = dst.CloseWrite()
+		_ = closeWrite(dst)
 	case errors.Is(err, ErrWrite):
 		Reset(src)
 	default:

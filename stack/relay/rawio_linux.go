@@ -46,6 +46,26 @@ func writerOf(c Conn) io.Writer {
 	return c
 }
 
+// closeWrite half-closes c: a kernel socket through a raw shutdown(2),
+// which wakes nobody (as the reads and writes above), anything else
+// through its CloseWrite.
+func closeWrite(c Conn) error {
+	rc := rawConnOf(c)
+	if rc == nil {
+		return c.CloseWrite()
+	}
+	var errno unix.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = unix.RawSyscall(unix.SYS_SHUTDOWN, fd, unix.SHUT_WR, 0)
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return os.NewSyscallError("shutdown", errno)
+	}
+	return nil
+}
+
 // rawConnOf returns c's RawConn when c is exactly a kernel TCP or Unix
 // stream socket, nil otherwise. Exactly: a type that wraps one to count or
 // limit what passes would still have SyscallConn, and must keep its Read

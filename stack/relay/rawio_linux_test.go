@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -128,6 +129,20 @@ func TestRawIOEndings(t *testing.T) {
 			_, err = readerOf(local).Read(make([]byte, 10))
 			return err
 		}, func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }},
+		{"half-closed through the raw shutdown: the peer reads EOF, the other way goes on", func(t *testing.T, local, peer *net.TCPConn) error {
+			if err := closeWrite(local); err != nil {
+				return err
+			}
+			if b, err := io.ReadAll(peer); err != nil || len(b) != 0 {
+				return fmt.Errorf("peer read %q, %v", b, err)
+			}
+			peer.Write([]byte("x"))
+			b := make([]byte, 1)
+			if _, err := readerOf(local).Read(b); err != nil || b[0] != 'x' {
+				return fmt.Errorf("read back %q, %v", b, err)
+			}
+			return nil
+		}, func(err error) bool { return err == nil }},
 		{"closed under a waiting read", func(t *testing.T, local, peer *net.TCPConn) error {
 			time.AfterFunc(20*time.Millisecond, func() { local.Close() })
 			_, err := readerOf(local).Read(make([]byte, 10))

@@ -180,6 +180,39 @@ func TestGroupCloseResetsAndWaits(t *testing.T) {
 	}
 }
 
+// TestGroupRun: Close waits for a Run in progress, as for a goroutine of
+// Go, and a closed group refuses Run.
+func TestGroupRun(t *testing.T) {
+	var g Group
+	running, release := make(chan struct{}), make(chan struct{})
+	ran := make(chan bool)
+	go func() {
+		ran <- g.Run(func() {
+			close(running)
+			<-release
+		})
+	}()
+	<-running
+	closed := make(chan struct{})
+	go func() {
+		g.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a Run was in progress")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	<-closed
+	if !<-ran {
+		t.Error("Run on an open group reported false")
+	}
+	if g.Run(func() { t.Error("a closed group ran f") }) {
+		t.Error("Run on a closed group reported true")
+	}
+}
+
 // flakyListener fails Accept with errs in turn, then accepts one
 // connection, then reports closed.
 type flakyListener struct {
