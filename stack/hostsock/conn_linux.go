@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -27,6 +28,10 @@ type Conn struct {
 	readable, writable chan struct{}
 	closing            chan struct{} // closed by Close: waiters return
 	closeOnce          sync.Once
+	// outArmed is set once the registration includes writability (a
+	// connect that waited, or a write that found the buffer full); it
+	// stays.
+	outArmed atomic.Bool
 
 	rd, wd deadline
 
@@ -98,18 +103,23 @@ func (c *Conn) awaitConnect(ctx context.Context) error {
 		switch e := unix.Errno(soerr); e {
 		case unix.EINPROGRESS, unix.EALREADY, unix.EINTR:
 		case 0, unix.EISCONN:
-			// A wake-up can come before the handshake ends (the
-			// registration reports the state it finds): connected
-			// only once the peer has a name.
-			var sa unix.RawSockaddrAny
-			n := uint32(unsafe.Sizeof(sa))
-			if c.sockcall(unix.SYS_GETPEERNAME, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)), 0, 0) == 0 {
+			// Connected only once the peer has a name (as net.Dialer
+			// checks: a wake-up may be spurious).
+			if c.connected() {
 				return nil
 			}
 		default:
 			return os.NewSyscallError("connect", e)
 		}
 	}
+}
+
+// connected reports whether the socket has a peer, which a connecting
+// one has once its handshake is done.
+func (c *Conn) connected() bool {
+	var sa unix.RawSockaddrAny
+	n := uint32(unsafe.Sizeof(sa))
+	return c.sockcall(unix.SYS_GETPEERNAME, uintptr(unsafe.Pointer(&sa)), uintptr(unsafe.Pointer(&n)), 0, 0) == 0
 }
 
 // readLocal fills in the local address.
@@ -196,6 +206,14 @@ func (c *Conn) Write(b []byte) (int, error) {
 			continue
 		case e != unix.EAGAIN:
 			return done, c.opError("write", os.NewSyscallError("sendto", e))
+		}
+		if !c.outArmed.Load() {
+			// Ask for writability now; the registration reports it at
+			// once if the buffer has drained meanwhile.
+			if e := c.p.control(unix.EPOLL_CTL_MOD, c, eventsInOut); e != 0 {
+				return done, c.opError("write", os.NewSyscallError("epoll_ctl", e))
+			}
+			c.outArmed.Store(true)
 		}
 		if err := c.await(c.writable, &c.wd); err != nil {
 			return done, c.opError("write", err)

@@ -18,6 +18,7 @@ import (
 // Create it with NewPoller; Close stops it.
 type Poller struct {
 	ep   *os.File // the epoll set; the runtime's poller watches it
+	epfd int      // ep's descriptor (never ep.Fd(): that may make it blocking)
 	rc   syscall.RawConn
 	done chan struct{} // closed when the event loop has returned
 
@@ -55,7 +56,7 @@ func NewPoller() (*Poller, error) {
 		f.Close()
 		return nil, err
 	}
-	p := &Poller{ep: f, rc: rc, done: make(chan struct{}), conns: make(map[uint64]*Conn)}
+	p := &Poller{ep: f, epfd: fd, rc: rc, done: make(chan struct{}), conns: make(map[uint64]*Conn)}
 	go p.loop()
 	return p, nil
 }
@@ -71,7 +72,10 @@ func (p *Poller) Close() error {
 // loop collects events whenever the runtime's poller finds the epoll set
 // readable, until Close. It stays inside one RawConn.Read, whose readiness
 // is then never reset: an event that arrives after the last epoll_pwait
-// found none makes the set readable again, and the wait returns at once.
+// makes the set readable again (epoll wakes those polling a set at every
+// event it queues), and the wait returns at once. So a batch shorter than
+// the buffer means the set was empty: no second epoll_pwait to find that
+// out.
 func (p *Poller) loop() {
 	defer close(p.done)
 	var events [64]unix.EpollEvent
@@ -88,6 +92,9 @@ func (p *Poller) loop() {
 				return false // wait until the set is readable again
 			}
 			p.dispatch(events[:n])
+			if int(n) < len(events) {
+				return false
+			}
 		}
 	})
 }
@@ -123,25 +130,40 @@ func notify(ch chan struct{}) {
 	}
 }
 
-// add registers c's descriptor, edge-triggered, under a fresh id.
-func (p *Poller) add(c *Conn) error {
+// Events a connection is registered for: always readability, and
+// writability only while a writer waits for it (or the handshake does).
+// A connected socket is writable at once, and an edge-triggered
+// registration that asks for it reports it at once: a wake-up of the loop,
+// per connection, that nobody waits for.
+const (
+	eventsIn    = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+	eventsInOut = eventsIn | unix.EPOLLOUT
+)
+
+// add registers c's descriptor for events under a fresh id.
+func (p *Poller) add(c *Conn, events uint32) error {
 	p.mu.Lock()
 	p.next++
 	c.id = p.next
 	p.conns[c.id] = c
 	p.mu.Unlock()
-	ev := unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET,
-		Fd:     int32(uint32(c.id)),
-		Pad:    int32(uint32(c.id >> 32)),
-	}
-	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, p.ep.Fd(), unix.EPOLL_CTL_ADD, uintptr(c.fd),
-		uintptr(unsafe.Pointer(&ev)), 0, 0)
-	if e != 0 {
+	if e := p.control(unix.EPOLL_CTL_ADD, c, events); e != 0 {
 		p.forget(c.id)
 		return os.NewSyscallError("epoll_ctl", e)
 	}
 	return nil
+}
+
+// control is epoll_ctl of c's descriptor with its id as the event data.
+func (p *Poller) control(op int, c *Conn, events uint32) unix.Errno {
+	ev := unix.EpollEvent{Events: events, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.fd < 0 {
+		return unix.EBADF
+	}
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(p.epfd), uintptr(op), uintptr(c.fd), uintptr(unsafe.Pointer(&ev)), 0, 0)
+	return e
 }
 
 // forget drops id; its descriptor leaves the epoll set when it is closed.
@@ -197,7 +219,22 @@ func (p *Poller) DialTCP(ctx context.Context, raddr netip.AddrPort) (*Conn, erro
 		c.Close()
 		return fail("connect", e)
 	}
-	if err := p.add(c); err != nil {
+	// To a local listener the handshake has run inside connect(2) (the
+	// loopback device delivers at once): connected already, nothing to
+	// wait for.
+	if c.connected() {
+		err := p.add(c, eventsIn)
+		if err == nil {
+			err = c.readLocal()
+		}
+		if err != nil {
+			c.Close()
+			return fail("", err)
+		}
+		return c, nil
+	}
+	c.outArmed.Store(true)
+	if err := p.add(c, eventsInOut); err != nil {
 		c.Close()
 		return fail("", err)
 	}

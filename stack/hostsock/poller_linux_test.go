@@ -119,7 +119,9 @@ func echo(c net.Conn) { io.Copy(c, c) }
 
 // TestBytesIntact sends 8 MiB to an echo server and reads it back while
 // writing, over IPv4 and IPv6, with small socket buffers so that writes
-// come back partial and EAGAIN and both directions wait on the poller.
+// come back partial and EAGAIN and both directions wait on the poller
+// (a connection dialed to loopback is connected at once and registered
+// for readability only: the first full buffer asks for writability).
 func TestBytesIntact(t *testing.T) {
 	for _, network := range []string{"tcp4", "tcp6"} {
 		t.Run(network, func(t *testing.T) {
@@ -150,6 +152,9 @@ func TestBytesIntact(t *testing.T) {
 			}
 			if !bytes.Equal(got, want) {
 				t.Fatalf("read %d bytes back, want the %d written", len(got), len(want))
+			}
+			if !c.outArmed.Load() {
+				t.Error("no write waited for buffer space: writability was never asked for")
 			}
 		})
 	}
