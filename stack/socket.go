@@ -17,6 +17,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tunstack/tunstack/internal/deadline"
 )
 
 // Socket is a BSD-style socket on a Stack. Its methods mirror the socket
@@ -42,7 +44,7 @@ type Socket struct {
 	wq     *waiter.Queue
 
 	nonblock atomic.Bool
-	rd, wd   deadline
+	rd, wd   deadline.Deadline
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -79,8 +81,6 @@ func newSocket(s *Stack, family, typ, proto int, netProto tcpip.NetworkProtocolN
 	return &Socket{
 		st: s, family: family, typ: typ, proto: proto, net: netProto,
 		ep: ep, wq: wq,
-		rd:      newDeadline(),
-		wd:      newDeadline(),
 		closing: make(chan struct{}),
 	}
 }
@@ -444,8 +444,8 @@ func (so *Socket) Close() error {
 		close(so.closing)
 		so.st.backlogs.Delete(so.ep)
 		so.ep.Close()
-		so.rd.stop()
-		so.wd.stop()
+		so.rd.Stop()
+		so.wd.Stop()
 	})
 	return nil
 }
@@ -473,16 +473,16 @@ func (so *Socket) GetPeerName() (netip.AddrPort, error) {
 // are still waiting at t return EAGAIN (through the Go adapters,
 // os.ErrDeadlineExceeded). The zero time means no deadline.
 func (so *Socket) SetDeadline(t time.Time) error {
-	so.rd.set(t)
-	so.wd.set(t)
+	so.rd.Set(t)
+	so.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read, Recv, RecvFrom and Accept.
-func (so *Socket) SetReadDeadline(t time.Time) error { so.rd.set(t); return nil }
+func (so *Socket) SetReadDeadline(t time.Time) error { so.rd.Set(t); return nil }
 
 // SetWriteDeadline sets the deadline for Write, Send and SendTo.
-func (so *Socket) SetWriteDeadline(t time.Time) error { so.wd.set(t); return nil }
+func (so *Socket) SetWriteDeadline(t time.Time) error { so.wd.Set(t); return nil }
 
 // errDeadline and errClosed are internal outcomes of block; the BSD face
 // turns them into EAGAIN and EBADF, the net face into os.ErrDeadlineExceeded
@@ -503,7 +503,7 @@ func sockErr(err error) error {
 	return err
 }
 
-func (so *Socket) blockIf(ctx context.Context, flags int, mask waiter.EventMask, dl *deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
+func (so *Socket) blockIf(ctx context.Context, flags int, mask waiter.EventMask, dl *deadline.Deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
 	if flags&MSG_DONTWAIT != 0 {
 		return errOrNil(conv(op()))
 	}
@@ -514,7 +514,7 @@ func (so *Socket) blockIf(ctx context.Context, flags int, mask waiter.EventMask,
 // endpoint's wait queue for mask events in between. It registers with the
 // queue only after a first failed attempt, so the fast path allocates
 // nothing.
-func (so *Socket) block(ctx context.Context, mask waiter.EventMask, dl *deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
+func (so *Socket) block(ctx context.Context, mask waiter.EventMask, dl *deadline.Deadline, op func() tcpip.Error, conv func(tcpip.Error) syscall.Errno) error {
 	select {
 	case <-so.closing:
 		return errClosed
@@ -537,7 +537,7 @@ func (so *Socket) block(ctx context.Context, mask waiter.EventMask, dl *deadline
 		}
 		select {
 		case <-ch:
-		case <-dl.wait():
+		case <-dl.Done():
 			return errDeadline
 		case <-ctx.Done():
 			return ctx.Err()
@@ -565,68 +565,3 @@ func (r *sliceReader) Read(p []byte) (int, error) {
 
 // Len implements tcpip.Payloader.
 func (r *sliceReader) Len() int { return len(r.b) }
-
-// deadline is a resettable timer whose expiry closes a channel, so blocked
-// calls can select on it.
-type deadline struct {
-	mu *sync.Mutex // guards timer, ch, fired, gen; a pointer so copies of deadline share it
-	// +checklocks:mu
-	timer *time.Timer
-	// +checklocks:mu
-	ch chan struct{}
-	// +checklocks:mu
-	fired bool
-	// +checklocks:mu
-	gen uint64 // bumped by set, so a stale timer cannot fire a new deadline
-}
-
-func newDeadline() deadline {
-	return deadline{mu: new(sync.Mutex), ch: make(chan struct{})}
-}
-
-func (d *deadline) wait() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.ch
-}
-
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.gen++
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-	if d.fired {
-		d.ch = make(chan struct{})
-		d.fired = false
-	}
-	if t.IsZero() {
-		return
-	}
-	dur := time.Until(t)
-	if dur <= 0 {
-		close(d.ch)
-		d.fired = true
-		return
-	}
-	gen := d.gen
-	d.timer = time.AfterFunc(dur, func() {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.gen == gen && !d.fired {
-			close(d.ch)
-			d.fired = true
-		}
-	})
-}
-
-func (d *deadline) stop() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
-}

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunstack/tunstack/internal/deadline"
 )
 
 // Conn is a host TCP connection dialed by a Poller. It implements
@@ -33,7 +35,7 @@ type Conn struct {
 	// stays.
 	outArmed atomic.Bool
 
-	rd, wd deadline
+	rd, wd deadline.Deadline
 
 	mu sync.RWMutex // guards fd: system calls on it hold the read lock
 	// fd is the socket, -1 once closed. It is closed only under the
@@ -162,7 +164,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 	if c.isClosed() {
 		return 0, c.opError("read", net.ErrClosed)
 	}
-	if c.rd.expired() {
+	if c.rd.Expired() {
 		return 0, c.opError("read", os.ErrDeadlineExceeded)
 	}
 	if len(b) == 0 {
@@ -194,7 +196,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	}
 	done := 0
 	for done < len(b) {
-		if c.wd.expired() {
+		if c.wd.Expired() {
 			return done, c.opError("write", os.ErrDeadlineExceeded)
 		}
 		n, e := c.transfer(unix.SYS_SENDTO, b[done:], unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
@@ -234,13 +236,13 @@ func (c *Conn) transfer(trap uintptr, b []byte, flags int) (int, unix.Errno) {
 }
 
 // await waits for a wake-up on ch, Close or the deadline.
-func (c *Conn) await(ch chan struct{}, d *deadline) error {
+func (c *Conn) await(ch chan struct{}, d *deadline.Deadline) error {
 	select {
 	case <-ch:
 		return nil
 	case <-c.closing:
 		return net.ErrClosed
-	case <-d.channel():
+	case <-d.Done():
 		return os.ErrDeadlineExceeded
 	}
 }
@@ -294,8 +296,8 @@ func (c *Conn) Close() error {
 		fd := c.fd
 		c.fd = -1
 		c.mu.Unlock()
-		c.rd.stop()
-		c.wd.stop()
+		c.rd.Stop()
+		c.wd.Stop()
 		if c.id != 0 {
 			c.p.forget(c.id)
 		}
@@ -315,19 +317,19 @@ func (c *Conn) RemoteAddr() net.Addr { return c.raddr }
 
 // SetDeadline implements net.Conn.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.Conn.
 func (c *Conn) SetReadDeadline(t time.Time) error {
-	c.rd.set(t)
+	c.rd.Set(t)
 	return nil
 }
 
 // SetWriteDeadline implements net.Conn.
 func (c *Conn) SetWriteDeadline(t time.Time) error {
-	c.wd.set(t)
+	c.wd.Set(t)
 	return nil
 }
