@@ -34,11 +34,7 @@ type Deadline struct {
 func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.gen++
-	if d.timer != nil {
-		d.timer.Stop()
-		d.timer = nil
-	}
+	d.stopLocked()
 	if d.ch == nil || d.fired {
 		d.ch = make(chan struct{})
 		d.fired = false
@@ -82,6 +78,13 @@ func (d *Deadline) Expired() bool {
 func (d *Deadline) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.stopLocked()
+}
+
+// stopLocked stops the timer and retires its generation.
+//
+// +checklocks:d.mu
+func (d *Deadline) stopLocked() {
 	d.gen++
 	if d.timer != nil {
 		d.timer.Stop()
