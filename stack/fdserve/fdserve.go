@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/tunstack/tunstack/stack"
 )
@@ -254,7 +255,9 @@ func (s *Server) startUDPFlow(sock *net.UnixConn, peer netip.AddrPort, ended fun
 		uc.Close()
 		return nil, err
 	}
+	relayed := make(chan struct{})
 	go func() {
+		defer close(relayed)
 		hdr := stack.AppendAddrHeader(nil, peer)
 		buf := make([]byte, len(hdr)+65536)
 		copy(buf, hdr)
@@ -268,11 +271,22 @@ func (s *Server) startUDPFlow(sock *net.UnixConn, peer netip.AddrPort, ended fun
 	}()
 	go func() {
 		code := Wait(c)
+		// Everything the command wrote is queued on uc by now: relay
+		// it before the flow ends (closing uc at once dropped a reply
+		// still queued). The read ends at EOF, or after drainGrace when
+		// something the command left running still holds its end.
+		uc.SetReadDeadline(time.Now().Add(drainGrace))
+		<-relayed
 		uc.Close()
 		ended(code)
 	}()
 	return uc, nil
 }
+
+// drainGrace bounds how long a UDP flow's replies are still relayed after
+// its command has exited, when a process it left behind keeps the socket
+// open (EOF never comes).
+const drainGrace = time.Second
 
 // seqpacketPair returns our end of a SOCK_SEQPACKET pair on Go's poller
 // and the other end as a file for a command.
